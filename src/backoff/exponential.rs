@@ -1,0 +1,219 @@
+use std::time::Duration;
+
+use super::BackoffError;
+
+/// How much randomness [`Exponential`] adds to each delay, so that many clients that failed
+/// together do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Jitter {
+    /// No randomness: the delay is the base delay.
+    #[default]
+    None,
+    /// Uniform in `0..=base` ("full jitter"). Spreads retries the most; a delay may be near zero.
+    Full,
+    /// Uniform in `base * (1 - p) ..= base * (1 + p)`, capped at the maximum delay; `p` is in
+    /// `0.0..=1.0`.
+    Proportional(f64),
+}
+
+/// Exponential backoff: the base delay before attempt `n` (0-based) is `min * factor^n`, capped at
+/// `max`; jitter is applied to the base, so the base itself grows monotonically.
+///
+/// Optional limits end the iterator: a number of attempts, and a budget for the sum of all delays
+/// (the delay that would overrun the budget is not given; the iterator ends instead).
+///
+/// Build one with [`Exponential::builder`]; the defaults are `min` 10 ms, `max` 10 s, `factor` 2,
+/// no jitter, no limits.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::{Exponential, Jitter};
+///
+/// let policy = Exponential::builder()
+///     .min(Duration::from_millis(100))
+///     .max(Duration::from_millis(300))
+///     .jitter(Jitter::Proportional(0.1))
+///     .seed(7) // deterministic jitter, for tests
+///     .build()?;
+/// for (n, delay) in policy.take(5).enumerate() {
+///     assert!(delay <= Duration::from_millis(300), "attempt {n}: {delay:?}");
+/// }
+/// # Ok::<(), staunch::backoff::BackoffError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Exponential {
+    min: Duration,
+    max: Duration,
+    factor: f64,
+    jitter: Jitter,
+    max_attempts: Option<u32>,
+    max_total: Option<Duration>,
+    rng: u64,
+    attempt: u32,
+    total: Duration,
+}
+
+/// Builder for [`Exponential`]; parameters are checked by [`build`](ExponentialBuilder::build).
+#[derive(Debug, Clone)]
+#[must_use = "call .build() to get the policy"]
+pub struct ExponentialBuilder {
+    min: Duration,
+    max: Duration,
+    factor: f64,
+    jitter: Jitter,
+    max_attempts: Option<u32>,
+    max_total: Option<Duration>,
+    seed: Option<u64>,
+}
+
+impl Exponential {
+    /// A builder with the defaults: `min` 10 ms, `max` 10 s, `factor` 2, no jitter, no limits.
+    pub fn builder() -> ExponentialBuilder {
+        ExponentialBuilder {
+            min: Duration::from_millis(10),
+            max: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: Jitter::None,
+            max_attempts: None,
+            max_total: None,
+            seed: None,
+        }
+    }
+
+    /// The base delay (before jitter) for 0-based attempt `n`: `min(min * factor^n, max)`.
+    pub fn base_delay(&self, n: u32) -> Duration {
+        let secs = self.min.as_secs_f64() * self.factor.powf(f64::from(n));
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs).clamp(self.min, self.max)
+        }
+    }
+
+    /// How many delays this policy has given so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    fn next_random_unit(&mut self) -> f64 {
+        // splitmix64: tiny, good enough for spreading retries, and reproducible from a seed.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Iterator for Exponential {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.max_attempts.is_some_and(|n| self.attempt >= n) {
+            return None;
+        }
+        let base = self.base_delay(self.attempt);
+        let delay = match self.jitter {
+            Jitter::None => base,
+            Jitter::Full => base.mul_f64(self.next_random_unit()),
+            Jitter::Proportional(p) => {
+                let scale = 1.0 - p + 2.0 * p * self.next_random_unit();
+                base.mul_f64(scale).min(self.max)
+            }
+        };
+        let total = self.total.saturating_add(delay);
+        if self.max_total.is_some_and(|cap| total > cap) {
+            return None;
+        }
+        self.total = total;
+        self.attempt = self.attempt.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl ExponentialBuilder {
+    /// The first (smallest) delay. Must be greater than zero.
+    pub fn min(mut self, min: Duration) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The cap on the base delay.
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The growth factor per attempt; a finite number `>= 1` (1 gives a constant delay).
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// The randomness added to each delay.
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Give up (end the iterator) after this many delays.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Give up once the sum of the delays given would exceed `total`.
+    pub fn max_total(mut self, total: Duration) -> Self {
+        self.max_total = Some(total);
+        self
+    }
+
+    /// Seed the jitter's random numbers, so a test sees the same delays every run. Without a seed,
+    /// each policy built gets a different one.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Check the parameters and build the policy.
+    pub fn build(self) -> Result<Exponential, BackoffError> {
+        if self.min.is_zero() {
+            return Err(BackoffError::ZeroDelay);
+        }
+        if self.min > self.max {
+            return Err(BackoffError::MinGreaterThanMax);
+        }
+        if !(self.factor.is_finite() && self.factor >= 1.0) {
+            return Err(BackoffError::InvalidFactor(self.factor));
+        }
+        if let Jitter::Proportional(p) = self.jitter {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(BackoffError::InvalidJitter(p));
+            }
+        }
+        if self.max_attempts == Some(0) {
+            return Err(BackoffError::ZeroAttempts);
+        }
+        Ok(Exponential {
+            min: self.min,
+            max: self.max,
+            factor: self.factor,
+            jitter: self.jitter,
+            max_attempts: self.max_attempts,
+            max_total: self.max_total,
+            rng: self.seed.unwrap_or_else(random_seed),
+            attempt: 0,
+            total: Duration::ZERO,
+        })
+    }
+}
+
+fn random_seed() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    // RandomState is seeded per process and per instance from the OS: no extra dependency.
+    RandomState::new().hash_one(std::time::Instant::now())
+}
