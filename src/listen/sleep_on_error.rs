@@ -1,0 +1,420 @@
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_core::{FusedStream, Stream};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Sleep};
+
+use super::stats::{polling_listener, AcceptShared, ListenShared, Stats};
+use super::ErrorClass;
+use crate::backoff::Constant;
+
+/// The shortest backoff `sleep_on_error` sleeps, whatever a policy yields: a policy yielding zero
+/// must not turn the accept loop into a busy loop.
+pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
+
+/// How many per-connection errors in a row one `poll_next` skips before yielding to the runtime,
+/// so a stream that fails instantly forever cannot starve other tasks.
+const SKIP_BUDGET: u32 = 64;
+
+type ErrorHook = Box<dyn FnMut(&AcceptErrorEvent<'_>) + Send>;
+
+pin_project! {
+    /// Stream for the [`sleep_on_error`](crate::ListenExt::sleep_on_error) method.
+    ///
+    /// It yields every successful item of the inner stream, skips per-connection errors at once,
+    /// and backs off on every other error. It never ends because of an error unless a give-up
+    /// limit was set ([`give_up_after`](SleepOnError::give_up_after), or a policy that ends). It
+    /// holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or `tokio::pin!`)
+    /// to call `next()` directly.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct SleepOnError<S, B = Constant> {
+        #[pin]
+        stream: S,
+        #[pin]
+        sleep: Option<Sleep>,
+        policy: B,
+        current: B,
+        consecutive: u32,
+        give_up_after: Option<u32>,
+        on_error: Option<ErrorHook>,
+        shared: Arc<AcceptShared>,
+        listener: Option<Arc<ListenShared>>,
+        link_checked: bool,
+        releases_at_sleep: u64,
+        last_class: ErrorClass,
+        done: bool,
+    }
+}
+
+/// What [`SleepOnError`] does about one accept error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AcceptAction {
+    /// Per-connection error: accept again at once.
+    Skip,
+    /// Wait this long (or until one of the listener's own connections ends) before accepting again.
+    Backoff(Duration),
+    /// The give-up limit was reached: the stream ends.
+    GiveUp,
+}
+
+/// One accept error, as seen by the [`on_error`](SleepOnError::on_error) hook.
+#[derive(Debug)]
+pub struct AcceptErrorEvent<'a> {
+    error: &'a io::Error,
+    class: ErrorClass,
+    action: AcceptAction,
+    consecutive: u32,
+}
+
+impl AcceptErrorEvent<'_> {
+    /// The error `accept` returned.
+    pub fn error(&self) -> &io::Error {
+        self.error
+    }
+
+    /// How it was classified.
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    /// What the stream does about it.
+    pub fn action(&self) -> AcceptAction {
+        self.action
+    }
+
+    /// Backed-off errors in a row, this one included (0 for a skipped per-connection error).
+    pub fn consecutive(&self) -> u32 {
+        self.consecutive
+    }
+}
+
+impl<S, T> SleepOnError<S, Constant>
+where
+    S: Stream<Item = io::Result<T>>,
+{
+    pub(crate) fn new(stream: S, delay: Duration) -> Self {
+        assert!(
+            !delay.is_zero(),
+            "sleep_on_error: the delay must be greater than zero (a zero delay is a busy loop)"
+        );
+        let policy = Constant::new(delay);
+        SleepOnError {
+            stream,
+            sleep: None,
+            policy,
+            current: policy,
+            consecutive: 0,
+            give_up_after: None,
+            on_error: None,
+            shared: Arc::default(),
+            listener: None,
+            link_checked: false,
+            releases_at_sleep: 0,
+            last_class: ErrorClass::Unknown,
+            done: false,
+        }
+    }
+}
+
+impl<S, B> SleepOnError<S, B> {
+    /// Replace the fixed delay with another backoff policy, for example
+    /// [`Exponential`](crate::backoff::Exponential). The policy starts over (from a clone of the
+    /// one given) after every successful accept. Delays under [`MIN_ACCEPT_BACKOFF`] are raised
+    /// to it. When the policy ends (returns `None`), the stream gives up as with
+    /// [`give_up_after`](SleepOnError::give_up_after).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::{backoff::Exponential, ListenExt};
+    /// # let accepts = futures_util::stream::empty::<std::io::Result<()>>();
+    /// let backoff = Exponential::builder()
+    ///     .min(Duration::from_millis(5))
+    ///     .max(Duration::from_secs(1))
+    ///     .build()
+    ///     .unwrap();
+    /// let accepts = accepts.sleep_on_error(Duration::from_millis(5)).backoff(backoff);
+    /// ```
+    pub fn backoff<B2>(self, policy: B2) -> SleepOnError<S, B2>
+    where
+        B2: Iterator<Item = Duration> + Clone,
+    {
+        SleepOnError {
+            stream: self.stream,
+            sleep: None,
+            current: policy.clone(),
+            policy,
+            consecutive: 0,
+            give_up_after: self.give_up_after,
+            on_error: self.on_error,
+            shared: self.shared,
+            listener: self.listener,
+            link_checked: self.link_checked,
+            releases_at_sleep: 0,
+            last_class: self.last_class,
+            done: self.done,
+        }
+    }
+
+    /// Call `hook` for every accept error, with its class and the action taken, before acting on
+    /// it. Use it to count, alert or log in your own format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use staunch::{ErrorClass, ListenExt};
+    /// # let accepts = futures_util::stream::empty::<std::io::Result<()>>();
+    /// let resource_errors = Arc::new(AtomicU64::new(0));
+    /// let counter = resource_errors.clone();
+    /// let accepts = accepts.sleep_on_error(Duration::from_millis(100)).on_error(move |event| {
+    ///     if event.class() == ErrorClass::Resource {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// ```
+    pub fn on_error<F>(mut self, hook: F) -> Self
+    where
+        F: FnMut(&AcceptErrorEvent<'_>) + Send + 'static,
+    {
+        self.on_error = Some(Box::new(hook));
+        self
+    }
+
+    /// End the stream when `errors` backed-off errors come in a row with no successful accept
+    /// between them. The last error is logged, passed to the hook with
+    /// [`AcceptAction::GiveUp`], and kept for [`Stats::take_give_up_error`], so a server that can
+    /// never accept again can exit (and be restarted by its supervisor) instead of hanging.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `errors` is zero.
+    #[track_caller]
+    pub fn give_up_after(mut self, errors: u32) -> Self {
+        assert!(errors > 0, "give_up_after: the limit must be at least 1");
+        self.give_up_after = Some(errors);
+        self
+    }
+
+    /// A handle to this stream's counters.
+    pub fn stats(&self) -> Stats {
+        Stats::accept(self.shared.clone())
+    }
+
+    /// The backoff policy, as given.
+    pub fn policy(&self) -> &B {
+        &self.policy
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The inner stream. Taking items from it directly bypasses the error handling.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The pinned inner stream.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
+        self.project().stream
+    }
+
+    /// The inner stream, dropping the rest.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S, B, T> Stream for SleepOnError<S, B>
+where
+    S: Stream<Item = io::Result<T>>,
+    B: Iterator<Item = Duration> + Clone,
+{
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        if !*this.link_checked {
+            *this.link_checked = true;
+            if let Some(listener) = polling_listener() {
+                listener.link(this.shared.clone());
+                *this.listener = Some(listener);
+            }
+        }
+        let mut skipped = 0;
+        loop {
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+                let released = this.listener.as_ref().is_some_and(|l| {
+                    *this.last_class == ErrorClass::Resource
+                        && l.releases.load(Relaxed) != *this.releases_at_sleep
+                });
+                if released {
+                    this.shared.woken_by_release.fetch_add(1, Relaxed);
+                    log_event!(
+                        debug,
+                        "a connection ended and freed resources: accepting again"
+                    );
+                } else {
+                    ready!(sleep.poll(cx));
+                }
+                this.sleep.set(None);
+            }
+            let error = match ready!(this.stream.as_mut().poll_next(cx)) {
+                None => {
+                    *this.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Ok(item)) => {
+                    this.shared.accepted.fetch_add(1, Relaxed);
+                    if *this.consecutive > 0 {
+                        *this.consecutive = 0;
+                        *this.current = this.policy.clone();
+                    }
+                    return Poll::Ready(Some(item));
+                }
+                Some(Err(error)) => error,
+            };
+            let class = ErrorClass::of(&error);
+            let active = this.listener.as_ref().map(|l| l.active.load(Relaxed));
+            if class == ErrorClass::Connection {
+                this.shared.connection_errors.fetch_add(1, Relaxed);
+                report(this.on_error, &error, class, AcceptAction::Skip, 0);
+                log_event!(
+                    debug,
+                    error = %error,
+                    kind = ?error.kind(),
+                    errno = ?error.raw_os_error(),
+                    active = ?active,
+                    "accept: per-connection error skipped"
+                );
+                skipped += 1;
+                if skipped >= SKIP_BUDGET {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            *this.consecutive = this.consecutive.saturating_add(1);
+            let limit_reached = this.give_up_after.is_some_and(|n| *this.consecutive >= n);
+            let delay = if limit_reached {
+                None
+            } else {
+                this.current.next().map(|d| d.max(MIN_ACCEPT_BACKOFF))
+            };
+            let Some(delay) = delay else {
+                report(
+                    this.on_error,
+                    &error,
+                    class,
+                    AcceptAction::GiveUp,
+                    *this.consecutive,
+                );
+                log_event!(
+                    error,
+                    error = %error,
+                    kind = ?error.kind(),
+                    errno = ?error.raw_os_error(),
+                    consecutive = *this.consecutive,
+                    "accept: giving up after persistent errors; the stream ends"
+                );
+                this.shared.gave_up.store(true, Relaxed);
+                *this
+                    .shared
+                    .give_up_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(error);
+                *this.done = true;
+                return Poll::Ready(None);
+            };
+            this.shared.backoffs.fetch_add(1, Relaxed);
+            report(
+                this.on_error,
+                &error,
+                class,
+                AcceptAction::Backoff(delay),
+                *this.consecutive,
+            );
+            log_event!(
+                error,
+                error = %error,
+                kind = ?error.kind(),
+                errno = ?error.raw_os_error(),
+                class = ?class,
+                delay_ms = delay.as_millis() as u64,
+                consecutive = *this.consecutive,
+                active = ?active,
+                "accept: error, backing off"
+            );
+            *this.last_class = class;
+            if let Some(l) = this.listener.as_ref() {
+                *this.releases_at_sleep = l.releases.load(Relaxed);
+            }
+            this.sleep.set(Some(sleep(delay)));
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            return (0, Some(0));
+        }
+        // Errors are dropped, so nothing is promised; at most every inner item comes out.
+        (0, self.stream.size_hint().1)
+    }
+}
+
+fn report(
+    hook: &mut Option<ErrorHook>,
+    error: &io::Error,
+    class: ErrorClass,
+    action: AcceptAction,
+    consecutive: u32,
+) {
+    if let Some(hook) = hook {
+        hook(&AcceptErrorEvent {
+            error,
+            class,
+            action,
+            consecutive,
+        });
+    }
+}
+
+impl<S, B, T> FusedStream for SleepOnError<S, B>
+where
+    S: Stream<Item = io::Result<T>>,
+    B: Iterator<Item = Duration> + Clone,
+{
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<S: fmt::Debug, B: fmt::Debug> fmt::Debug for SleepOnError<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SleepOnError")
+            .field("stream", &self.stream)
+            .field("policy", &self.policy)
+            .field("backing_off", &self.sleep.is_some())
+            .field("consecutive", &self.consecutive)
+            .field("give_up_after", &self.give_up_after)
+            .field("linked_to_listener", &self.listener.is_some())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}

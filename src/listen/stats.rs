@@ -1,0 +1,265 @@
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// A cheap handle to a server's counters, readable while it runs (from any thread).
+///
+/// Get one from [`SleepOnError::stats`](crate::SleepOnError::stats) (accept counters only) or from
+/// [`Listen::stats`](crate::Listen::stats) / [`SpawnListen::stats`](crate::SpawnListen::stats)
+/// (connection counters, plus the accept counters of every `sleep_on_error` stream the listener
+/// polls, however many adapters sit between them). Cloning it is an `Arc` clone; reading it is a
+/// handful of relaxed atomic loads.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::stream;
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let accepts = stream::iter([Ok(1), Err(std::io::ErrorKind::ConnectionReset.into()), Ok(2)]);
+/// let server = accepts
+///     .sleep_on_error(std::time::Duration::from_millis(100))
+///     .map(|n: u32| async move { let _ = n; })
+///     .listen(10);
+/// let stats = server.stats();
+/// server.await;
+/// let s = stats.snapshot();
+/// assert_eq!((s.accepted, s.connection_errors, s.connections, s.finished), (2, 1, 2, 2));
+/// # }
+/// # use futures_util::StreamExt;
+/// ```
+#[derive(Clone)]
+pub struct Stats {
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Accept(Arc<AcceptShared>),
+    Listen(Arc<ListenShared>),
+}
+
+/// The counters of a [`Stats`] handle at one moment.
+///
+/// For a listener, `connections == active + finished + failed + panicked + timed_out + cancelled`
+/// holds once it has stopped (while it runs, counters are read one by one and may be a moment
+/// apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Items `sleep_on_error` passed on (successful accepts).
+    pub accepted: u64,
+    /// Per-connection accept errors skipped at once.
+    pub connection_errors: u64,
+    /// Resource and unknown accept errors that made the stream back off.
+    pub backoffs: u64,
+    /// Times a backoff was cut short because one of the listener's connections ended and freed
+    /// a descriptor.
+    pub woken_by_release: u64,
+    /// Connection futures started by the listener.
+    pub connections: u64,
+    /// Connection futures running now.
+    pub active: usize,
+    /// The most connection futures ever running at once.
+    pub peak_active: usize,
+    /// Connection futures that completed with `()` or `Ok`.
+    pub finished: u64,
+    /// Connection futures that completed with `Err` (logged).
+    pub failed: u64,
+    /// Connection futures that panicked (caught and logged).
+    pub panicked: u64,
+    /// Connection futures cancelled by the per-connection time limit.
+    pub timed_out: u64,
+    /// Connection futures cancelled at the end of a graceful shutdown's grace period.
+    pub cancelled: u64,
+    /// `true` once a `sleep_on_error` stream gave up and ended because errors persisted.
+    pub gave_up: bool,
+}
+
+impl Stats {
+    pub(crate) fn accept(shared: Arc<AcceptShared>) -> Stats {
+        Stats {
+            source: Source::Accept(shared),
+        }
+    }
+
+    pub(crate) fn listen(shared: Arc<ListenShared>) -> Stats {
+        Stats {
+            source: Source::Listen(shared),
+        }
+    }
+
+    /// Read every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        match &self.source {
+            Source::Accept(a) => a.add_to(&mut s),
+            Source::Listen(l) => {
+                l.add_to(&mut s);
+                for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    a.add_to(&mut s);
+                }
+            }
+        }
+        s
+    }
+
+    /// Connection futures running now (0 for a handle from `sleep_on_error`).
+    pub fn active(&self) -> usize {
+        match &self.source {
+            Source::Accept(_) => 0,
+            Source::Listen(l) => l.active.load(Relaxed),
+        }
+    }
+
+    /// The error that made a `sleep_on_error` stream give up, if one did. It can be taken once.
+    pub fn take_give_up_error(&self) -> Option<io::Error> {
+        match &self.source {
+            Source::Accept(a) => a.take_give_up_error(),
+            Source::Listen(l) => l
+                .linked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find_map(|a| a.take_give_up_error()),
+        }
+    }
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Stats").field(&self.snapshot()).finish()
+    }
+}
+
+impl fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} connection_errors={} backoffs={} woken_by_release={} connections={} \
+             active={} peak_active={} finished={} failed={} panicked={} timed_out={} cancelled={}",
+            self.accepted,
+            self.connection_errors,
+            self.backoffs,
+            self.woken_by_release,
+            self.connections,
+            self.active,
+            self.peak_active,
+            self.finished,
+            self.failed,
+            self.panicked,
+            self.timed_out,
+            self.cancelled
+        )?;
+        if self.gave_up {
+            f.write_str(" gave_up")?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one `sleep_on_error` stream.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptShared {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) connection_errors: AtomicU64,
+    pub(crate) backoffs: AtomicU64,
+    pub(crate) woken_by_release: AtomicU64,
+    pub(crate) give_up_error: Mutex<Option<io::Error>>,
+    pub(crate) gave_up: std::sync::atomic::AtomicBool,
+}
+
+impl AcceptShared {
+    fn add_to(&self, s: &mut StatsSnapshot) {
+        s.accepted += self.accepted.load(Relaxed);
+        s.connection_errors += self.connection_errors.load(Relaxed);
+        s.backoffs += self.backoffs.load(Relaxed);
+        s.woken_by_release += self.woken_by_release.load(Relaxed);
+        s.gave_up |= self.gave_up.load(Relaxed);
+    }
+
+    fn take_give_up_error(&self) -> Option<io::Error> {
+        self.give_up_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Counters of one listener, and the accept streams linked to it.
+#[derive(Debug, Default)]
+pub(crate) struct ListenShared {
+    pub(crate) connections: AtomicU64,
+    pub(crate) active: AtomicUsize,
+    pub(crate) peak_active: AtomicUsize,
+    pub(crate) finished: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    /// Bumped whenever a connection future ends (and so has dropped its socket).
+    pub(crate) releases: AtomicU64,
+    linked: Mutex<Vec<Arc<AcceptShared>>>,
+}
+
+impl ListenShared {
+    fn add_to(&self, s: &mut StatsSnapshot) {
+        s.connections += self.connections.load(Relaxed);
+        s.active += self.active.load(Relaxed);
+        s.peak_active = s.peak_active.max(self.peak_active.load(Relaxed));
+        s.finished += self.finished.load(Relaxed);
+        s.failed += self.failed.load(Relaxed);
+        s.panicked += self.panicked.load(Relaxed);
+        s.timed_out += self.timed_out.load(Relaxed);
+        s.cancelled += self.cancelled.load(Relaxed);
+    }
+
+    pub(crate) fn started(&self) -> usize {
+        self.connections.fetch_add(1, Relaxed);
+        let active = self.active.fetch_add(1, Relaxed) + 1;
+        self.peak_active.fetch_max(active, Relaxed);
+        active
+    }
+
+    pub(crate) fn ended(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+        self.active.fetch_sub(1, Relaxed);
+        self.releases.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn link(&self, accept: Arc<AcceptShared>) {
+        self.linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(accept);
+    }
+}
+
+thread_local! {
+    /// The listener whose `poll` is polling its accept stream on this thread right now, so that a
+    /// `sleep_on_error` stream anywhere inside it (behind `map`, `take_until`, ...) can link to it.
+    static POLLING_LISTENER: RefCell<Option<Arc<ListenShared>>> = const { RefCell::new(None) };
+}
+
+/// Run `poll` with `shared` as the listener polling on this thread.
+pub(crate) fn with_polling_listener<R>(shared: &Arc<ListenShared>, poll: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<ListenShared>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            POLLING_LISTENER.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let previous = POLLING_LISTENER.with(|c| c.borrow_mut().replace(shared.clone()));
+    let _restore = Restore(previous);
+    poll()
+}
+
+/// The listener polling on this thread, if any.
+pub(crate) fn polling_listener() -> Option<Arc<ListenShared>> {
+    POLLING_LISTENER.with(|c| c.borrow().clone())
+}

@@ -1,0 +1,167 @@
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use super::policy::DynPolicy;
+use super::{Action, BoxFuture, Connect, Context, EofPolicy, ReadMode, Reconnecting, WriteMode};
+use crate::backoff::{Exponential, Jitter};
+
+pub(crate) type DisconnectHook<C> = Box<dyn FnMut(&Context, &mut C) -> BoxFuture<Action> + Send>;
+pub(crate) type ConnectHook<Io> = Box<dyn FnMut(&Context, Io) -> BoxFuture<io::Result<Io>> + Send>;
+
+/// Builder for [`Reconnecting`], from [`Reconnecting::builder`].
+///
+/// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, no connect
+/// or idle timeout, [`EofPolicy::End`], [`ReadMode::Boundary`], [`WriteMode::Report`],
+/// [`is_disconnect`](super::is_disconnect), no hooks, no cancellation.
+#[must_use = "call .build() to get the adapter"]
+pub struct Builder<C: Connect> {
+    pub(crate) connector: C,
+    pub(crate) policy: Box<dyn DynPolicy>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) eof: EofPolicy,
+    pub(crate) read_mode: ReadMode,
+    pub(crate) write_mode: WriteMode,
+    pub(crate) is_disconnect: fn(&io::Error) -> bool,
+    pub(crate) on_disconnect: Option<DisconnectHook<C>>,
+    pub(crate) on_connect: Option<ConnectHook<C::Io>>,
+    pub(crate) cancel: Option<BoxFuture<()>>,
+}
+
+impl<C: Connect> Builder<C> {
+    pub(crate) fn new(connector: C) -> Self {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(100))
+            .max(Duration::from_secs(10))
+            .jitter(Jitter::Proportional(0.1))
+            .build()
+            .expect("the default policy is valid");
+        Builder {
+            connector,
+            policy: Box::new(policy),
+            connect_timeout: None,
+            idle_timeout: None,
+            eof: EofPolicy::End,
+            read_mode: ReadMode::Boundary,
+            write_mode: WriteMode::Report,
+            is_disconnect: super::is_disconnect,
+            on_disconnect: None,
+            on_connect: None,
+            cancel: None,
+        }
+    }
+
+    /// The delays between attempts: any `Iterator<Item = Duration> + Clone`, for example from
+    /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
+    /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
+    /// The policy starts over (from a clone of the one given) after every successful connection.
+    pub fn policy<P>(mut self, policy: P) -> Self
+    where
+        P: Iterator<Item = Duration> + Clone + Send + 'static,
+    {
+        self.policy = Box::new(policy);
+        self
+    }
+
+    /// Fail a connection attempt that has not completed after `timeout` (with
+    /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Treat a connection as lost when a read has waited `timeout` with no byte arriving
+    /// ([`Reason::IdleTimeout`](super::Reason::IdleTimeout)). The clock starts when a read finds
+    /// no data, and restarts after every byte received. This is how a half-open connection (a
+    /// peer that vanished without a FIN or RST) is noticed at the application's pace; TCP
+    /// keepalive on [`TcpConnector`](super::TcpConnector) notices it at the kernel's.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// What end of stream means; see [`EofPolicy`].
+    pub fn eof(mut self, eof: EofPolicy) -> Self {
+        self.eof = eof;
+        self
+    }
+
+    /// How reads behave across a reconnect; see [`ReadMode`].
+    pub fn read_mode(mut self, mode: ReadMode) -> Self {
+        self.read_mode = mode;
+        self
+    }
+
+    /// What happens to a write that fails; see [`WriteMode`].
+    pub fn write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
+    }
+
+    /// Which I/O errors on a live connection mean "connection lost" (and start a reconnect);
+    /// others are returned to the caller unchanged. The default is
+    /// [`is_disconnect`](super::is_disconnect).
+    pub fn disconnect_if(mut self, classify: fn(&io::Error) -> bool) -> Self {
+        self.is_disconnect = classify;
+        self
+    }
+
+    /// An async hook run after each lost connection and each failed attempt, before the backoff
+    /// delay. It gets the [`Context`] and `&mut` access to the connector (to change the target),
+    /// and returns a future that may wait and then decides: [`Action::Reconnect`] or
+    /// [`Action::GiveUp`]. The future runs inside the adapter, driven by the caller's operations.
+    pub fn on_disconnect<F>(mut self, hook: F) -> Self
+    where
+        F: FnMut(&Context, &mut C) -> BoxFuture<Action> + Send + 'static,
+    {
+        self.on_disconnect = Some(Box::new(hook));
+        self
+    }
+
+    /// An async hook run on every new connection before any user I/O touches it: it gets the
+    /// connection by value and hands it back (after a handshake or authentication, say). An error
+    /// counts as a failed attempt ([`Reason::HandshakeFailed`](super::Reason::HandshakeFailed)).
+    pub fn on_connect<F>(mut self, hook: F) -> Self
+    where
+        F: FnMut(&Context, C::Io) -> BoxFuture<io::Result<C::Io>> + Send + 'static,
+    {
+        self.on_connect = Some(Box::new(hook));
+        self
+    }
+
+    /// Stop reconnecting once `signal` completes: a backoff delay, connection attempt or hook in
+    /// progress is cut short and the adapter becomes
+    /// [`Exhausted`](super::ConnState::Exhausted) with
+    /// [`GiveUpCause::Cancelled`](super::GiveUpCause::Cancelled). A live connection is left
+    /// alone until it is lost. With tokio-util, pass `token.cancelled_owned()`.
+    pub fn cancel_on<F>(mut self, signal: F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.cancel = Some(Box::pin(signal));
+        self
+    }
+
+    /// Build the adapter. Nothing is connected yet: the first operation (or
+    /// [`Reconnecting::wait_connected`]) starts connecting.
+    pub fn build(self) -> Reconnecting<C> {
+        Reconnecting::from_builder(self)
+    }
+}
+
+impl<C: Connect> fmt::Debug for Builder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("eof", &self.eof)
+            .field("read_mode", &self.read_mode)
+            .field("write_mode", &self.write_mode)
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_connect", &self.on_connect.is_some())
+            .field("cancel", &self.cancel.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,74 @@
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+/// A boxed, `Send` future, the return type of hooks and of the built-in connectors.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Something that can open a connection, again and again.
+///
+/// [`connect`](Connect::connect) is called once per attempt with `&mut self`, so a connector may
+/// keep state between attempts and change its target (the
+/// [`on_disconnect`](super::Builder::on_disconnect) hook gets `&mut` access to it). The future it
+/// returns must not borrow the connector: the adapter stores it next to the connector.
+///
+/// Any `FnMut() -> impl Future<Output = io::Result<Io>>` closure is a connector.
+///
+/// # Examples
+///
+/// A closure:
+///
+/// ```
+/// use staunch::reconnect::Connect;
+///
+/// fn assert_connect<C: Connect>(_: &C) {}
+/// let connector = || tokio::net::TcpStream::connect("127.0.0.1:8080");
+/// assert_connect(&connector);
+/// ```
+///
+/// A connector with state, cycling through targets:
+///
+/// ```
+/// use std::io;
+/// use staunch::reconnect::{BoxFuture, Connect};
+/// use tokio::net::TcpStream;
+///
+/// #[derive(Debug)]
+/// struct RoundRobin {
+///     targets: Vec<String>,
+///     next: usize,
+/// }
+///
+/// impl Connect for RoundRobin {
+///     type Io = TcpStream;
+///     type Future = BoxFuture<io::Result<TcpStream>>;
+///
+///     fn connect(&mut self) -> Self::Future {
+///         let target = self.targets[self.next % self.targets.len()].clone();
+///         self.next += 1;
+///         Box::pin(async move { TcpStream::connect(target).await })
+///     }
+/// }
+/// ```
+pub trait Connect {
+    /// The connection: for the adapter, `AsyncRead + AsyncWrite + Unpin`.
+    type Io;
+    /// The future of one connection attempt.
+    type Future: Future<Output = io::Result<Self::Io>>;
+
+    /// Start one connection attempt.
+    fn connect(&mut self) -> Self::Future;
+}
+
+impl<F, Fut, Io> Connect for F
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<Io>>,
+{
+    type Io = Io;
+    type Future = Fut;
+
+    fn connect(&mut self) -> Fut {
+        self()
+    }
+}
