@@ -50,7 +50,11 @@ impl GaveUp {
 
 impl fmt::Display for GaveUp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "gave up reconnecting ({:?}) after {} attempts", self.cause, self.attempts)?;
+        write!(
+            f,
+            "gave up reconnecting ({:?}) after {} attempts",
+            self.cause, self.attempts
+        )?;
         if let Some(reason) = &self.last_reason {
             write!(f, "; last failure: {reason}")?;
         }

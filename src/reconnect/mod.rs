@@ -1,1 +1,84 @@
-//! Client side: reconnecting I/O and a connect-then-run retry loop (work in progress).
+//! Client side: a connection that reconnects ([`Reconnecting`]) and a connect-then-run retry loop
+//! ([`RetryLoop`]).
+//!
+//! # `Reconnecting`: what is retried, what is reported, what can be lost
+//!
+//! [`Reconnecting`] wraps any [`Connect`]or (a closure returning a connect future, or a type with
+//! state such as [`TcpConnector`], [`Failover`] or [`UnixConnector`]) and is itself
+//! `AsyncRead + AsyncWrite`. One state machine (idle → connecting → `on_connect` hook →
+//! connected → `on_disconnect` hook → backoff → connecting … → exhausted) is driven by the
+//! caller's reads and writes; its futures live inside the adapter, so dropping a read or write
+//! future (a timeout, a `select!`) loses no reconnect progress and no data. While it reconnects,
+//! an operation returns `Pending`, and a `Pending` write has accepted none of the caller's bytes.
+//!
+//! **TCP's limit.** A write that returns `Ok(n)` has only copied `n` bytes into the local kernel's
+//! send buffer. When the connection later dies, no one can tell how many of those bytes the peer's
+//! application read. So no byte-stream adapter can promise delivery across a reconnect; what
+//! staunch promises is *no silent loss*: every place where bytes may have been lost is reported,
+//! with a count, and nothing is ever reported as written that a live connection did not accept.
+//!
+//! | situation | default behaviour | opt-in |
+//! |---|---|---|
+//! | write or flush fails with a disconnect error | that call returns the error **once**: kind from the cause, payload [`Disconnected`] with the generation and the bytes written on that connection since it was established or [`confirm`](Reconnecting::confirm)ed; the next operation reconnects | [`WriteMode::RetryFailedWrite`]: the failed buffer is written to the next connection in the same call (may deliver a suffix without its prefix) |
+//! | write while there is no connection | waits (`Pending`) for a new connection, accepting nothing meanwhile | – |
+//! | `Ok(n)` from a write | `n` bytes were accepted by the live connection; there is no mode that returns `Ok` for dropped bytes | – |
+//! | read fails, or the connection is lost under a reader | the reader gets the [`Disconnected`] error once (its boundary signal), then bytes of the new connection only; [`Reconnecting::generation`] and [`watch`](Reconnecting::watch) say which connection | [`ReadMode::Splice`]: reads go on from the next connection with no marker (io-tether) |
+//! | split halves | a loss seen by one half is reported to the other on its next operation, if it had used that connection | – |
+//! | peer closes (read returns 0 bytes) | end of stream, no reconnect; writes may go on (half-close) | [`EofPolicy::Reconnect`] |
+//! | read into a full buffer | `Ok` with nothing read, which is not end of stream | – |
+//! | local `shutdown()` | shuts the write side; never starts a reconnect; after it, a lost connection is not replaced and writes fail with `BrokenPipe` | – |
+//! | give-up (policy ends, hook says so, cancelled) | sticky [`ConnState::Exhausted`]; every later operation fails with `NotConnected` and a [`GaveUp`] payload | – |
+//! | other errors (not [`is_disconnect`]) | returned unchanged, no reconnect | [`Builder::disconnect_if`] |
+//!
+//! Dead peers are detected with a per-attempt [`connect_timeout`](Builder::connect_timeout), an
+//! optional [`idle_timeout`](Builder::idle_timeout) on reads, and TCP keepalive on
+//! [`TcpConnector`]. The backoff policy is any `Iterator<Item = Duration> + Clone` (see
+//! [`crate::backoff`]); it starts over after each successful connection. Hooks:
+//! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, or give up) and
+//! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
+//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future.
+//!
+//! # `RetryLoop`: connect, run a session, retry
+//!
+//! When each connection is a session of its own (log in, subscribe, stream until it breaks),
+//! [`RetryLoop`] runs `connect → session → wait → connect …` and says how it ended
+//! ([`RetryOutcome`]). Its backoff starts over only once a session stayed up for a
+//! [stable period](RetryLoop::stable_after), so a server that accepts and drops at once is not
+//! hammered.
+
+mod action;
+mod builder;
+mod conn_state;
+mod connect;
+mod context;
+mod disconnected;
+mod eof_policy;
+mod failover;
+mod gave_up;
+mod give_up_cause;
+mod policy;
+mod read_mode;
+mod reason;
+mod reconnecting;
+mod tcp;
+#[cfg(unix)]
+mod unix;
+mod write_mode;
+
+pub use action::Action;
+pub use builder::Builder;
+pub use conn_state::ConnState;
+pub use connect::{BoxFuture, Connect};
+pub use context::Context;
+pub use disconnected::Disconnected;
+pub use eof_policy::EofPolicy;
+pub use failover::{Failover, FailoverFuture};
+pub use gave_up::GaveUp;
+pub use give_up_cause::GiveUpCause;
+pub use read_mode::ReadMode;
+pub use reason::{is_disconnect, Reason};
+pub use reconnecting::Reconnecting;
+pub use tcp::TcpConnector;
+#[cfg(unix)]
+pub use unix::UnixConnector;
+pub use write_mode::WriteMode;

@@ -1,0 +1,111 @@
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use super::Connect;
+
+/// Failover between connectors: each attempt uses the current one; a failed attempt moves on to
+/// the next (wrapping around), a successful one stays, so the next reconnect tries the target that
+/// worked last first.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::reconnect::{Failover, Reconnecting, TcpConnector};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let connector = Failover::new(vec![
+///     TcpConnector::new("127.0.0.1:8080"),
+///     TcpConnector::new("127.0.0.1:8081"),
+/// ]);
+/// assert_eq!(connector.current(), 0);
+/// let conn = Reconnecting::new(connector);
+/// # drop(conn);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// [`Failover::new`] panics if the list is empty.
+#[derive(Debug)]
+pub struct Failover<C> {
+    connectors: Vec<C>,
+    current: Arc<AtomicUsize>,
+}
+
+impl<C> Failover<C> {
+    /// Failover over `connectors`, starting with the first.
+    #[track_caller]
+    pub fn new(connectors: Vec<C>) -> Self {
+        assert!(!connectors.is_empty(), "Failover::new: no connectors");
+        Failover {
+            connectors,
+            current: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The index of the connector the next attempt uses.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.connectors.len()
+    }
+
+    /// The connectors.
+    pub fn connectors_mut(&mut self) -> &mut [C] {
+        &mut self.connectors
+    }
+}
+
+impl<C: Connect> Connect for Failover<C> {
+    type Io = C::Io;
+    type Future = FailoverFuture<C::Future>;
+
+    fn connect(&mut self) -> Self::Future {
+        let index = self.current();
+        FailoverFuture {
+            inner: self.connectors[index].connect(),
+            index,
+            len: self.connectors.len(),
+            current: Arc::clone(&self.current),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one [`Failover`] attempt.
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct FailoverFuture<F> {
+        #[pin]
+        inner: F,
+        index: usize,
+        len: usize,
+        current: Arc<AtomicUsize>,
+    }
+}
+
+impl<F, Io> Future for FailoverFuture<F>
+where
+    F: Future<Output = io::Result<Io>>,
+{
+    type Output = io::Result<Io>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if result.is_err() {
+            let next = (*this.index + 1) % *this.len;
+            // Only move on if no one else has in the meantime.
+            let _ = this.current.compare_exchange(
+                *this.index,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,718 @@
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use super::builder::{Builder, ConnectHook, DisconnectHook};
+use super::policy::DynPolicy;
+use super::{
+    Action, BoxFuture, ConnState, Connect, Context, Disconnected, EofPolicy, GaveUp, GiveUpCause,
+    ReadMode, Reason, WriteMode,
+};
+
+/// A connection that reconnects: `AsyncRead + AsyncWrite` over whatever a [`Connect`]or opens,
+/// with backoff, hooks, timeouts and a watchable state. See the [module docs](super) for what is
+/// retried, what is reported and what can be lost.
+///
+/// Build one with [`Reconnecting::new`] or [`Reconnecting::builder`]; building never waits, the
+/// first operation starts connecting. `Reconnecting` is `Unpin`, `Send` when the connector, its
+/// future and the connection are `Send`, and `Sync` under the same condition (the state is only
+/// ever reached through `&mut self`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::Constant;
+/// use staunch::reconnect::{ConnState, Reconnecting};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// // A connector that fails once, then hands out in-memory connections to an echo peer.
+/// let mut calls = 0;
+/// let connector = move || {
+///     calls += 1;
+///     let first = calls == 1;
+///     async move {
+///         if first {
+///             return Err(std::io::ErrorKind::ConnectionRefused.into());
+///         }
+///         let (client, mut server) = tokio::io::duplex(64);
+///         tokio::spawn(async move {
+///             let (mut r, mut w) = tokio::io::split(&mut server);
+///             let _ = tokio::io::copy(&mut r, &mut w).await;
+///         });
+///         Ok(client)
+///     }
+/// };
+/// let mut conn = Reconnecting::builder(connector)
+///     .policy(Constant::new(Duration::from_secs(1)))
+///     .build();
+/// let state = conn.watch();
+/// conn.write_all(b"ping").await?; // connects (after one failure and a 1 s backoff)
+/// let mut reply = [0; 4];
+/// conn.read_exact(&mut reply).await?;
+/// assert_eq!(&reply, b"ping");
+/// assert!(matches!(*state.borrow(), ConnState::Connected { generation: 1 }));
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a Reconnecting does nothing unless read from or written to"]
+pub struct Reconnecting<C: Connect> {
+    inner: Mutex<Inner<C>>,
+    tx: watch::Sender<ConnState>,
+}
+
+struct Inner<C: Connect> {
+    connector: C,
+    state: State<C>,
+    policy_template: Box<dyn DynPolicy>,
+    policy: Box<dyn DynPolicy>,
+    connect_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    eof: EofPolicy,
+    read_mode: ReadMode,
+    write_mode: WriteMode,
+    is_disconnect: fn(&io::Error) -> bool,
+    on_disconnect: Option<DisconnectHook<C>>,
+    on_connect: Option<ConnectHook<C::Io>>,
+    cancel: Option<BoxFuture<()>>,
+    /// Generation of the current (or last) established connection; 0 before the first.
+    generation: u64,
+    /// Attempts since the last established connection.
+    attempt: u32,
+    total_attempts: u64,
+    outage_start: Option<Instant>,
+    /// Bytes accepted by the current connection since it was established or confirmed.
+    unconfirmed: u64,
+    /// The last lost connection.
+    loss: Option<Disconnected>,
+    last_reason: Option<Reason>,
+    /// The generation each half last used and has not yet been told it lost (0: none).
+    read_gen: u64,
+    write_gen: u64,
+    write_shut: bool,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+// Nothing is ever pinned in place: the connector is only used through `&mut`, the futures and
+// sleeps are boxed, and the connection must be `Unpin` to be used at all.
+impl<C: Connect> Unpin for Reconnecting<C> {}
+
+enum State<C: Connect> {
+    Idle,
+    Failed(Reason),
+    Hook(BoxFuture<Action>, Reason),
+    Backoff(Pin<Box<Sleep>>),
+    Connecting(Pin<Box<C::Future>>, Option<Pin<Box<Sleep>>>),
+    Handshake(BoxFuture<io::Result<C::Io>>),
+    Connected(C::Io),
+    Exhausted(GaveUp),
+    Closed,
+}
+
+impl<C: Connect> State<C> {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Failed(_) => "failed",
+            State::Hook(..) => "on_disconnect",
+            State::Backoff(_) => "backoff",
+            State::Connecting(..) => "connecting",
+            State::Handshake(_) => "on_connect",
+            State::Connected(_) => "connected",
+            State::Exhausted(_) => "exhausted",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// What the state machine does next, computed while the state is borrowed.
+enum Step<Io> {
+    Connect,
+    Disconnected(Reason),
+    Backoff(Reason),
+    GiveUp(GiveUpCause),
+    Opened(Io),
+    Established(Io),
+    AttemptFailed(Reason),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Half {
+    Read,
+    Write,
+}
+
+impl<C: Connect> Reconnecting<C> {
+    /// A reconnecting connection with the default settings (see [`Builder`]).
+    pub fn new(connector: C) -> Self {
+        Builder::new(connector).build()
+    }
+
+    /// A builder, to set the backoff policy, timeouts, modes and hooks.
+    pub fn builder(connector: C) -> Builder<C> {
+        Builder::new(connector)
+    }
+
+    pub(crate) fn from_builder(b: Builder<C>) -> Self {
+        let (tx, _) = watch::channel(ConnState::Idle);
+        let inner = Inner {
+            connector: b.connector,
+            state: State::Idle,
+            policy: b.policy.fresh(),
+            policy_template: b.policy,
+            connect_timeout: b.connect_timeout,
+            idle_timeout: b.idle_timeout,
+            eof: b.eof,
+            read_mode: b.read_mode,
+            write_mode: b.write_mode,
+            is_disconnect: b.is_disconnect,
+            on_disconnect: b.on_disconnect,
+            on_connect: b.on_connect,
+            cancel: b.cancel,
+            generation: 0,
+            attempt: 0,
+            total_attempts: 0,
+            outage_start: None,
+            unconfirmed: 0,
+            loss: None,
+            last_reason: None,
+            read_gen: 0,
+            write_gen: 0,
+            write_shut: false,
+            idle: None,
+        };
+        Reconnecting {
+            inner: Mutex::new(inner),
+            tx,
+        }
+    }
+
+    /// A receiver of the state: every transition is published. Subscribing does not drive the
+    /// adapter; only its operations do.
+    pub fn watch(&self) -> watch::Receiver<ConnState> {
+        self.tx.subscribe()
+    }
+
+    /// The generation of the current (or last) established connection; 0 before the first.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Bytes written on the current connection since it was established or last confirmed.
+    pub fn unconfirmed_bytes(&self) -> u64 {
+        self.lock().unconfirmed
+    }
+
+    /// Record that the peer has confirmed (at the application level) everything written so far:
+    /// a later disconnect error counts unconfirmed bytes from here.
+    pub fn confirm(&mut self) {
+        self.inner_mut().unconfirmed = 0;
+    }
+
+    /// The connector, for example to change its target.
+    pub fn connector_mut(&mut self) -> &mut C {
+        &mut self.inner_mut().connector
+    }
+
+    /// The live connection, if there is one (for socket options, say). Writing to it directly
+    /// bypasses the unconfirmed-bytes count.
+    pub fn get_mut(&mut self) -> Option<&mut C::Io> {
+        match &mut self.inner_mut().state {
+            State::Connected(io) => Some(io),
+            _ => None,
+        }
+    }
+
+    /// Drive the adapter until a connection is established (after backoff and hooks as needed)
+    /// and return its generation; fails once the adapter has given up or was shut down. Does
+    /// nothing if already connected.
+    pub async fn wait_connected(&mut self) -> io::Result<u64>
+    where
+        C::Io: Unpin,
+    {
+        std::future::poll_fn(|cx| {
+            let tx = &self.tx;
+            let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+            inner.poll_connected(cx, tx).map_ok(|()| inner.generation)
+        })
+        .await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner<C> {
+        self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn split_mut(&mut self) -> (&mut Inner<C>, &watch::Sender<ConnState>) {
+        (
+            self.inner.get_mut().unwrap_or_else(PoisonError::into_inner),
+            &self.tx,
+        )
+    }
+}
+
+fn publish(tx: &watch::Sender<ConnState>, state: ConnState) {
+    tx.send_replace(state);
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down")
+}
+
+impl<C: Connect> Inner<C> {
+    fn context(&self, reason: Option<Reason>, generation: u64) -> Context {
+        Context {
+            attempt: self.attempt,
+            total_attempts: self.total_attempts,
+            generation,
+            reason,
+            elapsed: self.outage_start.map_or(Duration::ZERO, |t| t.elapsed()),
+        }
+    }
+
+    fn is_live(&self, generation: u64) -> bool {
+        matches!(self.state, State::Connected(_)) && self.generation == generation
+    }
+
+    /// The disconnect error owed to a half whose connection is gone, once.
+    fn take_boundary(&mut self, half: Half) -> Option<io::Error> {
+        let seen = match half {
+            Half::Read => self.read_gen,
+            Half::Write => self.write_gen,
+        };
+        if seen == 0 || self.is_live(seen) {
+            return None;
+        }
+        match half {
+            Half::Read => self.read_gen = 0,
+            Half::Write => self.write_gen = 0,
+        }
+        self.loss.as_ref().map(Disconnected::to_io_error)
+    }
+
+    /// The live connection was lost.
+    fn fail(&mut self, reason: Reason, tx: &watch::Sender<ConnState>) {
+        log_event!(
+            debug,
+            generation = self.generation,
+            unconfirmed = self.unconfirmed,
+            reason = %reason,
+            "staunch::reconnect: connection lost"
+        );
+        self.loss = Some(Disconnected {
+            generation: self.generation,
+            unconfirmed: self.unconfirmed,
+            reason: reason.clone(),
+        });
+        self.unconfirmed = 0;
+        self.idle = None;
+        self.outage_start = Some(Instant::now());
+        self.last_reason = Some(reason.clone());
+        if self.write_shut {
+            self.state = State::Closed;
+            publish(tx, ConnState::Closed);
+        } else {
+            self.state = State::Failed(reason);
+        }
+    }
+
+    fn give_up(&mut self, cause: GiveUpCause, tx: &watch::Sender<ConnState>) {
+        let gave_up = GaveUp {
+            cause,
+            attempts: self.attempt,
+            last_reason: self.last_reason.clone(),
+        };
+        log_event!(warn, cause = ?cause, attempts = self.attempt, "staunch::reconnect: giving up");
+        publish(tx, ConnState::Exhausted(gave_up.clone()));
+        self.state = State::Exhausted(gave_up);
+        self.cancel = None;
+    }
+
+    /// Drive the state machine until there is a live connection, or a terminal state.
+    fn poll_connected(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        tx: &watch::Sender<ConnState>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let busy = !matches!(
+                self.state,
+                State::Connected(_) | State::Exhausted(_) | State::Closed
+            );
+            if busy {
+                if let Some(cancel) = self.cancel.as_mut() {
+                    if cancel.as_mut().poll(cx).is_ready() {
+                        self.give_up(GiveUpCause::Cancelled, tx);
+                        continue;
+                    }
+                }
+            }
+            let step = match &mut self.state {
+                State::Connected(_) => return Poll::Ready(Ok(())),
+                State::Exhausted(gave_up) => return Poll::Ready(Err(gave_up.to_io_error())),
+                State::Closed => return Poll::Ready(Err(closed_error())),
+                State::Idle => Step::Connect,
+                State::Failed(reason) => Step::Disconnected(reason.clone()),
+                State::Hook(fut, reason) => match ready!(fut.as_mut().poll(cx)) {
+                    Action::Reconnect => Step::Backoff(reason.clone()),
+                    Action::GiveUp => Step::GiveUp(GiveUpCause::Hook),
+                },
+                State::Backoff(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    Step::Connect
+                }
+                State::Connecting(fut, timeout) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(Ok(io)) => Step::Opened(io),
+                    Poll::Ready(Err(e)) => Step::AttemptFailed(Reason::ConnectFailed(Arc::new(e))),
+                    Poll::Pending => match timeout {
+                        Some(t) => {
+                            ready!(t.as_mut().poll(cx));
+                            Step::AttemptFailed(Reason::ConnectTimeout(
+                                self.connect_timeout.unwrap_or_default(),
+                            ))
+                        }
+                        None => return Poll::Pending,
+                    },
+                },
+                State::Handshake(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Ok(io) => Step::Established(io),
+                    Err(e) => Step::AttemptFailed(Reason::HandshakeFailed(Arc::new(e))),
+                },
+            };
+            self.step(step, tx);
+        }
+    }
+
+    fn step(&mut self, step: Step<C::Io>, tx: &watch::Sender<ConnState>) {
+        match step {
+            Step::Connect => {
+                self.attempt = self.attempt.saturating_add(1);
+                self.total_attempts += 1;
+                self.outage_start.get_or_insert_with(Instant::now);
+                log_event!(
+                    debug,
+                    attempt = self.attempt,
+                    "staunch::reconnect: connecting"
+                );
+                publish(
+                    tx,
+                    ConnState::Connecting {
+                        attempt: self.attempt,
+                    },
+                );
+                let fut = Box::pin(self.connector.connect());
+                let timeout = self
+                    .connect_timeout
+                    .map(|t| Box::pin(tokio::time::sleep(t)));
+                self.state = State::Connecting(fut, timeout);
+            }
+            Step::Disconnected(reason) => {
+                let ctx = self.context(Some(reason.clone()), self.generation);
+                if let Some(hook) = self.on_disconnect.as_mut() {
+                    log_event!(debug, reason = %reason, "staunch::reconnect: running on_disconnect");
+                    let fut = hook(&ctx, &mut self.connector);
+                    self.state = State::Hook(fut, reason);
+                } else {
+                    self.step(Step::Backoff(reason), tx);
+                }
+            }
+            Step::Backoff(reason) => match self.policy.next_delay() {
+                Some(delay) => {
+                    log_event!(
+                        debug,
+                        ?delay,
+                        attempt = self.attempt + 1,
+                        "staunch::reconnect: backing off"
+                    );
+                    publish(
+                        tx,
+                        ConnState::Backoff {
+                            attempt: self.attempt.saturating_add(1),
+                            delay,
+                            last_error: reason,
+                        },
+                    );
+                    self.state = State::Backoff(Box::pin(tokio::time::sleep(delay)));
+                }
+                None => self.give_up(GiveUpCause::PolicyExhausted, tx),
+            },
+            Step::GiveUp(cause) => self.give_up(cause, tx),
+            Step::Opened(io) => {
+                let ctx = self.context(None, self.generation + 1);
+                if let Some(hook) = self.on_connect.as_mut() {
+                    log_event!(debug, "staunch::reconnect: running on_connect");
+                    self.state = State::Handshake(hook(&ctx, io));
+                } else {
+                    self.step(Step::Established(io), tx);
+                }
+            }
+            Step::Established(io) => {
+                self.generation += 1;
+                self.attempt = 0;
+                self.outage_start = None;
+                self.policy = self.policy_template.fresh();
+                self.unconfirmed = 0;
+                self.idle = None;
+                log_event!(
+                    info,
+                    generation = self.generation,
+                    "staunch::reconnect: connected"
+                );
+                publish(
+                    tx,
+                    ConnState::Connected {
+                        generation: self.generation,
+                    },
+                );
+                self.state = State::Connected(io);
+            }
+            Step::AttemptFailed(reason) => {
+                log_event!(debug, attempt = self.attempt, reason = %reason, "staunch::reconnect: attempt failed");
+                self.last_reason = Some(reason.clone());
+                self.state = State::Failed(reason);
+            }
+        }
+    }
+}
+
+impl<C> Inner<C>
+where
+    C: Connect,
+    C::Io: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+        tx: &watch::Sender<ConnState>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            // Room for nothing is not end of stream, and needs no connection.
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.read_mode == ReadMode::Boundary {
+                if let Some(e) = self.take_boundary(Half::Read) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            if matches!(self.state, State::Closed) {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.poll_connected(cx, tx))?;
+            self.read_gen = self.generation;
+            let State::Connected(io) = &mut self.state else {
+                unreachable!("poll_connected returned Ok")
+            };
+            let before = buf.filled().len();
+            let reason = match Pin::new(io).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                    self.idle = None;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(())) => match self.eof {
+                    EofPolicy::End => return Poll::Ready(Ok(())),
+                    EofPolicy::Reconnect => Reason::Eof,
+                },
+                Poll::Ready(Err(e)) if (self.is_disconnect)(&e) => Reason::Io(Arc::new(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Some(limit) = self.idle_timeout else {
+                        return Poll::Pending;
+                    };
+                    let idle = self
+                        .idle
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    ready!(idle.as_mut().poll(cx));
+                    Reason::IdleTimeout(limit)
+                }
+            };
+            self.fail(reason, tx);
+            self.read_gen = 0;
+            if self.read_mode == ReadMode::Boundary {
+                let loss = self.loss.as_ref().expect("fail records the loss");
+                return Poll::Ready(Err(loss.to_io_error()));
+            }
+        }
+    }
+
+    fn poll_write_with(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        len: usize,
+        tx: &watch::Sender<ConnState>,
+        mut write: impl FnMut(Pin<&mut C::Io>, &mut TaskContext<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            if self.write_shut {
+                return Poll::Ready(Err(closed_error()));
+            }
+            if self.write_mode == WriteMode::Report {
+                if let Some(e) = self.take_boundary(Half::Write) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            ready!(self.poll_connected(cx, tx))?;
+            self.write_gen = self.generation;
+            let State::Connected(io) = &mut self.state else {
+                unreachable!("poll_connected returned Ok")
+            };
+            let error = match ready!(write(Pin::new(io), cx)) {
+                Ok(0) => {
+                    io::Error::new(io::ErrorKind::WriteZero, "the connection accepted no byte")
+                }
+                Ok(n) => {
+                    self.unconfirmed += n as u64;
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if (self.is_disconnect)(&e) => e,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            self.fail(Reason::Io(Arc::new(error)), tx);
+            self.write_gen = 0;
+            if self.write_mode == WriteMode::Report {
+                let loss = self.loss.as_ref().expect("fail records the loss");
+                return Poll::Ready(Err(loss.to_io_error()));
+            }
+        }
+    }
+
+    fn poll_flush(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        tx: &watch::Sender<ConnState>,
+    ) -> Poll<io::Result<()>> {
+        if self.write_mode == WriteMode::Report {
+            if let Some(e) = self.take_boundary(Half::Write) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        let io = match &mut self.state {
+            State::Connected(io) => io,
+            State::Exhausted(gave_up) => return Poll::Ready(Err(gave_up.to_io_error())),
+            // No connection: nothing is buffered anywhere to flush, and flushing does not
+            // reconnect.
+            _ => return Poll::Ready(Ok(())),
+        };
+        match ready!(Pin::new(io).poll_flush(cx)) {
+            Err(e) if (self.is_disconnect)(&e) => {
+                self.fail(Reason::Io(Arc::new(e)), tx);
+                self.write_gen = 0;
+                let loss = self.loss.as_ref().expect("fail records the loss");
+                Poll::Ready(Err(loss.to_io_error()))
+            }
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn poll_shutdown(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        tx: &watch::Sender<ConnState>,
+    ) -> Poll<io::Result<()>> {
+        self.write_shut = true;
+        match &mut self.state {
+            State::Connected(io) => {
+                let result = ready!(Pin::new(io).poll_shutdown(cx));
+                log_event!(
+                    debug,
+                    generation = self.generation,
+                    "staunch::reconnect: shut down"
+                );
+                Poll::Ready(result)
+            }
+            State::Exhausted(_) | State::Closed => Poll::Ready(Ok(())),
+            _ => {
+                log_event!(debug, "staunch::reconnect: shut down while not connected");
+                self.state = State::Closed;
+                publish(tx, ConnState::Closed);
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<C> AsyncRead for Reconnecting<C>
+where
+    C: Connect,
+    C::Io: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let (inner, tx) = self.get_mut().split_mut();
+        inner.poll_read(cx, buf, tx)
+    }
+}
+
+impl<C> AsyncWrite for Reconnecting<C>
+where
+    C: Connect,
+    C::Io: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let (inner, tx) = self.get_mut().split_mut();
+        inner.poll_write_with(cx, buf.len(), tx, |io, cx| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let (inner, tx) = self.get_mut().split_mut();
+        inner.poll_write_with(cx, len, tx, |io, cx| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let (inner, tx) = self.get_mut().split_mut();
+        inner.poll_flush(cx, tx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let (inner, tx) = self.get_mut().split_mut();
+        inner.poll_shutdown(cx, tx)
+    }
+}
+
+impl<C: Connect> fmt::Debug for Reconnecting<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Reconnecting");
+        match self.inner.try_lock() {
+            Ok(inner) => d
+                .field("state", &inner.state.name())
+                .field("generation", &inner.generation)
+                .field("attempt", &inner.attempt)
+                .field("unconfirmed", &inner.unconfirmed),
+            Err(_) => d.field("state", &"<busy>"),
+        };
+        d.finish_non_exhaustive()
+    }
+}

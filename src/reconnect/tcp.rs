@@ -1,0 +1,153 @@
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::{BoxFuture, Connect};
+
+/// TCP connector: resolves `host:port` afresh on every attempt (so a DNS change is picked up),
+/// tries each resolved address in turn, and sets TCP keepalive and `TCP_NODELAY` on the new
+/// socket.
+///
+/// Defaults: `TCP_NODELAY` off, keepalive off.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::reconnect::{Reconnecting, TcpConnector};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let connector = TcpConnector::new("127.0.0.1:8080")
+///     .nodelay(true)
+///     .keepalive(Duration::from_secs(30))
+///     .keepalive_interval(Duration::from_secs(5))
+///     .keepalive_retries(3);
+/// let conn = Reconnecting::builder(connector)
+///     .connect_timeout(Duration::from_secs(3))
+///     .build(); // does not connect yet
+/// # drop(conn);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    addr: String,
+    nodelay: bool,
+    keepalive: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+    keepalive_retries: Option<u32>,
+}
+
+impl TcpConnector {
+    /// A connector to `addr`, a `host:port` string (or an IP socket address).
+    pub fn new(addr: impl Into<String>) -> Self {
+        TcpConnector {
+            addr: addr.into(),
+            nodelay: false,
+            keepalive: None,
+            keepalive_interval: None,
+            keepalive_retries: None,
+        }
+    }
+
+    /// The target.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Change the target; the next attempt uses it.
+    pub fn set_addr(&mut self, addr: impl Into<String>) {
+        self.addr = addr.into();
+    }
+
+    /// Set `TCP_NODELAY` on every new connection.
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Turn TCP keepalive on: the first probe is sent after the connection was idle for `time`.
+    pub fn keepalive(mut self, time: Duration) -> Self {
+        self.keepalive = Some(time);
+        self
+    }
+
+    /// Time between keepalive probes (Linux, Android, macOS, iOS, FreeBSD, NetBSD; ignored
+    /// elsewhere). Only used with [`keepalive`](Self::keepalive).
+    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// Unanswered probes before the kernel drops the connection (same platforms as
+    /// [`keepalive_interval`](Self::keepalive_interval)). Only used with
+    /// [`keepalive`](Self::keepalive).
+    pub fn keepalive_retries(mut self, retries: u32) -> Self {
+        self.keepalive_retries = Some(retries);
+        self
+    }
+
+    async fn open(self) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in tokio::net::lookup_host(self.addr.as_str()).await? {
+            match self.open_one(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} resolved to no address", self.addr),
+            )
+        }))
+    }
+
+    async fn open_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(time) = self.keepalive {
+            SockRef::from(&socket).set_tcp_keepalive(&self.keepalive_params(time))?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(self.nodelay)?;
+        Ok(stream)
+    }
+
+    fn keepalive_params(&self, time: Duration) -> TcpKeepalive {
+        #[allow(unused_mut)]
+        let mut params = TcpKeepalive::new().with_time(time);
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd"
+        ))]
+        {
+            if let Some(interval) = self.keepalive_interval {
+                params = params.with_interval(interval);
+            }
+            if let Some(retries) = self.keepalive_retries {
+                params = params.with_retries(retries);
+            }
+        }
+        params
+    }
+}
+
+impl Connect for TcpConnector {
+    type Io = TcpStream;
+    type Future = BoxFuture<io::Result<TcpStream>>;
+
+    fn connect(&mut self) -> Self::Future {
+        Box::pin(self.clone().open())
+    }
+}
