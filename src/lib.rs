@@ -1,4 +1,75 @@
-//! staunch
+//! Accept loops that keep accepting and clients that keep connected, for tokio.
+//!
+//! - [`ListenExt::sleep_on_error`] replaces `loop { listener.accept().await? }`: per-connection
+//!   errors are skipped at once, resource errors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) back
+//!   off instead of spinning, and the stream never ends because of an error.
+//! - [`ListenExt::listen`] and [`ListenExt::spawn_listen`] replace `tokio::spawn(handle(socket))`:
+//!   at most `n` connections at once with backpressure, failing and panicking connections
+//!   isolated and counted, an optional per-connection time limit, and a graceful shutdown with a
+//!   deadline ([`Listen::with_graceful_shutdown`]).
+//! - [`reconnect`] keeps clients connected; [`backoff`] holds the retry policies both sides use.
+//!
+//! # A server
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use staunch::ListenExt;
+//! use tokio::net::{TcpListener, TcpStream};
+//! use tokio_stream::wrappers::TcpListenerStream;
+//!
+//! async fn handle(socket: TcpStream) -> std::io::Result<()> {
+//!     let (mut reader, mut writer) = socket.into_split();
+//!     tokio::io::copy(&mut reader, &mut writer).await?;
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:8080").await?;
+//!     let server = TcpListenerStream::new(listener)
+//!         .sleep_on_error(Duration::from_millis(100))
+//!         .map(handle)
+//!         .spawn_listen(10_000)
+//!         .connection_time_limit(Duration::from_secs(300));
+//!     let stats = server.stats();
+//!     let report = server
+//!         .with_graceful_shutdown(
+//!             async { tokio::signal::ctrl_c().await.unwrap() },
+//!             Duration::from_secs(10),
+//!         )
+//!         .await;
+//!     println!("{} (cut at shutdown: {})", stats.snapshot(), report.cancelled);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Shutdown without a deadline
+//!
+//! `take_until` on the accept stream stops accepting when the signal comes; `listen` then drops
+//! the stream (closing the port) and resolves once the connections in flight have finished.
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use staunch::ListenExt;
+//! use tokio_stream::wrappers::TcpListenerStream;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let token = CancellationToken::new();
+//! let server = TcpListenerStream::new(listener)
+//!     .sleep_on_error(Duration::from_millis(100))
+//!     .take_until(token.clone().cancelled_owned())
+//!     .map(|_socket| async { std::io::Result::Ok(()) })
+//!     .listen(100);
+//! token.cancel();
+//! server.await;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -291,7 +291,6 @@ where
                 Some(Err(error)) => error,
             };
             let class = ErrorClass::of(&error);
-            let active = this.listener.as_ref().map(|l| l.active.load(Relaxed));
             if class == ErrorClass::Connection {
                 this.shared.connection_errors.fetch_add(1, Relaxed);
                 report(this.on_error, &error, class, AcceptAction::Skip, 0);
@@ -300,7 +299,7 @@ where
                     error = %error,
                     kind = ?error.kind(),
                     errno = ?error.raw_os_error(),
-                    active = ?active,
+                    active = ?this.listener.as_ref().map(|l| l.active.load(Relaxed)),
                     "accept: per-connection error skipped"
                 );
                 skipped += 1;
@@ -358,7 +357,7 @@ where
                 class = ?class,
                 delay_ms = delay.as_millis() as u64,
                 consecutive = *this.consecutive,
-                active = ?active,
+                active = ?this.listener.as_ref().map(|l| l.active.load(Relaxed)),
                 "accept: error, backing off"
             );
             *this.last_class = class;
