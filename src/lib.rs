@@ -80,8 +80,14 @@ pub mod backoff;
 mod listen;
 pub mod reconnect;
 
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+pub use listen::bind_reuseport;
 pub use listen::{
-    is_connection_error, AcceptAction, AcceptErrorEvent, ConnectionOutput, Drain, ErrorClass,
-    GracefulShutdown, Listen, ListenExt, ShutdownReport, SleepOnError, SpawnListen, Stats,
-    StatsSnapshot, MIN_ACCEPT_BACKOFF,
+    bind_many, is_connection_error, AcceptAction, AcceptErrorEvent, AddrState, BindMany,
+    BindStatus, ConnectionOutput, Drain, ErrorClass, GracefulShutdown, Listen, ListenExt,
+    SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats, StatsSnapshot,
+    MIN_ACCEPT_BACKOFF,
 };
