@@ -29,7 +29,7 @@ fn build_example() -> PathBuf {
             "--example",
             "reconnecting_client",
             "--profile",
-            profile,
+            &profile,
         ])
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
