@@ -75,10 +75,7 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown, GRACE)
         .await;
 
-    println!(
-        "shutdown: {} finished and {} cancelled after the signal; totals: {}",
-        report.finished, report.cancelled, report.stats
-    );
+    println!("{report}");
     Ok(())
 }
 

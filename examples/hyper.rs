@@ -101,10 +101,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
 
-    println!(
-        "shutdown: {} finished and {} cancelled after the signal; totals: {}",
-        report.finished, report.cancelled, report.stats
-    );
+    println!("{report}");
     Ok(())
 }
 
