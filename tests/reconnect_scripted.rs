@@ -476,11 +476,19 @@ async fn local_shutdown_never_starts_a_reconnect() {
     server.write_all(b"bye").await.unwrap();
     drop(server);
     let mut buf = Vec::new();
-    let err = conn.read_to_end(&mut buf).await.unwrap_err();
+    let read = tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut buf));
+    let err = read.await.expect("no reconnect loop").unwrap_err();
     assert_eq!(buf, b"bye");
     assert_eq!(disconnected(&err).generation(), 1);
     // The lost connection is not replaced: reads see end of stream, writes fail.
-    assert_eq!(conn.read(&mut [0; 4]).await.unwrap(), 0);
+    let mut small = [0; 4];
+    let read = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut small));
+    assert_eq!(
+        read.await
+            .expect("end of stream, not a new connection")
+            .unwrap(),
+        0
+    );
     assert_eq!(
         conn.write(b"x").await.unwrap_err().kind(),
         io::ErrorKind::BrokenPipe
