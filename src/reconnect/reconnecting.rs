@@ -283,6 +283,14 @@ impl<C: Connect> Inner<C> {
         }
     }
 
+    /// The give-up error, for operations that otherwise need no connection.
+    fn check_exhausted(&self) -> io::Result<()> {
+        match &self.state {
+            State::Exhausted(gave_up) => Err(gave_up.to_io_error()),
+            _ => Ok(()),
+        }
+    }
+
     fn is_live(&self, generation: u64) -> bool {
         matches!(self.state, State::Connected(_)) && self.generation == generation
     }
@@ -512,7 +520,7 @@ where
     ) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             // Room for nothing is not end of stream, and needs no connection.
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(self.check_exhausted());
         }
         loop {
             if self.read_mode == ReadMode::Boundary {
@@ -568,7 +576,7 @@ where
         mut write: impl FnMut(Pin<&mut C::Io>, &mut TaskContext<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         if len == 0 {
-            return Poll::Ready(Ok(0));
+            return Poll::Ready(self.check_exhausted().map(|()| 0));
         }
         loop {
             if self.write_shut {
@@ -648,7 +656,8 @@ where
                 );
                 Poll::Ready(result)
             }
-            State::Exhausted(_) | State::Closed => Poll::Ready(Ok(())),
+            State::Exhausted(gave_up) => Poll::Ready(Err(gave_up.to_io_error())),
+            State::Closed => Poll::Ready(Ok(())),
             _ => {
                 log_event!(debug, "staunch::reconnect: shut down while not connected");
                 self.state = State::Closed;
