@@ -521,17 +521,15 @@ async fn shutdown_during_backoff_stops_reconnecting() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_cuts_a_backoff_short() {
     let (connector, peers) = script([Plan::Refuse]);
-    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let cancel = tokio_util::sync::CancellationToken::new();
     let mut conn = Reconnecting::builder(connector)
         .policy(Constant::new(Duration::from_secs(3600)))
-        .cancel_on(async move {
-            let _ = cancelled.await;
-        })
+        .cancel_on(cancel.clone().cancelled_owned())
         .build();
     let start = Instant::now();
     let task = tokio::spawn(async move { conn.wait_connected().await });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cancel.send(()).unwrap();
+    cancel.cancel();
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(gave_up(&err).cause(), GiveUpCause::Cancelled);
     assert_eq!(start.elapsed(), Duration::from_secs(1));

@@ -224,6 +224,14 @@ impl<C: Connect> Reconnecting<C> {
         &mut self.inner_mut().connector
     }
 
+    /// The connector, taking the adapter apart (the live connection, if any, is closed).
+    pub fn into_connector(self) -> C {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connector
+    }
+
     /// The live connection, if there is one (for socket options, say). Writing to it directly
     /// bypasses the unconfirmed-bytes count.
     pub fn get_mut(&mut self) -> Option<&mut C::Io> {
@@ -236,6 +244,27 @@ impl<C: Connect> Reconnecting<C> {
     /// Drive the adapter until a connection is established (after backoff and hooks as needed)
     /// and return its generation; fails once the adapter has given up or was shut down. Does
     /// nothing if already connected.
+    ///
+    /// Building never waits; to connect in the background while the program starts up, spawn
+    /// this and take the adapter back when it is needed:
+    ///
+    /// ```
+    /// use staunch::reconnect::Reconnecting;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let mut conn = Reconnecting::new(|| async { Ok(tokio::io::duplex(64).0) });
+    /// let connecting = tokio::spawn(async move {
+    ///     let generation = conn.wait_connected().await;
+    ///     (conn, generation)
+    /// });
+    /// // ... other start-up work ...
+    /// let (conn, generation) = connecting.await.unwrap();
+    /// assert_eq!(generation?, 1);
+    /// # drop(conn);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn wait_connected(&mut self) -> io::Result<u64>
     where
         C::Io: Unpin,
