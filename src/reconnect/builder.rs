@@ -3,9 +3,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use super::policy::DynPolicy;
+use super::policy::{default_policy, DynPolicy};
 use super::{Action, BoxFuture, Connect, Context, EofPolicy, ReadMode, Reconnecting, WriteMode};
-use crate::backoff::{Exponential, Jitter};
 
 pub(crate) type DisconnectHook<C> = Box<dyn FnMut(&Context, &mut C) -> BoxFuture<Action> + Send>;
 pub(crate) type ConnectHook<Io> = Box<dyn FnMut(&Context, Io) -> BoxFuture<io::Result<Io>> + Send>;
@@ -32,15 +31,9 @@ pub struct Builder<C: Connect> {
 
 impl<C: Connect> Builder<C> {
     pub(crate) fn new(connector: C) -> Self {
-        let policy = Exponential::builder()
-            .min(Duration::from_millis(100))
-            .max(Duration::from_secs(10))
-            .jitter(Jitter::Proportional(0.1))
-            .build()
-            .expect("the default policy is valid");
         Builder {
             connector,
-            policy: Box::new(policy),
+            policy: default_policy(),
             connect_timeout: None,
             idle_timeout: None,
             eof: EofPolicy::End,

@@ -265,13 +265,9 @@ impl<C: Connect> Reconnecting<C> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn wait_connected(&mut self) -> io::Result<u64>
-    where
-        C::Io: Unpin,
-    {
+    pub async fn wait_connected(&mut self) -> io::Result<u64> {
         std::future::poll_fn(|cx| {
-            let tx = &self.tx;
-            let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let (inner, tx) = self.split_mut();
             inner.poll_connected(cx, tx).map_ok(|()| inner.generation)
         })
         .await
@@ -282,9 +278,10 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     fn inner_mut(&mut self) -> &mut Inner<C> {
-        self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
+        self.split_mut().0
     }
 
+    /// The state, without locking: `&mut self` proves no one else holds it.
     fn split_mut(&mut self) -> (&mut Inner<C>, &watch::Sender<ConnState>) {
         (
             self.inner.get_mut().unwrap_or_else(PoisonError::into_inner),
