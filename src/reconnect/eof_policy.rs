@@ -1,4 +1,25 @@
 /// What a read that reaches end of stream (the peer closed its side) means.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::reconnect::{Disconnected, EofPolicy, Reconnecting};
+/// use tokio::io::AsyncReadExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // Peers that hang up at once.
+/// let hang_up = || async { Ok(tokio::io::duplex(64).0) };
+///
+/// let mut ends = Reconnecting::new(hang_up);
+/// assert_eq!(ends.read(&mut [0; 8]).await.unwrap(), 0); // end of stream
+///
+/// let mut reconnects = Reconnecting::builder(hang_up).eof(EofPolicy::Reconnect).build();
+/// let err = reconnects.read(&mut [0; 8]).await.unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+/// assert_eq!(Disconnected::from_io_error(&err).unwrap().generation(), 1);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum EofPolicy {
