@@ -688,3 +688,56 @@ async fn failover_moves_on_after_a_failure_and_stays_after_a_success() {
     assert_eq!(conn.wait_connected().await.unwrap(), 2);
     assert_eq!((down_peers.calls(), up_peers.calls()), (1, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_hooks_register_wakers() {
+    // Connect timeout.
+    let (connector, _peers) = script([Plan::Hang]);
+    let mut conn = Reconnecting::builder(connector)
+        .connect_timeout(Duration::from_secs(5))
+        .build();
+    let mut task = tokio_test::task::spawn(conn.wait_connected());
+    assert_pending!(task.poll());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(task.is_woken(), "the connect timeout must wake the task");
+    assert_pending!(task.poll()); // now backing off
+    drop(task);
+    assert!(matches!(
+        conn.state(),
+        ConnState::Backoff {
+            last_error: Reason::ConnectTimeout(_),
+            ..
+        }
+    ));
+
+    // Idle timeout.
+    let (connector, mut peers) = script([]);
+    let mut conn = Reconnecting::builder(connector)
+        .idle_timeout(Duration::from_secs(7))
+        .build();
+    conn.wait_connected().await.unwrap();
+    let _peer = peers.next().await;
+    let mut buf = [0; 4];
+    let mut task = tokio_test::task::spawn(conn.read(&mut buf));
+    assert_pending!(task.poll());
+    tokio::time::advance(Duration::from_secs(7)).await;
+    assert!(task.is_woken(), "the idle timeout must wake the task");
+    assert!(assert_ready!(task.poll()).is_err());
+    drop(task);
+
+    // A disconnect hook that waits.
+    let (connector, _peers) = script([Plan::Refuse]);
+    let mut conn = Reconnecting::builder(connector)
+        .on_disconnect(|_, _| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Action::GiveUp
+            })
+        })
+        .build();
+    let mut task = tokio_test::task::spawn(conn.wait_connected());
+    assert_pending!(task.poll());
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(task.is_woken(), "the hook's future must wake the task");
+    assert!(assert_ready!(task.poll()).is_err());
+}

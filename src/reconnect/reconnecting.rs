@@ -203,6 +203,11 @@ impl<C: Connect> Reconnecting<C> {
         self.tx.subscribe()
     }
 
+    /// The current state (a snapshot of what [`watch`](Self::watch) publishes).
+    pub fn state(&self) -> ConnState {
+        self.tx.borrow().clone()
+    }
+
     /// The generation of the current (or last) established connection; 0 before the first.
     pub fn generation(&self) -> u64 {
         self.lock().generation
