@@ -342,8 +342,8 @@ impl<C: Connect> Inner<C> {
         self.loss.as_ref().map(Disconnected::to_io_error)
     }
 
-    /// The live connection was lost.
-    fn fail(&mut self, reason: Reason, tx: &watch::Sender<ConnState>) {
+    /// The live connection was lost; returns the error that reports the loss.
+    fn fail(&mut self, reason: Reason, tx: &watch::Sender<ConnState>) -> io::Error {
         log_event!(
             debug,
             generation = self.generation,
@@ -351,11 +351,13 @@ impl<C: Connect> Inner<C> {
             reason = %reason,
             "staunch::reconnect: connection lost"
         );
-        self.loss = Some(Disconnected {
+        let loss = Disconnected {
             generation: self.generation,
             unconfirmed: self.unconfirmed,
             reason: reason.clone(),
-        });
+        };
+        let error = loss.to_io_error();
+        self.loss = Some(loss);
         self.unconfirmed = 0;
         self.idle = None;
         self.outage_start = Some(Instant::now());
@@ -366,6 +368,7 @@ impl<C: Connect> Inner<C> {
         } else {
             self.set_failed(reason, tx);
         }
+        error
     }
 
     fn set_failed(&mut self, reason: Reason, tx: &watch::Sender<ConnState>) {
@@ -590,11 +593,10 @@ where
                     Reason::IdleTimeout(limit)
                 }
             };
-            self.fail(reason, tx);
+            let error = self.fail(reason, tx);
             self.read_gen = 0;
             if self.read_mode == ReadMode::Boundary {
-                let loss = self.loss.as_ref().expect("fail records the loss");
-                return Poll::Ready(Err(loss.to_io_error()));
+                return Poll::Ready(Err(error));
             }
         }
     }
@@ -634,11 +636,10 @@ where
                 Err(e) if (self.is_disconnect)(&e) => e,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            self.fail(Reason::Io(Arc::new(error)), tx);
+            let error = self.fail(Reason::Io(Arc::new(error)), tx);
             self.write_gen = 0;
             if self.write_mode == WriteMode::Report {
-                let loss = self.loss.as_ref().expect("fail records the loss");
-                return Poll::Ready(Err(loss.to_io_error()));
+                return Poll::Ready(Err(error));
             }
         }
     }
@@ -662,10 +663,9 @@ where
         };
         match ready!(Pin::new(io).poll_flush(cx)) {
             Err(e) if (self.is_disconnect)(&e) => {
-                self.fail(Reason::Io(Arc::new(e)), tx);
+                let error = self.fail(Reason::Io(Arc::new(e)), tx);
                 self.write_gen = 0;
-                let loss = self.loss.as_ref().expect("fail records the loss");
-                Poll::Ready(Err(loss.to_io_error()))
+                Poll::Ready(Err(error))
             }
             other => Poll::Ready(other),
         }
