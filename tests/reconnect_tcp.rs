@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use staunch::backoff::Constant;
 use staunch::reconnect::{
-    Action, ConnState, Disconnected, EofPolicy, GaveUp, ReadMode, Reason, Reconnecting,
-    TcpConnector,
+    Action, ConnState, Disconnected, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -220,7 +219,7 @@ async fn a_connect_that_never_completes_times_out() {
             .policy(quick().take(1))
             .build();
         let err = conn.wait_connected().await.unwrap_err();
-        let gave_up = GaveUp::from_io_error(&err).unwrap();
+        let gave_up = staunch::reconnect::GaveUp::from_io_error(&err).unwrap();
         assert!(
             matches!(gave_up.last_reason(), Some(Reason::ConnectTimeout(_))),
             "{gave_up:?}"
