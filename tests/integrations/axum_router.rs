@@ -59,7 +59,10 @@ fn axum_drains_a_request_in_flight_at_sigterm_and_refuses_new_connections() {
         .expect("the in-flight request did not complete")
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(body, format!("slow request done after {} ms\n", SLOW.as_millis()));
+    assert_eq!(
+        body,
+        format!("slow request done after {} ms\n", SLOW.as_millis())
+    );
     assert!(done.duration_since(signalled) < GRACE);
 
     let exit = server.wait_exit(GRACE * 2);

@@ -16,7 +16,7 @@ pub(crate) const STARTUP: Duration = Duration::from_secs(60);
 pub(crate) const IO: Duration = Duration::from_secs(10);
 
 /// The examples these tests run (built together, once).
-const EXAMPLES: &[&str] = &["axum"];
+const EXAMPLES: &[&str] = &["axum", "tonic"];
 
 /// A running example; killed on drop if it is still running.
 pub(crate) struct Example {
@@ -44,7 +44,11 @@ impl Example {
     }
 
     /// Start a prepared command that runs example `name` (possibly through a wrapper).
-    pub(crate) fn spawn(name: &'static str, command: &mut Command, env: &[(&str, &str)]) -> Example {
+    pub(crate) fn spawn(
+        name: &'static str,
+        command: &mut Command,
+        env: &[(&str, &str)],
+    ) -> Example {
         let mut child = command
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")

@@ -7,3 +7,4 @@
 mod harness;
 
 mod axum_router;
+mod grpc;
