@@ -8,3 +8,4 @@ mod harness;
 
 mod axum_router;
 mod grpc;
+mod tls;
