@@ -9,3 +9,4 @@ mod harness;
 mod axum_router;
 mod grpc;
 mod tls;
+mod unix_socket;
