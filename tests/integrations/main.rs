@@ -8,5 +8,6 @@ mod harness;
 
 mod axum_router;
 mod grpc;
+mod socket_activation;
 mod tls;
 mod unix_socket;
