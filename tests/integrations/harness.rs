@@ -16,7 +16,7 @@ pub(crate) const STARTUP: Duration = Duration::from_secs(60);
 pub(crate) const IO: Duration = Duration::from_secs(10);
 
 /// The examples these tests run (built together, once).
-const EXAMPLES: &[&str] = &["axum", "tonic", "tls", "unix", "listenfd"];
+const EXAMPLES: &[&str] = &["axum", "tonic", "tls", "unix", "listenfd", "emfile_tracing"];
 
 /// A running example; killed on drop if it is still running.
 pub(crate) struct Example {

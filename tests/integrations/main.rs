@@ -7,6 +7,7 @@
 mod harness;
 
 mod axum_router;
+mod emfile_tracing;
 mod grpc;
 mod socket_activation;
 mod tls;
