@@ -69,6 +69,21 @@ pub struct ShutdownReport {
     pub stats: StatsSnapshot,
 }
 
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.signalled {
+            write!(
+                f,
+                "shutdown: {} finished and {} cancelled after the signal; ",
+                self.finished, self.cancelled
+            )?;
+        } else {
+            f.write_str("stopped: the accept stream ended and every connection finished; ")?;
+        }
+        write!(f, "totals: {}", self.stats)
+    }
+}
+
 impl<L: Drain, F: Future> GracefulShutdown<L, F> {
     pub(crate) fn new(listener: L, signal: F, grace: Duration) -> Self {
         GracefulShutdown {

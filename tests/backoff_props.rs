@@ -1,0 +1,183 @@
+//! Property tests for the backoff arithmetic: the cap, the monotonic base, jitter bounds, limits
+//! and parameter validation.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use staunch::backoff::{BackoffError, Constant, Exponential, Jitter};
+
+fn params() -> impl Strategy<Value = (u64, u64, f64)> {
+    // min in ms, max in ms (>= min), factor in [1, 10]
+    (1u64..5_000, 0u64..100_000, 1.0f64..10.0).prop_map(|(min, extra, f)| (min, min + extra, f))
+}
+
+proptest! {
+    #[test]
+    fn base_is_capped_and_monotonic((min, max, factor) in params()) {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(min))
+            .max(Duration::from_millis(max))
+            .factor(factor)
+            .build()
+            .unwrap();
+        let mut last = Duration::ZERO;
+        for n in 0..200u32 {
+            let base = policy.base_delay(n);
+            prop_assert!(base >= Duration::from_millis(min), "n={n} base={base:?}");
+            prop_assert!(base <= Duration::from_millis(max), "n={n} base={base:?}");
+            prop_assert!(base >= last, "n={n}: {base:?} < {last:?}");
+            last = base;
+        }
+        prop_assert_eq!(policy.base_delay(u32::MAX), Duration::from_millis(max));
+    }
+
+    #[test]
+    fn without_jitter_the_delays_are_the_base((min, max, factor) in params()) {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(min))
+            .max(Duration::from_millis(max))
+            .factor(factor)
+            .build()
+            .unwrap();
+        let delays: Vec<_> = policy.clone().take(50).collect();
+        for (n, d) in delays.iter().enumerate() {
+            prop_assert_eq!(*d, policy.base_delay(n as u32));
+        }
+    }
+
+    #[test]
+    fn full_jitter_stays_within_zero_and_the_base((min, max, factor) in params(), seed: u64) {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(min))
+            .max(Duration::from_millis(max))
+            .factor(factor)
+            .jitter(Jitter::Full)
+            .seed(seed)
+            .build()
+            .unwrap();
+        for (n, d) in policy.clone().take(50).enumerate() {
+            prop_assert!(d <= policy.base_delay(n as u32), "n={n} d={d:?}");
+        }
+    }
+
+    #[test]
+    fn proportional_jitter_stays_within_its_band(
+        (min, max, factor) in params(),
+        p in 0.0f64..=1.0,
+        seed: u64,
+    ) {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(min))
+            .max(Duration::from_millis(max))
+            .factor(factor)
+            .jitter(Jitter::Proportional(p))
+            .seed(seed)
+            .build()
+            .unwrap();
+        for (n, d) in policy.clone().take(50).enumerate() {
+            let base = policy.base_delay(n as u32).as_secs_f64();
+            let d = d.as_secs_f64();
+            let slack = 1e-6;
+            prop_assert!(d >= base * (1.0 - p) - slack, "n={n} d={d} base={base} p={p}");
+            prop_assert!(d <= (base * (1.0 + p)).min(max as f64 / 1000.0) + slack, "n={n} d={d}");
+        }
+    }
+
+    #[test]
+    fn a_seed_makes_jitter_reproducible(seed: u64) {
+        let build = || Exponential::builder().jitter(Jitter::Full).seed(seed).build().unwrap();
+        let a: Vec<_> = build().take(20).collect();
+        let b: Vec<_> = build().take(20).collect();
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn limits_end_the_iterator(attempts in 1u32..50, total_ms in 1u64..100_000) {
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(10))
+            .max(Duration::from_secs(1))
+            .max_attempts(attempts)
+            .build()
+            .unwrap();
+        prop_assert_eq!(policy.count(), attempts as usize);
+
+        let policy = Exponential::builder()
+            .min(Duration::from_millis(10))
+            .max(Duration::from_secs(1))
+            .max_total(Duration::from_millis(total_ms))
+            .build()
+            .unwrap();
+        let delays: Vec<_> = policy.clone().take(10_000).collect();
+        let sum: Duration = delays.iter().sum();
+        prop_assert!(sum <= Duration::from_millis(total_ms));
+        // The next delay would have overrun the budget.
+        let next = policy.base_delay(delays.len() as u32);
+        prop_assert!(sum + next > Duration::from_millis(total_ms));
+    }
+
+    #[test]
+    fn min_greater_than_max_is_rejected(max in 1u64..10_000, extra in 1u64..10_000) {
+        let result = Exponential::builder()
+            .min(Duration::from_millis(max + extra))
+            .max(Duration::from_millis(max))
+            .build();
+        prop_assert_eq!(result.unwrap_err(), BackoffError::MinGreaterThanMax);
+    }
+
+    #[test]
+    fn a_factor_below_one_is_rejected(factor in -10.0f64..1.0) {
+        let result = Exponential::builder().factor(factor).build();
+        prop_assert!(matches!(result, Err(BackoffError::InvalidFactor(_))));
+    }
+
+    #[test]
+    fn jitter_outside_zero_to_one_is_rejected(p in prop_oneof![-10.0f64..-1e-9, 1.0000001f64..10.0]) {
+        let result = Exponential::builder().jitter(Jitter::Proportional(p)).build();
+        prop_assert!(matches!(result, Err(BackoffError::InvalidJitter(_))));
+    }
+}
+
+#[test]
+fn non_finite_parameters_are_rejected() {
+    for factor in [f64::NAN, f64::INFINITY] {
+        let result = Exponential::builder().factor(factor).build();
+        assert!(
+            matches!(result, Err(BackoffError::InvalidFactor(_))),
+            "{factor}"
+        );
+    }
+    for p in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let result = Exponential::builder()
+            .jitter(Jitter::Proportional(p))
+            .build();
+        assert!(matches!(result, Err(BackoffError::InvalidJitter(_))), "{p}");
+    }
+    assert_eq!(
+        Exponential::builder()
+            .min(Duration::ZERO)
+            .build()
+            .unwrap_err(),
+        BackoffError::ZeroDelay
+    );
+    assert_eq!(
+        Exponential::builder().max_attempts(0).build().unwrap_err(),
+        BackoffError::ZeroAttempts
+    );
+    assert_eq!(
+        Constant::try_new(Duration::ZERO).unwrap_err(),
+        BackoffError::ZeroDelay
+    );
+}
+
+#[test]
+fn the_formula_is_min_times_factor_to_the_n() {
+    // Not tokio-retry's base^n * factor (djc/tokio-retry#22).
+    let policy = Exponential::builder()
+        .min(Duration::from_millis(50))
+        .max(Duration::from_secs(600))
+        .factor(3.0)
+        .build()
+        .unwrap();
+    let ms: Vec<_> = policy.take(4).map(|d| d.as_millis()).collect();
+    assert_eq!(ms, [50, 150, 450, 1350]);
+}

@@ -1,0 +1,330 @@
+//! `Reconnecting` over real loopback TCP (127.0.0.1 only), on the real clock; every test is bounded
+//! by a timeout.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use staunch::backoff::Constant;
+use staunch::reconnect::{
+    Action, ConnState, Disconnected, EofPolicy, GaveUp, ReadMode, Reason, Reconnecting,
+    TcpConnector,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn listen(addr: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket.listen(128).unwrap()
+}
+
+fn any_port() -> TcpListener {
+    listen("127.0.0.1:0".parse().unwrap())
+}
+
+fn quick() -> Constant {
+    Constant::new(Duration::from_millis(20))
+}
+
+fn disconnected(e: &io::Error) -> &Disconnected {
+    Disconnected::from_io_error(e).unwrap_or_else(|| panic!("not a Disconnected error: {e:?}"))
+}
+
+/// Echo every byte of one connection.
+async fn echo_one(listener: &TcpListener) {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let (mut r, mut w) = stream.split();
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}
+
+#[tokio::test]
+async fn survives_a_server_restart_on_the_same_port() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { echo_one(&listener).await });
+
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()).nodelay(true))
+            .eof(EofPolicy::Reconnect)
+            .policy(quick())
+            .build();
+        let mut buf = [0; 2];
+        conn.write_all(b"a\n").await.unwrap();
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"a\n");
+
+        // Kill the server: the task (with its listener and connection) is dropped.
+        server.abort();
+        let _ = server.await;
+        let err = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(disconnected(&err).generation(), 1);
+
+        // Restart on the same port.
+        let listener = listen(addr);
+        let _server = tokio::spawn(async move { echo_one(&listener).await });
+        conn.write_all(b"b\n").await.unwrap_err(); // the writer's boundary: it wrote on gen 1
+        conn.write_all(b"b\n").await.unwrap();
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"b\n");
+        assert_eq!(conn.generation(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_reset_mid_write_is_reported_with_every_unconfirmed_byte() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            first.read_exact(&mut buf).await.unwrap();
+            socket2::SockRef::from(&first)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(first); // RST
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            second.read_to_end(&mut got).await.unwrap();
+            got
+        });
+
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut accepted = 0u64;
+        let err = loop {
+            match conn.write(&chunk).await {
+                Ok(n) => accepted += n as u64,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{err:?}"
+        );
+        let d = disconnected(&err);
+        assert_eq!(d.generation(), 1);
+        assert!(accepted >= 4096);
+        assert_eq!(
+            d.unconfirmed_bytes(),
+            accepted,
+            "every byte reported written is counted"
+        );
+
+        // The failed chunk is not replayed: the new connection gets only what is written next.
+        conn.write_all(b"fresh").await.unwrap();
+        conn.shutdown().await.unwrap();
+        assert_eq!(server.await.unwrap(), b"fresh");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn half_close_reads_the_reply_without_reconnecting() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            stream.read_to_end(&mut request).await.unwrap(); // until the client's FIN
+            stream.write_all(&request).await.unwrap();
+            stream.write_all(b" done").await.unwrap();
+            // Dropping the stream closes the server side too.
+        });
+
+        let mut conn = Reconnecting::new(TcpConnector::new(addr.to_string()));
+        let state = conn.watch();
+        conn.write_all(b"request").await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"request done");
+        server.await.unwrap();
+        assert_eq!(conn.read(&mut [0; 8]).await.unwrap(), 0);
+        assert!(matches!(
+            *state.borrow(),
+            ConnState::Connected { generation: 1 }
+        ));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_idle_timeout_notices_a_peer_that_accepts_then_hangs() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<TcpStream>();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = held_tx.send(stream); // keep it open, never write
+        });
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .idle_timeout(Duration::from_millis(300))
+            .policy(quick())
+            .build();
+        let started = tokio::time::Instant::now();
+        let err = conn.read(&mut [0; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(matches!(
+            disconnected(&err).reason(),
+            Reason::IdleTimeout(_)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(held_rx);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_connect_that_never_completes_times_out() {
+    timeout(LIMIT, async {
+        // A listener with a backlog of 0 that never accepts: once its queue is full, the kernel
+        // drops further SYNs and a connect hangs.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let socket = TcpSocket::new_v4().unwrap();
+            match timeout(Duration::from_millis(200), socket.connect(addr)).await {
+                Ok(Ok(stream)) => fillers.push(stream),
+                _ => break, // the queue is full
+            }
+        }
+
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .connect_timeout(Duration::from_millis(200))
+            .policy(quick().take(1))
+            .build();
+        let err = conn.wait_connected().await.unwrap_err();
+        let gave_up = GaveUp::from_io_error(&err).unwrap();
+        assert!(
+            matches!(gave_up.last_reason(), Some(Reason::ConnectTimeout(_))),
+            "{gave_up:?}"
+        );
+        assert_eq!(gave_up.attempts(), 2);
+        drop((fillers, socket));
+    })
+    .await
+    .unwrap();
+}
+
+/// io-tether's README example: `read_exact` of 6 bytes gets "foo" from one server and "bar" from
+/// another, after the disconnect hook moved the connector to the second port.
+#[tokio::test]
+async fn splice_mode_reproduces_the_io_tether_example() {
+    timeout(LIMIT, async {
+        let first = any_port();
+        let second = any_port();
+        let first_addr = first.local_addr().unwrap();
+        let second_addr = second.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = first.accept().await.unwrap();
+            s.write_all(b"foo").await.unwrap();
+        });
+        tokio::spawn(async move {
+            let (mut s, _) = second.accept().await.unwrap();
+            s.write_all(b"bar").await.unwrap();
+            let _ = s.read(&mut [0; 1]).await;
+        });
+
+        let mut conn = Reconnecting::builder(TcpConnector::new(first_addr.to_string()))
+            .eof(EofPolicy::Reconnect)
+            .read_mode(ReadMode::Splice)
+            .policy(quick())
+            .on_disconnect(move |_, connector| {
+                connector.set_addr(second_addr.to_string());
+                Box::pin(async { Action::Reconnect })
+            })
+            .build();
+        let mut buf = [0; 6];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"foobar");
+        assert_eq!(conn.generation(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn keepalive_and_nodelay_are_set_on_the_socket() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { echo_one(&listener).await });
+        let connector = TcpConnector::new(addr.to_string())
+            .nodelay(true)
+            .keepalive(Duration::from_secs(30))
+            .keepalive_interval(Duration::from_secs(5))
+            .keepalive_retries(3);
+        let mut conn = Reconnecting::new(connector);
+        conn.wait_connected().await.unwrap();
+        let stream = conn.get_mut().unwrap();
+        assert!(stream.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&*stream);
+        assert!(sock.keepalive().unwrap());
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+            assert_eq!(
+                sock.tcp_keepalive_interval().unwrap(),
+                Duration::from_secs(5)
+            );
+            assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_unix_connector_reconnects() {
+    use staunch::reconnect::UnixConnector;
+    timeout(LIMIT, async {
+        let dir = std::env::temp_dir().join(format!("staunch-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            for reply in [&b"one"[..], b"two"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.write_all(reply).await.unwrap();
+            }
+        });
+        let mut conn = Reconnecting::builder(UnixConnector::new(&path))
+            .eof(EofPolicy::Reconnect)
+            .read_mode(ReadMode::Splice)
+            .policy(quick())
+            .build();
+        let mut buf = [0; 6];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"onetwo");
+        server.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .unwrap();
+}
