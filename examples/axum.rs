@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::io::IsTerminal as _;
+use std::io::{self, ErrorKind};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -66,7 +67,17 @@ async fn serve(
         done = conn.as_mut() => return done,
         () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
-    conn.await
+    match conn.await {
+        // A client that had connected but not yet sent a byte when the signal came is closed
+        // at once; hyper-util reports that as an `Interrupted` error, though nothing was lost.
+        Err(e)
+            if e.downcast_ref::<io::Error>().map(io::Error::kind)
+                == Some(ErrorKind::Interrupted) =>
+        {
+            Ok(())
+        }
+        done => done,
+    }
 }
 
 #[tokio::main]

@@ -234,14 +234,16 @@ impl std::fmt::Debug for Exit {
     }
 }
 
-/// Connect until the listener refuses, for at most a few seconds.
-pub(crate) fn wait_until_refused(addr: SocketAddr) {
+/// Connect until the listener refuses, for at most a few seconds; returns how many probes
+/// connected first (each is closed at once without a byte; the server may have accepted it).
+pub(crate) fn wait_until_refused(addr: SocketAddr) -> u64 {
     let deadline = Instant::now() + IO;
+    let mut connected = 0;
     loop {
         match TcpStream::connect_timeout(&addr, IO) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return connected,
             Err(e) => panic!("connect: {e}"),
-            Ok(_) => {}
+            Ok(_) => connected += 1,
         }
         assert!(
             Instant::now() < deadline,

@@ -125,7 +125,11 @@ fn tls_handshake_timeout_frees_the_slots_held_by_stalled_handshakes() {
     const TIMEOUT: Duration = Duration::from_millis(1000);
     // Two slots, two clients that stall: one says nothing at all, one stops after its
     // ClientHello.
-    let (mut server, config) = start(&[("MAX_CONNECTIONS", "2"), ("HANDSHAKE_TIMEOUT_MS", "1000")]);
+    let (mut server, config) = start(&[
+        ("MAX_CONNECTIONS", "2"),
+        ("HANDSHAKE_TIMEOUT_MS", "1000"),
+        ("RUST_LOG", "info,staunch=debug"),
+    ]);
     let addr = server.addr();
     let stalled_at = Instant::now();
     let silent = TcpStream::connect_timeout(&addr, IO).unwrap();
