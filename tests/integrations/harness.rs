@@ -242,6 +242,8 @@ pub(crate) fn wait_until_refused(addr: SocketAddr) -> u64 {
     loop {
         match TcpStream::connect_timeout(&addr, IO) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return connected,
+            // The handshake completed into the backlog of a listener that closed just then.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connect: {e}"),
             Ok(_) => connected += 1,
         }
