@@ -69,8 +69,9 @@
 //!
 //! # Shutdown without a deadline
 //!
-//! `take_until` on the accept stream stops accepting when the signal comes; `listen` then drops
-//! the stream (closing the port) and resolves once the connections in flight have finished.
+//! A grace period of `Duration::MAX` drains with no deadline: on the signal the port closes at
+//! once, and the future resolves when the last connection in flight has finished. Any future is
+//! a signal; tokio-util's `CancellationToken` fits as is.
 //!
 //! ```
 //! use std::time::Duration;
@@ -85,11 +86,12 @@
 //! let token = CancellationToken::new();
 //! let server = TcpListenerStream::new(listener)
 //!     .sleep_on_error(Duration::from_millis(100))
-//!     .take_until(token.clone().cancelled_owned())
 //!     .map(|_socket| async { std::io::Result::Ok(()) })
-//!     .listen(100);
+//!     .listen(100)
+//!     .with_graceful_shutdown(token.clone().cancelled_owned(), Duration::MAX);
 //! token.cancel();
-//! server.await;
+//! let report = server.await;
+//! assert_eq!(report.cancelled, 0);
 //! # Ok(())
 //! # }
 //! ```
@@ -109,8 +111,8 @@ pub mod reconnect;
 ))]
 pub use listen::bind_reuseport;
 pub use listen::{
-    bind_many, is_connection_error, AcceptAction, AcceptErrorEvent, AddrState, BindMany,
-    BindStatus, ConnectionOutput, Drain, ErrorClass, GracefulShutdown, Listen, ListenExt,
+    bind_many, is_connection_error, AcceptAction, AcceptErrorEvent, AddrState, BindHandle,
+    BindMany, ConnectionOutput, Drain, ErrorClass, GracefulShutdown, Listen, ListenExt, NoHook,
     SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats, StatsSnapshot,
     MIN_ACCEPT_BACKOFF,
 };

@@ -3,6 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,9 +12,9 @@ use staunch::backoff::Exponential;
 use staunch::{AddrState, ListenExt, SocketOptions, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
+use tokio_stream::wrappers::TcpListenerStream;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -56,38 +58,56 @@ fn addr(s: &str) -> SocketAddr {
 
 #[tokio::test]
 async fn bind_many_follows_the_address_set() {
-    let (set, addresses) = watch::channel(vec![addr("127.0.0.1:0")]);
-    let accepts = staunch::bind_many(WatchStream::new(addresses));
-    let status = accepts.status();
+    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
     let server = tokio::spawn(
         accepts
             .sleep_on_error(Duration::from_millis(10))
             .map(echo)
             .listen(100),
     );
-    eventually("first address bound", || status.bound().len() == 1).await;
-    let first = status.bound()[0];
+    let first = handle.bound()[0];
     let mut held = TcpStream::connect(first).await.unwrap();
     round_trip(&mut held, b"one").await;
 
     // Add a second address (another loopback IP).
-    set.send_replace(vec![addr("127.0.0.1:0"), addr("127.0.0.2:0")]);
-    eventually("second address bound", || status.bound().len() == 2).await;
-    let second = *status.bound().iter().find(|a| **a != first).unwrap();
+    handle.set([addr("127.0.0.1:0"), addr("127.0.0.2:0")]);
+    assert_eq!(handle.bound().len(), 2);
+    let second = *handle.bound().iter().find(|a| **a != first).unwrap();
     let mut c = TcpStream::connect(second).await.unwrap();
     round_trip(&mut c, b"two").await;
 
-    // Remove the first: it is closed, but the connection accepted from it goes on.
-    set.send_replace(vec![addr("127.0.0.2:0")]);
-    eventually("first address closed", || status.bound() == [second]).await;
+    // Remove the first: it is closed at once, but the connection accepted from it goes on.
+    handle.set([addr("127.0.0.2:0")]);
+    assert_eq!(handle.bound(), [second]);
     let refused = TcpStream::connect(first).await.unwrap_err();
     assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     round_trip(&mut held, b"still here").await;
 
-    // An empty set and no more updates: the stream ends and the server drains and stops.
-    set.send_replace(vec![]);
-    drop(set);
+    // An empty set and no handle left: the stream ends and the server drains and stops.
+    handle.set([]);
+    drop(handle);
     drop((held, c));
+    timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn bind_many_closes_a_removed_address_even_while_full() {
+    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let port = handle.bound()[0];
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(1),
+    );
+    let mut held = TcpStream::connect(port).await.unwrap();
+    round_trip(&mut held, b"fills the only slot").await;
+    handle.set([]);
+    let refused = TcpStream::connect(port).await.unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    round_trip(&mut held, b"untouched").await;
+    drop(handle);
+    drop(held);
     timeout(LIMIT, server).await.unwrap().unwrap();
 }
 
@@ -95,25 +115,30 @@ async fn bind_many_follows_the_address_set() {
 async fn bind_many_retries_a_failed_bind() {
     let squatter = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let wanted = squatter.local_addr().unwrap();
-    let (_set, addresses) = watch::channel(vec![wanted]);
     let policy = Exponential::builder()
         .min(Duration::from_millis(10))
         .max(Duration::from_millis(50))
         .build()
         .unwrap();
-    let accepts = staunch::bind_many(WatchStream::new(addresses)).bind_backoff(policy);
-    let status = accepts.status();
+    let (accepts, handle) = staunch::bind_many([]);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let f = failures.clone();
+    let accepts = accepts.bind_backoff(policy).on_bind_error(move |a, e| {
+        assert_eq!((a, e.kind()), (wanted, io::ErrorKind::AddrInUse));
+        f.fetch_add(1, SeqCst);
+    });
     let server = tokio::spawn(
         accepts
             .sleep_on_error(Duration::from_millis(10))
             .map(echo)
             .listen(10),
     );
-    eventually("the bind failure is reported", || {
+    handle.set([wanted]);
+    eventually("the bind failure is retried and reported", || {
         matches!(
-            status.snapshot().get(&wanted),
+            handle.status().get(&wanted),
             Some(AddrState::Failing { attempts, .. }) if *attempts >= 2
-        )
+        ) && failures.load(SeqCst) >= 2
     })
     .await;
     assert!(
@@ -121,7 +146,7 @@ async fn bind_many_retries_a_failed_bind() {
         "a failed bind must not end the stream"
     );
     drop(squatter);
-    eventually("bound once the port is free", || status.bound() == [wanted]).await;
+    eventually("bound once the port is free", || handle.bound() == [wanted]).await;
     let mut c = TcpStream::connect(wanted).await.unwrap();
     round_trip(&mut c, b"hello").await;
     server.abort();

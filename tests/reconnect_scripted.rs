@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    Action, BoxFuture, ConnState, Disconnected, EofPolicy, GaveUp, GiveUpCause, ReadMode, Reason,
-    Reconnecting, WriteMode,
+    Action, BoxFuture, ConnState, Disconnected, EofPolicy, Failover, GaveUp, GiveUpCause, ReadMode,
+    Reason, Reconnecting, WriteMode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
@@ -269,7 +269,11 @@ async fn exhaustion_is_sticky_and_makes_no_more_attempts() {
         gave_up(&conn.read(&mut [0; 4]).await.unwrap_err());
         gave_up(&conn.flush().await.unwrap_err());
         gave_up(&conn.wait_connected().await.unwrap_err());
+        // Even operations that need no connection report the give-up.
+        gave_up(&conn.write(b"").await.unwrap_err());
+        gave_up(&conn.read(&mut []).await.unwrap_err());
     }
+    gave_up(&conn.shutdown().await.unwrap_err());
     assert_eq!(peers.calls(), 3);
     assert!(matches!(*conn.watch().borrow(), ConnState::Exhausted(_)));
 }
@@ -476,11 +480,19 @@ async fn local_shutdown_never_starts_a_reconnect() {
     server.write_all(b"bye").await.unwrap();
     drop(server);
     let mut buf = Vec::new();
-    let err = conn.read_to_end(&mut buf).await.unwrap_err();
+    let read = tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut buf));
+    let err = read.await.expect("no reconnect loop").unwrap_err();
     assert_eq!(buf, b"bye");
     assert_eq!(disconnected(&err).generation(), 1);
     // The lost connection is not replaced: reads see end of stream, writes fail.
-    assert_eq!(conn.read(&mut [0; 4]).await.unwrap(), 0);
+    let mut small = [0; 4];
+    let read = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut small));
+    assert_eq!(
+        read.await
+            .expect("end of stream, not a new connection")
+            .unwrap(),
+        0
+    );
     assert_eq!(
         conn.write(b"x").await.unwrap_err().kind(),
         io::ErrorKind::BrokenPipe
@@ -509,17 +521,15 @@ async fn shutdown_during_backoff_stops_reconnecting() {
 #[tokio::test(start_paused = true)]
 async fn cancellation_cuts_a_backoff_short() {
     let (connector, peers) = script([Plan::Refuse]);
-    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let cancel = tokio_util::sync::CancellationToken::new();
     let mut conn = Reconnecting::builder(connector)
         .policy(Constant::new(Duration::from_secs(3600)))
-        .cancel_on(async move {
-            let _ = cancelled.await;
-        })
+        .cancel_on(cancel.clone().cancelled_owned())
         .build();
     let start = Instant::now();
     let task = tokio::spawn(async move { conn.wait_connected().await });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cancel.send(()).unwrap();
+    cancel.cancel();
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(gave_up(&err).cause(), GiveUpCause::Cancelled);
     assert_eq!(start.elapsed(), Duration::from_secs(1));
@@ -657,4 +667,24 @@ async fn watch_shows_disconnected_while_the_hook_runs() {
         }
     }
     assert_eq!(conn.wait_connected().await.unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_moves_on_after_a_failure_and_stays_after_a_success() {
+    let (down, down_peers) = script([Plan::Refuse; 100]);
+    let (up, mut up_peers) = script([]);
+    let failover = Failover::new(vec![down, up]);
+    assert_eq!(failover.current(), 0);
+    let mut conn = Reconnecting::builder(failover)
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    assert_eq!(conn.wait_connected().await.unwrap(), 1);
+    assert_eq!((down_peers.calls(), up_peers.calls()), (1, 1));
+    assert_eq!(conn.connector_mut().current(), 1);
+
+    // After a loss, the target that worked last is tried first.
+    drop(up_peers.next().await);
+    conn.write_all(b"x").await.unwrap_err();
+    assert_eq!(conn.wait_connected().await.unwrap(), 2);
+    assert_eq!((down_peers.calls(), up_peers.calls()), (1, 2));
 }

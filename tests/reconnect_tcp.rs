@@ -192,6 +192,8 @@ async fn the_idle_timeout_notices_a_peer_that_accepts_then_hangs() {
     .unwrap();
 }
 
+// Relies on Linux dropping SYNs to a listener whose accept queue is full.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_connect_that_never_completes_times_out() {
     timeout(LIMIT, async {

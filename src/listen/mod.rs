@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
-pub use bind_many::{bind_many, AddrState, BindMany, BindStatus};
+pub use bind_many::{bind_many, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
 pub use connection::ConnectionOutput;
 pub use local::Listen;
@@ -37,7 +37,9 @@ pub use local::Listen;
 pub use reuseport::bind_reuseport;
 pub use setup_sockets::SetupSockets;
 pub use shutdown::{Drain, GracefulShutdown, ShutdownReport};
-pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
+pub use sleep_on_error::{
+    AcceptAction, AcceptErrorEvent, NoHook, SleepOnError, MIN_ACCEPT_BACKOFF,
+};
 pub use socket_options::SocketOptions;
 pub use spawn_listen::SpawnListen;
 pub use stats::{Stats, StatsSnapshot};
@@ -148,9 +150,14 @@ pub trait ListenExt: Stream {
     /// - Connection futures need not be `Send`; this works on a current-thread runtime. To use
     ///   every worker thread, see [`spawn_listen`](ListenExt::spawn_listen).
     ///
-    /// Add [`connection_time_limit`](Listen::connection_time_limit) against slow clients,
-    /// [`with_graceful_shutdown`](Listen::with_graceful_shutdown) for a drain with a deadline, or
-    /// `take_until(signal)` on the stream to stop accepting and drain with no deadline.
+    /// Add [`connection_time_limit`](Listen::connection_time_limit) against slow clients and
+    /// [`with_graceful_shutdown`](Listen::with_graceful_shutdown) to stop on a signal and drain
+    /// with a deadline (or none, with `Duration::MAX`). `take_until(signal)` on the stream also
+    /// stops accepting, but only once the stream is polled again, which a full listener does not
+    /// do: `with_graceful_shutdown` closes the port at once, full or not.
+    ///
+    /// A panic is caught where the connection future is polled; one raised while dropping a
+    /// connection future, or while formatting its error, is not, and reaches the listener.
     ///
     /// # Panics
     ///

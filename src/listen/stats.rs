@@ -96,7 +96,9 @@ impl Stats {
 
     /// One view over several listeners' counters, for example one accept loop per core (see
     /// [`bind_reuseport`](crate::bind_reuseport)). Counters are summed; `peak_active` is the sum
-    /// of the peaks, an upper bound on the joint peak.
+    /// of the peaks, an upper bound on the joint peak. Merge listeners' handles, not a
+    /// listener's with the `sleep_on_error` handle it already includes, or the accept counters
+    /// count twice.
     ///
     /// # Examples
     ///

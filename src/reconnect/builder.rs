@@ -3,9 +3,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use super::policy::DynPolicy;
+use super::policy::{default_policy, DynPolicy};
 use super::{Action, BoxFuture, Connect, Context, EofPolicy, ReadMode, Reconnecting, WriteMode};
-use crate::backoff::{Exponential, Jitter};
 
 pub(crate) type DisconnectHook<C> = Box<dyn FnMut(&Context, &mut C) -> BoxFuture<Action> + Send>;
 pub(crate) type ConnectHook<Io> = Box<dyn FnMut(&Context, Io) -> BoxFuture<io::Result<Io>> + Send>;
@@ -32,15 +31,9 @@ pub struct Builder<C: Connect> {
 
 impl<C: Connect> Builder<C> {
     pub(crate) fn new(connector: C) -> Self {
-        let policy = Exponential::builder()
-            .min(Duration::from_millis(100))
-            .max(Duration::from_secs(10))
-            .jitter(Jitter::Proportional(0.1))
-            .build()
-            .expect("the default policy is valid");
         Builder {
             connector,
-            policy: Box::new(policy),
+            policy: default_policy(),
             connect_timeout: None,
             idle_timeout: None,
             eof: EofPolicy::End,
@@ -112,6 +105,27 @@ impl<C: Connect> Builder<C> {
     /// delay. It gets the [`Context`] and `&mut` access to the connector (to change the target),
     /// and returns a future that may wait and then decides: [`Action::Reconnect`] or
     /// [`Action::GiveUp`]. The future runs inside the adapter, driven by the caller's operations.
+    ///
+    /// # Examples
+    ///
+    /// Move to a standby server, and give up after ten failures in a row:
+    ///
+    /// ```
+    /// use staunch::reconnect::{Action, Reconnecting, TcpConnector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let conn = Reconnecting::builder(TcpConnector::new("primary.internal:7000"))
+    ///     .on_disconnect(|ctx, connector| {
+    ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
+    ///         connector.set_addr("standby.internal:7000");
+    ///         let give_up = ctx.attempt() >= 10;
+    ///         Box::pin(async move { if give_up { Action::GiveUp } else { Action::Reconnect } })
+    ///     })
+    ///     .build();
+    /// # drop(conn);
+    /// # }
+    /// ```
     pub fn on_disconnect<F>(mut self, hook: F) -> Self
     where
         F: FnMut(&Context, &mut C) -> BoxFuture<Action> + Send + 'static,
@@ -123,6 +137,39 @@ impl<C: Connect> Builder<C> {
     /// An async hook run on every new connection before any user I/O touches it: it gets the
     /// connection by value and hands it back (after a handshake or authentication, say). An error
     /// counts as a failed attempt ([`Reason::HandshakeFailed`](super::Reason::HandshakeFailed)).
+    ///
+    /// # Examples
+    ///
+    /// Log in on every connection before the caller's bytes go out:
+    ///
+    /// ```
+    /// use staunch::reconnect::Reconnecting;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (client, mut server) = tokio::io::duplex(64);
+    /// let mut slot = Some(client);
+    /// let connector = move || {
+    ///     let io = slot.take().ok_or(std::io::ErrorKind::ConnectionRefused.into());
+    ///     async move { io }
+    /// };
+    /// let mut conn = Reconnecting::builder(connector)
+    ///     .on_connect(|ctx, mut io| {
+    ///         let generation = ctx.generation();
+    ///         Box::pin(async move {
+    ///             io.write_all(format!("LOGIN {generation}\n").as_bytes()).await?;
+    ///             Ok(io)
+    ///         })
+    ///     })
+    ///     .build();
+    /// conn.write_all(b"DATA\n").await?;
+    /// let mut got = [0; 13];
+    /// server.read_exact(&mut got).await?;
+    /// assert_eq!(&got, b"LOGIN 1\nDATA\n");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on_connect<F>(mut self, hook: F) -> Self
     where
         F: FnMut(&Context, C::Io) -> BoxFuture<io::Result<C::Io>> + Send + 'static,
@@ -136,6 +183,29 @@ impl<C: Connect> Builder<C> {
     /// [`Exhausted`](super::ConnState::Exhausted) with
     /// [`GiveUpCause::Cancelled`](super::GiveUpCause::Cancelled). A live connection is left
     /// alone until it is lost. With tokio-util, pass `token.cancelled_owned()`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::Constant;
+    /// use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let refuse = || async { Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into()) };
+    /// let mut conn = Reconnecting::builder(refuse)
+    ///     .policy(Constant::new(Duration::from_secs(3600)))
+    ///     .cancel_on(async move { let _ = stopped.await; })
+    ///     .build();
+    /// let task = tokio::spawn(async move { conn.wait_connected().await });
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// stop.send(()).unwrap(); // cuts the hour-long backoff short
+    /// let err = task.await.unwrap().unwrap_err();
+    /// assert_eq!(GaveUp::from_io_error(&err).unwrap().cause(), GiveUpCause::Cancelled);
+    /// # }
+    /// ```
     pub fn cancel_on<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,

@@ -16,11 +16,26 @@ use super::Reason;
 /// # Examples
 ///
 /// ```
-/// use std::io;
-/// use staunch::reconnect::Disconnected;
+/// use staunch::reconnect::{Disconnected, Reconnecting};
+/// use tokio::io::AsyncWriteExt;
 ///
-/// let error = io::Error::other("not from staunch");
-/// assert!(Disconnected::from_io_error(&error).is_none());
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// let (client, server) = tokio::io::duplex(64);
+/// let mut slot = Some(client);
+/// let connector = move || {
+///     let io = slot.take().ok_or(std::io::ErrorKind::ConnectionRefused.into());
+///     async move { io }
+/// };
+/// let mut conn = Reconnecting::new(connector);
+/// conn.write_all(b"hello").await?;
+/// drop(server); // the peer goes away
+/// let err = conn.write_all(b"world").await.unwrap_err();
+/// let lost = Disconnected::from_io_error(&err).unwrap();
+/// assert_eq!(lost.generation(), 1);
+/// assert_eq!(lost.unconfirmed_bytes(), 5); // "hello" may or may not have been read
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Disconnected {

@@ -1,5 +1,19 @@
 use std::time::Duration;
 
+use crate::backoff::{Exponential, Jitter};
+
+/// The default policy of [`Reconnecting`](super::Reconnecting) and [`RetryLoop`](super::RetryLoop):
+/// exponential from 100 ms to 10 s, ±10 % jitter, no limit.
+pub(crate) fn default_policy() -> Box<dyn DynPolicy> {
+    let policy = Exponential::builder()
+        .min(Duration::from_millis(100))
+        .max(Duration::from_secs(10))
+        .jitter(Jitter::Proportional(0.1))
+        .build()
+        .expect("the default policy is valid");
+    Box::new(policy)
+}
+
 /// A backoff policy behind a box: the delays, and a way to start over from the template.
 pub(crate) trait DynPolicy: Send {
     fn next_delay(&mut self) -> Option<Duration>;

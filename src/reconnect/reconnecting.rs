@@ -224,6 +224,14 @@ impl<C: Connect> Reconnecting<C> {
         &mut self.inner_mut().connector
     }
 
+    /// The connector, taking the adapter apart (the live connection, if any, is closed).
+    pub fn into_connector(self) -> C {
+        self.inner
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connector
+    }
+
     /// The live connection, if there is one (for socket options, say). Writing to it directly
     /// bypasses the unconfirmed-bytes count.
     pub fn get_mut(&mut self) -> Option<&mut C::Io> {
@@ -236,13 +244,30 @@ impl<C: Connect> Reconnecting<C> {
     /// Drive the adapter until a connection is established (after backoff and hooks as needed)
     /// and return its generation; fails once the adapter has given up or was shut down. Does
     /// nothing if already connected.
-    pub async fn wait_connected(&mut self) -> io::Result<u64>
-    where
-        C::Io: Unpin,
-    {
+    ///
+    /// Building never waits; to connect in the background while the program starts up, spawn
+    /// this and take the adapter back when it is needed:
+    ///
+    /// ```
+    /// use staunch::reconnect::Reconnecting;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let mut conn = Reconnecting::new(|| async { Ok(tokio::io::duplex(64).0) });
+    /// let connecting = tokio::spawn(async move {
+    ///     let generation = conn.wait_connected().await;
+    ///     (conn, generation)
+    /// });
+    /// // ... other start-up work ...
+    /// let (conn, generation) = connecting.await.unwrap();
+    /// assert_eq!(generation?, 1);
+    /// # drop(conn);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_connected(&mut self) -> io::Result<u64> {
         std::future::poll_fn(|cx| {
-            let tx = &self.tx;
-            let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let (inner, tx) = self.split_mut();
             inner.poll_connected(cx, tx).map_ok(|()| inner.generation)
         })
         .await
@@ -253,9 +278,10 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     fn inner_mut(&mut self) -> &mut Inner<C> {
-        self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
+        self.split_mut().0
     }
 
+    /// The state, without locking: `&mut self` proves no one else holds it.
     fn split_mut(&mut self) -> (&mut Inner<C>, &watch::Sender<ConnState>) {
         (
             self.inner.get_mut().unwrap_or_else(PoisonError::into_inner),
@@ -280,6 +306,14 @@ impl<C: Connect> Inner<C> {
             generation,
             reason,
             elapsed: self.outage_start.map_or(Duration::ZERO, |t| t.elapsed()),
+        }
+    }
+
+    /// The give-up error, for operations that otherwise need no connection.
+    fn check_exhausted(&self) -> io::Result<()> {
+        match &self.state {
+            State::Exhausted(gave_up) => Err(gave_up.to_io_error()),
+            _ => Ok(()),
         }
     }
 
@@ -512,7 +546,7 @@ where
     ) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             // Room for nothing is not end of stream, and needs no connection.
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(self.check_exhausted());
         }
         loop {
             if self.read_mode == ReadMode::Boundary {
@@ -568,7 +602,7 @@ where
         mut write: impl FnMut(Pin<&mut C::Io>, &mut TaskContext<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         if len == 0 {
-            return Poll::Ready(Ok(0));
+            return Poll::Ready(self.check_exhausted().map(|()| 0));
         }
         loop {
             if self.write_shut {
@@ -648,7 +682,8 @@ where
                 );
                 Poll::Ready(result)
             }
-            State::Exhausted(_) | State::Closed => Poll::Ready(Ok(())),
+            State::Exhausted(gave_up) => Poll::Ready(Err(gave_up.to_io_error())),
+            State::Closed => Poll::Ready(Ok(())),
             _ => {
                 log_event!(debug, "staunch::reconnect: shut down while not connected");
                 self.state = State::Closed;

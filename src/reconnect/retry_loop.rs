@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::policy::DynPolicy;
+use super::policy::{default_policy, DynPolicy};
 use super::{BoxFuture, Connect, Failure, RetryContext, RetryOutcome, RetryReason, SessionEnd};
-use crate::backoff::{Exponential, Jitter};
 
 type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send>;
 
@@ -84,15 +83,9 @@ fn default_retry_if(error: &io::Error) -> bool {
 impl<C: Connect, E> RetryLoop<C, E> {
     /// A loop over `connector` with the defaults.
     pub fn new(connector: C) -> Self {
-        let policy = Exponential::builder()
-            .min(Duration::from_millis(100))
-            .max(Duration::from_secs(10))
-            .jitter(Jitter::Proportional(0.1))
-            .build()
-            .expect("the default policy is valid");
         RetryLoop {
             connector,
-            policy: Box::new(policy),
+            policy: default_policy(),
             connect_timeout: None,
             stable_after: Duration::from_secs(10),
             retry_if: default_retry_if,
