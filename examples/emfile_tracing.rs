@@ -2,7 +2,7 @@
 //! by `tracing-subscriber`, and a periodic stats line read from the `Stats` handle.
 //!
 //! ```text
-//! cargo run --example emfile_tracing                  # a storm on 127.0.0.1, about two seconds
+//! cargo run --example emfile_tracing                  # a storm on 127.0.0.1, about a second
 //! RUST_LOG=info cargo run --example emfile_tracing    # without the debug events
 //! ```
 //!
