@@ -55,8 +55,10 @@ pub(crate) async fn churn(port: u16, concurrency: usize, warmup: Duration, measu
 
 /// One EMFILE storm against a server child whose descriptor limit is `nofile`.
 pub(crate) struct Storm {
-    /// CPU seconds per second of exhaustion (1.0 = one full core).
+    /// CPU seconds per second of exhaustion (1.0 = one full core), from `/proc/<pid>/stat`.
     pub(crate) cpu_share: f64,
+    /// The same from `/proc/<pid>/task/*/schedstat` (nanosecond resolution).
+    pub(crate) cpu_share_ns: f64,
     /// From "descriptors freed" to "every waiting client served".
     pub(crate) recovery: Option<Duration>,
     pub(crate) served_before: usize,
@@ -110,6 +112,7 @@ pub(crate) async fn storm(server: &ChildServer, nofile: u64, exhaust: Duration) 
     let tck = sys::clk_tck();
     let cpu_at = |base: u64| (server.cpu_ticks() - base) as f64 / tck;
     let cpu0 = server.cpu_ticks();
+    let ns0 = server.cpu_ns();
     let t0 = Instant::now();
     let mut samples = Vec::new();
     let free_at = t0 + exhaust;
@@ -119,6 +122,7 @@ pub(crate) async fn storm(server: &ChildServer, nofile: u64, exhaust: Duration) 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu_share = cpu_at(cpu0) / t0.elapsed().as_secs_f64();
+    let cpu_share_ns = (server.cpu_ns() - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
     let t_free = Instant::now();
     release_tx.send_replace(true);
     let recover_deadline = t_free + Duration::from_secs(5);
@@ -155,6 +159,7 @@ pub(crate) async fn storm(server: &ChildServer, nofile: u64, exhaust: Duration) 
         .collect();
     Storm {
         cpu_share,
+        cpu_share_ns,
         recovery,
         served_before,
         waiting: total - served_before,

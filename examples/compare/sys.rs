@@ -87,6 +87,10 @@ impl ChildServer {
         cpu_ticks(self.pid)
     }
 
+    pub(crate) fn cpu_ns(&self) -> u64 {
+        cpu_ns(self.pid)
+    }
+
     pub(crate) fn rss_kib(&self) -> u64 {
         rss_kib(self.pid)
     }
@@ -120,6 +124,19 @@ pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
     let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
     utime + stime
+}
+
+/// CPU time of a whole process in nanoseconds: the sum of `/proc/<pid>/task/*/schedstat`'s first
+/// field (time on CPU), finer than `/proc/<pid>/stat`'s clock ticks.
+pub(crate) fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
