@@ -169,7 +169,6 @@ fn main() {
             continue;
         };
         let Some(base) = spec.baseline.clone() else { continue };
-        let b = rep.median_of(scenario, metric, &base);
         let mut rows = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for s in rep.samples.iter().filter(|s| s.scenario == scenario && s.metric == metric) {
@@ -177,12 +176,11 @@ fn main() {
                 continue;
             }
             seen.push(s.contender.clone());
-            let v: Vec<f64> = rep
-                .samples
-                .iter()
-                .filter(|x| x.scenario == scenario && x.metric == metric && x.contender == s.contender)
-                .map(|x| x.value / b)
-                .collect();
+            let v = if s.contender == base {
+                vec![1.0]
+            } else {
+                rep.paired_ratios(scenario, metric, &s.contender, &base)
+            };
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             rows.push((s.contender.clone(), median(&v), lo, hi));
@@ -215,10 +213,12 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
         "listen-ct" => "staunch listen(10_000) (current-thread)",
         _ => "staunch spawn_listen(10_000) (multi-thread)",
     };
-    for round in 0..cfg.rounds {
+    // Many short alternating rounds: the machine is shared, and its load drifts over seconds.
+    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds * 2 };
+    for round in 0..rounds {
         for c in rotated(&contenders, round) {
             let server = ChildServer::spawn("echo", &strings(&["--contender", c]));
-            let (rate, errors) = rt.block_on(load::churn(server.port, 32, cfg.secs(0.5, 0.25), cfg.secs(3.0, 1.0)));
+            let (rate, errors) = rt.block_on(load::churn(server.port, 32, cfg.secs(0.3, 0.25), cfg.secs(1.5, 1.0)));
             drop(server);
             println!("  round {round} {:<45} {rate:>9.0} conn/s  ({errors} client errors)", names(c));
             rep.add(S, names(c), M, "conn/s", round, rate);
@@ -230,6 +230,7 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
         baseline: Some(names("bare-mt").into()),
         higher_is_better: true,
         goal: ">= 0.97".into(),
+        paired: true,
     });
     let l = rep.median_of(S, M, names("listen-ct")) / rep.median_of(S, M, names("bare-ct"));
     rep.notes.push(format!(
@@ -280,11 +281,12 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
         "axum" => "axum::serve",
         _ => "hyper through staunch spawn_listen",
     };
+    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds + 3 };
     for (close, metric) in [(false, "requests per second, keep-alive"), (true, "requests per second, Connection: close")] {
-        for round in 0..cfg.rounds {
+        for round in 0..rounds {
             for c in rotated(&contenders, round) {
                 let server = ChildServer::spawn("http", &strings(&["--contender", c]));
-                let rps = wrk(server.port, cfg.secs(3.0, 1.0), close).unwrap_or(f64::NAN);
+                let rps = wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or(f64::NAN);
                 drop(server);
                 println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s", names(c));
                 rep.add(S, names(c), metric, "req/s", round, rps);
@@ -296,6 +298,7 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
             baseline: Some(names("hyper-plain").into()),
             higher_is_better: true,
             goal: ">= 0.97, and >= axum::serve".into(),
+            paired: true,
         });
     }
 }
@@ -358,6 +361,7 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         baseline: Some(names("naive").into()),
         higher_is_better: false,
         goal: "< 0.02 of naive".into(),
+        paired: true,
     });
     rep.specs.push(Spec {
         scenario: S,
@@ -365,6 +369,7 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         baseline: Some(names("naive").into()),
         higher_is_better: false,
         goal: "< 0.02 of naive".into(),
+        paired: true,
     });
     rep.specs.push(Spec {
         scenario: S,
@@ -372,6 +377,7 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         baseline: Some(names("fixed-100ms").into()),
         higher_is_better: false,
         goal: "far below a fixed sleep; ~1 round trip with wake on release".into(),
+        paired: true,
     });
 }
 
@@ -405,14 +411,16 @@ fn scenario_idle(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
         baseline: Some(names("bare-mt").into()),
         higher_is_better: false,
         goal: "<= 1.0 (no more than the bare loop)".into(),
+        paired: true,
     });
 }
 
 fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
     const S: &str = "6 reconnecting client";
     println!("\n== {S}: bulk writes to a sink child; restarts of the sink under a writing client");
-    let dur = cfg.secs(2.0, 0.5);
-    for round in 0..cfg.rounds {
+    let dur = cfg.secs(1.0, 0.5);
+    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds * 2 };
+    for round in 0..rounds {
         for kind in rotated(&client::CLIENTS, round) {
             let server = ChildServer::spawn("sink", &[]);
             let rate = rt.block_on(client::throughput(kind, server.port, dur)) / (1024.0 * 1024.0);
@@ -427,8 +435,9 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         baseline: Some("bare TcpStream".into()),
         higher_is_better: true,
         goal: ">= 0.98".into(),
+        paired: true,
     });
-    let restarts = if cfg.quick { 4 } else { 12 };
+    let restarts = if cfg.quick { 4 } else { 20 };
     for kind in &client::CLIENTS[1..] {
         let lat = client::restart_latencies(rt, kind, restarts);
         let ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
@@ -453,6 +462,7 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         baseline: Some("stubborn-io".into()),
         higher_is_better: false,
         goal: "staunch fastest, <= 50 ms backoff + one connect".into(),
+        paired: false,
     });
 }
 
@@ -482,6 +492,7 @@ fn scenario_micro(cfg: &Config, rep: &mut Report) {
             baseline: Some("baseline".into()),
             higher_is_better: false,
             goal: "informational".into(),
+            paired: true,
         });
     }
 }

@@ -22,6 +22,9 @@ pub(crate) struct Spec {
     pub(crate) baseline: Option<String>,
     pub(crate) higher_is_better: bool,
     pub(crate) goal: String,
+    /// Rounds are paired (every contender ran once per round, back to back): the ratio is the
+    /// median of per-round ratios, which cancels drift of the machine's load between rounds.
+    pub(crate) paired: bool,
 }
 
 /// A line of a plot: (x, y) points.
@@ -92,6 +95,25 @@ impl Report {
         median(&self.values(scenario, metric, contender))
     }
 
+    /// Per-round ratios contender / baseline, for rounds where both have a finite value.
+    pub(crate) fn paired_ratios(&self, scenario: &str, metric: &str, contender: &str, baseline: &str) -> Vec<f64> {
+        let pick = |who: &str| -> Vec<(usize, f64)> {
+            self.samples
+                .iter()
+                .filter(|s| s.scenario == scenario && s.metric == metric && s.contender == who)
+                .map(|s| (s.round, s.value))
+                .collect()
+        };
+        let base = pick(baseline);
+        pick(contender)
+            .into_iter()
+            .filter_map(|(r, v)| {
+                let b = base.iter().find(|(br, _)| *br == r)?.1;
+                (b.is_finite() && b != 0.0 && v.is_finite()).then_some(v / b)
+            })
+            .collect()
+    }
+
     /// The markdown table: median, spread (min–max over rounds), ratio against the baseline.
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
@@ -100,7 +122,7 @@ impl Report {
             if spec.scenario != scenario {
                 scenario = spec.scenario;
                 let _ = writeln!(out, "\n### {scenario}\n");
-                let _ = writeln!(out, "| metric | contender | median | spread (min–max) | rounds | vs baseline | goal |");
+                let _ = writeln!(out, "| metric | contender | median | spread (min–max) | rounds | vs baseline (paired: median of per-round ratios, min–max) | goal |");
                 let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|");
             }
             let mut contenders: Vec<&str> = Vec::new();
@@ -122,6 +144,16 @@ impl Report {
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let ratio = match (base, spec.baseline.as_deref()) {
                     (_, Some(b)) if b == c => "baseline".to_string(),
+                    (_, Some(b)) if spec.paired => {
+                        let r = self.paired_ratios(spec.scenario, spec.metric, c, b);
+                        if r.is_empty() {
+                            "–".into()
+                        } else {
+                            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+                            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            format!("{:.3} ({lo:.2}–{hi:.2})", median(&r))
+                        }
+                    }
                     (Some(b), _) if b.is_finite() && b != 0.0 && med.is_finite() => format!("{:.3}", med / b),
                     (Some(_), _) => "–".into(),
                     _ => String::new(),
@@ -257,7 +289,7 @@ fn bar_chart(file: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Resu
                 String::new()
             }
         })
-        .x_desc("median relative to the baseline (whiskers: min–max over rounds)")
+        .x_desc("median of per-round ratios to the baseline (whiskers: min–max; red: 1.0 and 0.97)")
         .draw()?;
     for (i, r) in rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
