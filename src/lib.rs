@@ -44,10 +44,34 @@
 //! }
 //! ```
 //!
+//! # A client that reconnects
+//!
+//! [`reconnect::Reconnecting`] is an `AsyncRead + AsyncWrite` connection that reconnects with
+//! backoff when the peer goes away, and never reports bytes as written that a live connection
+//! did not accept (see the [`reconnect`] module docs for exactly what is retried and reported).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use staunch::backoff::{Exponential, Jitter};
+//! use staunch::reconnect::{Reconnecting, TcpConnector};
+//! use tokio::io::AsyncWriteExt;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let connector = TcpConnector::new("127.0.0.1:8080").keepalive(Duration::from_secs(30));
+//! let mut conn = Reconnecting::builder(connector)
+//!     .policy(Exponential::builder().jitter(Jitter::Proportional(0.2)).build()?)
+//!     .connect_timeout(Duration::from_secs(3))
+//!     .build(); // returns at once; the first operation connects
+//! conn.write_all(b"PING\r\n").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Shutdown without a deadline
 //!
-//! `take_until` on the accept stream stops accepting when the signal comes; `listen` then drops
-//! the stream (closing the port) and resolves once the connections in flight have finished.
+//! A grace period of `Duration::MAX` drains with no deadline: on the signal the port closes at
+//! once, and the future resolves when the last connection in flight has finished. Any future is
+//! a signal; tokio-util's `CancellationToken` fits as is.
 //!
 //! ```
 //! use std::time::Duration;
@@ -62,11 +86,12 @@
 //! let token = CancellationToken::new();
 //! let server = TcpListenerStream::new(listener)
 //!     .sleep_on_error(Duration::from_millis(100))
-//!     .take_until(token.clone().cancelled_owned())
 //!     .map(|_socket| async { std::io::Result::Ok(()) })
-//!     .listen(100);
+//!     .listen(100)
+//!     .with_graceful_shutdown(token.clone().cancelled_owned(), Duration::MAX);
 //! token.cancel();
-//! server.await;
+//! let report = server.await;
+//! assert_eq!(report.cancelled, 0);
 //! # Ok(())
 //! # }
 //! ```
@@ -80,8 +105,14 @@ pub mod backoff;
 mod listen;
 pub mod reconnect;
 
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+pub use listen::bind_reuseport;
 pub use listen::{
-    is_connection_error, AcceptAction, AcceptErrorEvent, ConnectionOutput, Drain, ErrorClass,
-    GracefulShutdown, Listen, ListenExt, ShutdownReport, SleepOnError, SpawnListen, Stats,
-    StatsSnapshot, MIN_ACCEPT_BACKOFF,
+    bind_many, is_connection_error, AcceptAction, AcceptErrorEvent, AddrState, BindHandle,
+    BindMany, ConnectionOutput, Drain, ErrorClass, GracefulShutdown, Listen, ListenExt, NoHook,
+    SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats, StatsSnapshot,
+    MIN_ACCEPT_BACKOFF,
 };

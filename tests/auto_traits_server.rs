@@ -4,7 +4,12 @@ use std::future::Ready;
 use std::io;
 
 use futures_util::stream::{Empty, Pending};
-use staunch::{GracefulShutdown, Listen, SleepOnError, SpawnListen, Stats, StatsSnapshot};
+use staunch::ListenExt;
+use staunch::{
+    AcceptAction, AcceptErrorEvent, AddrState, BindHandle, BindMany, ErrorClass, GracefulShutdown,
+    Listen, SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats,
+    StatsSnapshot,
+};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
@@ -29,6 +34,38 @@ fn server_types_are_send_where_their_parts_are() {
     unpin::<Stats>();
 }
 
+type Setup = fn(&tokio::net::TcpStream) -> io::Result<()>;
+
+#[test]
+fn sync_and_unpin_where_their_parts_are() {
+    // Streams and listeners are Sync when their parts are (no boxed hook inside).
+    sync::<SleepOnError<TcpListenerStream>>();
+    sync::<Listen<Empty<Conn>>>();
+    sync::<SpawnListen<Empty<Conn>>>();
+    send::<SetupSockets<TcpListenerStream, Setup>>();
+    sync::<SetupSockets<TcpListenerStream, Setup>>();
+    unpin::<SetupSockets<TcpListenerStream, Setup>>();
+    send::<BindMany>();
+    sync::<BindMany>();
+    unpin::<BindMany>();
+    send::<BindHandle>();
+    sync::<BindHandle>();
+    send::<AddrState>();
+    sync::<AddrState>();
+    send::<ShutdownReport>();
+    sync::<ShutdownReport>();
+    send::<SocketOptions>();
+    sync::<SocketOptions>();
+    send::<ErrorClass>();
+    send::<AcceptAction>();
+    sync::<AcceptErrorEvent<'static>>();
+    // A hook that is not Send (an Rc counter) is fine under `listen` on one thread.
+    let counter = std::rc::Rc::new(std::cell::Cell::new(0));
+    let _ = futures_util::stream::empty::<io::Result<()>>()
+        .sleep_on_error(std::time::Duration::from_secs(1))
+        .on_error(move |_| counter.set(counter.get() + 1));
+}
+
 #[test]
 fn listeners_can_be_spawned() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -37,7 +74,6 @@ fn listeners_can_be_spawned() {
         .unwrap();
     rt.block_on(async {
         use futures_util::StreamExt;
-        use staunch::ListenExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = TcpListenerStream::new(listener)
             .sleep_on_error(std::time::Duration::from_millis(10))

@@ -507,19 +507,7 @@ async fn new_clients_are_refused_once_accepting_stops() {
 
     stop.send(()).unwrap();
     // Once the listener is dropped, connecting is refused (not left hanging in a backlog).
-    let refused = time::timeout(LIMIT, async {
-        loop {
-            match TcpStream::connect(addr).await {
-                // A client caught in the backlog as the listener closes is reset; go on until
-                // the port is closed.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break e,
-                _ => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await
-    .expect("connections were still accepted long after the stop signal");
-    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    wait_until_refused(addr).await;
     assert!(
         !server.is_finished(),
         "the in-flight connection must drain first"
@@ -532,4 +520,165 @@ async fn new_clients_are_refused_once_accepting_stops() {
         .unwrap();
     assert_eq!(&buf, b"hello");
     time::timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn link_survives_select_when_the_other_side_yields_first() {
+    let a = stream::iter([Ok(1u64)]).sleep_on_error(Duration::from_secs(100));
+    let b = stream::iter([Err(io::Error::from_raw_os_error(libc::EMFILE)), Ok(0)])
+        .sleep_on_error(Duration::from_secs(100));
+    let start = Instant::now();
+    let server = stream::select(a, b)
+        .map(|secs| sleep(Duration::from_secs(secs)))
+        .listen(10);
+    let stats = server.stats();
+    server.await;
+    let s = stats.snapshot();
+    assert_eq!((s.accepted, s.backoffs, s.woken_by_release), (2, 1, 1));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(1),
+        "b's backoff was not cut short"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_drops_the_stream_at_the_signal_even_when_full() {
+    let (accepts, _, dropped) = counted(stream::iter([100u64, 100]).chain(stream::pending()));
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = accepts
+        .map(|secs| sleep(Duration::from_secs(secs)))
+        .listen(1)
+        .with_graceful_shutdown(signal, Duration::from_secs(10));
+    let mut server = task::spawn(server);
+    assert_pending!(server.poll());
+    assert!(!dropped.load(SeqCst));
+    stop.send(()).unwrap();
+    assert!(server.is_woken());
+    assert_pending!(server.poll());
+    assert!(
+        dropped.load(SeqCst),
+        "the stream must be dropped at the signal, full or not"
+    );
+    time::advance(Duration::from_secs(10)).await;
+    let report = assert_ready!(server.poll());
+    assert_eq!((report.finished, report.cancelled), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grace_of_duration_max_means_no_deadline() {
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = stream::iter([1_000_000u64])
+        .chain(stream::pending())
+        .map(|secs| sleep(Duration::from_secs(secs)))
+        .listen(1)
+        .with_graceful_shutdown(signal, Duration::MAX);
+    let mut server = task::spawn(server);
+    assert_pending!(server.poll());
+    stop.send(()).unwrap();
+    assert_pending!(server.poll());
+    time::advance(Duration::from_secs(999_999)).await;
+    assert_pending!(server.poll());
+    time::advance(Duration::from_secs(1)).await;
+    let report = assert_ready!(server.poll());
+    assert_eq!((report.finished, report.cancelled), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_listener_settles_the_stats() {
+    for spawn in [false, true] {
+        let make = || {
+            stream::iter([1u64, 100, 100])
+                .chain(stream::pending())
+                .map(|secs| sleep(Duration::from_secs(secs)))
+        };
+        let stats = if spawn {
+            let server = make().spawn_listen(10);
+            let stats = server.stats();
+            let _ = time::timeout(Duration::from_secs(5), server).await;
+            stats
+        } else {
+            let server = make().listen(10);
+            let stats = server.stats();
+            let _ = time::timeout(Duration::from_secs(5), server).await;
+            stats
+        };
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.connections, s.active, s.finished, s.cancelled),
+            (3, 0, 1, 2),
+            "spawn: {spawn}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_always_ready_stream_does_not_starve_the_runtime() {
+    let server = stream::repeat_with(|| std::future::ready(())).listen(10);
+    let stats = server.stats();
+    let mut server = task::spawn(server);
+    assert_pending!(server.poll());
+    assert!(server.is_woken(), "it must ask to be polled again");
+    let accepted = stats.snapshot().connections;
+    assert!(
+        accepted > 0 && accepted <= 64,
+        "{accepted} accepts in one poll"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_refuses_new_clients_at_once_even_when_full() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_stream::wrappers::TcpListenerStream;
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = TcpListenerStream::new(listener)
+        .sleep_on_error(Duration::from_millis(10))
+        .map(|mut socket: TcpStream| async move {
+            socket.write_all(b"hi").await?;
+            let mut buf = [0; 5];
+            socket.read_exact(&mut buf).await?;
+            socket.write_all(&buf).await
+        })
+        .listen(1)
+        .with_graceful_shutdown(signal, LIMIT);
+    let server = tokio::spawn(server);
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    let mut hi = [0; 2];
+    time::timeout(LIMIT, held.read_exact(&mut hi))
+        .await
+        .unwrap()
+        .unwrap();
+    stop.send(()).unwrap();
+    wait_until_refused(addr).await;
+    held.write_all(b"hello").await.unwrap();
+    let mut buf = [0; 5];
+    time::timeout(LIMIT, held.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let report = time::timeout(LIMIT, server).await.unwrap().unwrap();
+    assert_eq!((report.finished, report.cancelled), (1, 0));
+}
+
+/// Connect until the port refuses, bounded by 10 s: a client caught in the backlog as the
+/// listener closes is reset, so only a refusal shows the port is closed.
+async fn wait_until_refused(addr: std::net::SocketAddr) {
+    let refused = time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => break,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the port stayed open long after the stop signal"
+    );
 }

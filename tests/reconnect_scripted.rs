@@ -627,3 +627,34 @@ async fn a_codec_can_reset_at_the_boundary() {
     assert_eq!(framed.next().await.unwrap().unwrap(), "three");
     drop(server.await.unwrap());
 }
+
+#[tokio::test(start_paused = true)]
+async fn watch_shows_disconnected_while_the_hook_runs() {
+    let (connector, mut peers) = script([]);
+    let mut conn = Reconnecting::builder(connector)
+        .on_disconnect(|_, _| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Action::Reconnect
+            })
+        })
+        .build();
+    let state = conn.watch();
+    conn.wait_connected().await.unwrap();
+    drop(peers.next().await);
+    conn.write_all(b"x").await.unwrap_err();
+    {
+        let mut connect = tokio_test::task::spawn(conn.wait_connected());
+        assert_pending!(connect.poll());
+        match &*state.borrow() {
+            ConnState::Disconnected {
+                generation: 1,
+                reason: Reason::Io(e),
+            } => {
+                assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+            }
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+    assert_eq!(conn.wait_connected().await.unwrap(), 2);
+}

@@ -121,7 +121,9 @@ impl Iterator for Exponential {
             Jitter::Full => base.mul_f64(self.next_random_unit()),
             Jitter::Proportional(p) => {
                 let scale = 1.0 - p + 2.0 * p * self.next_random_unit();
-                base.mul_f64(scale).min(self.max)
+                // `mul_f64` panics on overflow, which a `max` near `Duration::MAX` can reach.
+                Duration::try_from_secs_f64(base.as_secs_f64() * scale)
+                    .map_or(self.max, |d| d.min(self.max))
             }
         };
         let total = self.total.saturating_add(delay);

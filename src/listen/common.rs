@@ -158,6 +158,7 @@ macro_rules! listener_common {
                 f.debug_struct(stringify!($ty))
                     .field("stream", &self.driver.stream())
                     .field("max_connections", &self.driver.max_connections())
+                    .field("time_limit", &self.driver.time_limit())
                     .field("in_flight", &self.driver.in_flight())
                     .field("accepting", &self.driver.is_accepting())
                     .finish_non_exhaustive()

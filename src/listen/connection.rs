@@ -93,7 +93,9 @@ where
                 return Poll::Ready(match output.failure() {
                     None => Ending::Finished,
                     Some(error) => {
-                        log_event!(warn, error = %error, "connection failed");
+                        // Per-client failures (resets, bad requests) are routine on a public
+                        // server: debug level, and counted in `Stats::failed`.
+                        log_event!(debug, error = %error, "connection failed");
                         let _ = error;
                         Ending::Failed
                     }

@@ -12,7 +12,7 @@ use futures_core::Stream;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use pin_project_lite::pin_project;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use super::connection::{ConnectionOutput, Ending, Tracked};
 use super::stats::{with_polling_listener, ListenShared};
@@ -20,6 +20,47 @@ use super::stats::{with_polling_listener, ListenShared};
 /// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
 /// starve other tasks.
 const ACCEPT_BUDGET: usize = 64;
+
+/// What a pool must do when the listener is dropped with connections in flight: count them, so
+/// the stats still add up (`connections == active + every ending`).
+pub(crate) trait Settle {
+    /// Record every connection still held as it ends with the pool: finished if it already
+    /// finished, cancelled otherwise.
+    fn settle(&mut self, shared: &ListenShared);
+}
+
+impl<F> Settle for FuturesUnordered<Tracked<F>> {
+    fn settle(&mut self, shared: &ListenShared) {
+        // Futures that completed were removed when polled: the rest are cut.
+        for _ in 0..self.len() {
+            Ending::Cancelled.record(shared);
+        }
+    }
+}
+
+impl Settle for JoinSet<Ending> {
+    fn settle(&mut self, shared: &ListenShared) {
+        while let Some(done) = self.try_join_next() {
+            ending_of(done).record(shared);
+        }
+        // Dropping the set aborts the rest.
+        for _ in 0..self.len() {
+            Ending::Cancelled.record(shared);
+        }
+    }
+}
+
+/// A pool that settles its accounts when dropped.
+pub(crate) struct Accounted<P: Settle> {
+    pool: P,
+    shared: Arc<ListenShared>,
+}
+
+impl<P: Settle> Drop for Accounted<P> {
+    fn drop(&mut self) {
+        self.pool.settle(&self.shared);
+    }
+}
 
 /// Where connection futures run.
 pub(crate) trait Pool<F> {
@@ -76,14 +117,7 @@ where
     }
 
     fn poll_ending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ending>> {
-        self.poll_join_next(cx).map(|done| {
-            done.map(|result| match result {
-                Ok(ending) => ending,
-                // Panics are caught inside `Tracked`; a join error here means the task was aborted.
-                Err(e) if e.is_panic() => Ending::Panicked,
-                Err(_) => Ending::Cancelled,
-            })
-        })
+        self.poll_join_next(cx).map(|done| done.map(ending_of))
     }
 
     fn cancel_all(&mut self) -> usize {
@@ -92,22 +126,29 @@ where
     }
 }
 
+fn ending_of(joined: Result<Ending, JoinError>) -> Ending {
+    match joined {
+        Ok(ending) => ending,
+        // Panics are caught inside `Tracked`; a join error here means the task was aborted.
+        Err(e) if e.is_panic() => Ending::Panicked,
+        Err(_) => Ending::Cancelled,
+    }
+}
+
 pin_project! {
-    pub(crate) struct Driver<S, P> {
+    pub(crate) struct Driver<S, P: Settle> {
         #[pin]
         stream: Option<S>,
-        pool: P,
+        pool: Accounted<P>,
         max_connections: usize,
         time_limit: Option<Duration>,
-        shared: Arc<ListenShared>,
-        link_settled: bool,
     }
 }
 
 impl<S, P> Driver<S, P>
 where
     S: Stream,
-    P: Pool<S::Item>,
+    P: Pool<S::Item> + Settle,
 {
     #[track_caller]
     pub(crate) fn new(stream: S, pool: P, max_connections: usize, method: &str) -> Self {
@@ -117,11 +158,12 @@ where
         );
         Driver {
             stream: Some(stream),
-            pool,
+            pool: Accounted {
+                pool,
+                shared: Arc::default(),
+            },
             max_connections,
             time_limit: None,
-            shared: Arc::default(),
-            link_settled: false,
         }
     }
 
@@ -135,7 +177,7 @@ where
     }
 
     pub(crate) fn shared(&self) -> &Arc<ListenShared> {
-        &self.shared
+        &self.pool.shared
     }
 
     pub(crate) fn max_connections(&self) -> usize {
@@ -147,7 +189,7 @@ where
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.pool.len()
+        self.pool.pool.len()
     }
 
     pub(crate) fn is_accepting(&self) -> bool {
@@ -169,7 +211,7 @@ where
             this.stream.set(None);
             log_event!(
                 info,
-                active = this.pool.len(),
+                active = this.pool.pool.len(),
                 "listener: stopped accepting, draining connections"
             );
         }
@@ -178,9 +220,9 @@ where
     /// Cancel every connection still running.
     pub(crate) fn cancel_all(self: Pin<&mut Self>) {
         let this = self.project();
-        let dropped = this.pool.cancel_all();
+        let dropped = this.pool.pool.cancel_all();
         for _ in 0..dropped {
-            Ending::Cancelled.record(this.shared);
+            Ending::Cancelled.record(&this.pool.shared);
         }
     }
 
@@ -189,17 +231,17 @@ where
         let mut this = self.project();
         let mut accepted = 0;
         loop {
-            while let Poll::Ready(Some(ending)) = this.pool.poll_ending(cx) {
-                ending.record(this.shared);
+            while let Poll::Ready(Some(ending)) = this.pool.pool.poll_ending(cx) {
+                ending.record(&this.pool.shared);
             }
             let Some(stream) = this.stream.as_mut().as_pin_mut() else {
-                return if this.pool.len() == 0 {
+                return if this.pool.pool.len() == 0 {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
                 };
             };
-            if this.pool.len() >= *this.max_connections {
+            if this.pool.pool.len() >= *this.max_connections {
                 // Full: leave new clients in the kernel backlog; a connection ending wakes us.
                 return Poll::Pending;
             }
@@ -207,27 +249,23 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let next = if *this.link_settled {
-                stream.poll_next(cx)
-            } else {
-                // Until the first item, let a `sleep_on_error` inside the stream find us.
-                with_polling_listener(this.shared, || stream.poll_next(cx))
-            };
+            // Let any `sleep_on_error` inside the stream (behind `map`, `select`, ...) find us.
+            let next = with_polling_listener(&this.pool.shared, || stream.poll_next(cx));
             match next {
                 Poll::Ready(Some(connection)) => {
-                    *this.link_settled = true;
                     accepted += 1;
-                    let active = this.shared.started();
+                    let active = this.pool.shared.started();
                     log_event!(trace, active, "connection accepted");
                     let _ = active;
-                    this.pool.push(Tracked::new(connection, *this.time_limit));
+                    this.pool
+                        .pool
+                        .push(Tracked::new(connection, *this.time_limit));
                 }
                 Poll::Ready(None) => {
-                    *this.link_settled = true;
                     this.stream.set(None);
                     log_event!(
                         info,
-                        active = this.pool.len(),
+                        active = this.pool.pool.len(),
                         "listener: accept stream ended, draining connections"
                     );
                 }

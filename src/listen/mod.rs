@@ -3,12 +3,20 @@
 #[macro_use]
 mod common;
 
+mod bind_many;
 mod classify;
 mod connection;
 mod driver;
 mod local;
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+mod reuseport;
+mod setup_sockets;
 pub(crate) mod shutdown;
 mod sleep_on_error;
+mod socket_options;
 mod spawn_listen;
 mod stats;
 
@@ -18,11 +26,21 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
+pub use bind_many::{bind_many, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
 pub use connection::ConnectionOutput;
 pub use local::Listen;
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+pub use reuseport::bind_reuseport;
+pub use setup_sockets::SetupSockets;
 pub use shutdown::{Drain, GracefulShutdown, ShutdownReport};
-pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
+pub use sleep_on_error::{
+    AcceptAction, AcceptErrorEvent, NoHook, SleepOnError, MIN_ACCEPT_BACKOFF,
+};
+pub use socket_options::SocketOptions;
 pub use spawn_listen::SpawnListen;
 pub use stats::{Stats, StatsSnapshot};
 
@@ -31,6 +49,41 @@ pub use stats::{Stats, StatsSnapshot};
 /// A server chain reads: accept stream → [`sleep_on_error`](ListenExt::sleep_on_error) →
 /// `map(handle)` → [`listen`](ListenExt::listen) or [`spawn_listen`](ListenExt::spawn_listen).
 pub trait ListenExt: Stream {
+    /// Run `setup` on every accepted socket before it is passed on: set `TCP_NODELAY`,
+    /// keepalive, buffer sizes ([`SocketOptions`] does the common ones), or anything else. A
+    /// socket whose setup fails is dropped and passed on as a per-connection error (kind
+    /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted), the original error as its
+    /// source), which [`sleep_on_error`](ListenExt::sleep_on_error) skips and counts.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::{ListenExt, SocketOptions};
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let options = SocketOptions::new().nodelay(true).keepalive(Duration::from_secs(60));
+    /// TcpListenerStream::new(listener)
+    ///     .setup_sockets(move |socket| options.apply(socket))
+    ///     .sleep_on_error(Duration::from_millis(100))
+    ///     .map(|_socket| async {})
+    ///     .listen(1000)
+    ///     .await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn setup_sockets<T, F>(self, setup: F) -> SetupSockets<Self, F>
+    where
+        Self: Stream<Item = io::Result<T>> + Sized,
+        F: FnMut(&T) -> io::Result<()>,
+    {
+        SetupSockets::new(self, setup)
+    }
+
     /// Turn a stream of accept results into a stream of accepted items that survives errors.
     ///
     /// - Per-connection errors ([`ErrorClass::Connection`]: a client that reset before it was
@@ -97,9 +150,14 @@ pub trait ListenExt: Stream {
     /// - Connection futures need not be `Send`; this works on a current-thread runtime. To use
     ///   every worker thread, see [`spawn_listen`](ListenExt::spawn_listen).
     ///
-    /// Add [`connection_time_limit`](Listen::connection_time_limit) against slow clients,
-    /// [`with_graceful_shutdown`](Listen::with_graceful_shutdown) for a drain with a deadline, or
-    /// `take_until(signal)` on the stream to stop accepting and drain with no deadline.
+    /// Add [`connection_time_limit`](Listen::connection_time_limit) against slow clients and
+    /// [`with_graceful_shutdown`](Listen::with_graceful_shutdown) to stop on a signal and drain
+    /// with a deadline (or none, with `Duration::MAX`). `take_until(signal)` on the stream also
+    /// stops accepting, but only once the stream is polled again, which a full listener does not
+    /// do: `with_graceful_shutdown` closes the port at once, full or not.
+    ///
+    /// A panic is caught where the connection future is polled; one raised while dropping a
+    /// connection future, or while formatting its error, is not, and reaches the listener.
     ///
     /// # Panics
     ///

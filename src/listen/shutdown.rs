@@ -37,6 +37,8 @@ pin_project! {
     ///    `grace` to finish.
     /// 3. When the grace period runs out, every connection still running is cancelled.
     ///
+    /// A `grace` of [`Duration::MAX`] means no deadline: drain until the last connection ends.
+    ///
     /// It resolves to a [`ShutdownReport`] saying how many connections finished during the grace
     /// period and how many were cut. If the accept stream ends on its own first, it waits for the
     /// connections with no deadline until the signal comes, which then starts the grace period.
@@ -67,6 +69,21 @@ pub struct ShutdownReport {
     pub cancelled: u64,
     /// The listener's counters at the end.
     pub stats: StatsSnapshot,
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.signalled {
+            write!(
+                f,
+                "shutdown: {} finished and {} cancelled after the signal; ",
+                self.finished, self.cancelled
+            )?;
+        } else {
+            f.write_str("stopped: the accept stream ended and every connection finished; ")?;
+        }
+        write!(f, "totals: {}", self.stats)
+    }
 }
 
 impl<L: Drain, F: Future> GracefulShutdown<L, F> {
@@ -113,7 +130,9 @@ impl<L: Drain, F: Future> Future for GracefulShutdown<L, F> {
                     "graceful shutdown: stop accepting, draining"
                 );
                 this.listener.as_mut().stop_accepting();
-                this.deadline.set(Some(sleep(*this.grace)));
+                if *this.grace < Duration::MAX {
+                    this.deadline.set(Some(sleep(*this.grace)));
+                }
             }
         }
         loop {

@@ -23,7 +23,8 @@ pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
 /// so a stream that fails instantly forever cannot starve other tasks.
 const SKIP_BUDGET: u32 = 64;
 
-type ErrorHook = Box<dyn FnMut(&AcceptErrorEvent<'_>) + Send>;
+/// The type of the error hook of a [`SleepOnError`] without one.
+pub type NoHook = fn(&AcceptErrorEvent<'_>);
 
 pin_project! {
     /// Stream for the [`sleep_on_error`](crate::ListenExt::sleep_on_error) method.
@@ -34,7 +35,7 @@ pin_project! {
     /// holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or `tokio::pin!`)
     /// to call `next()` directly.
     #[must_use = "streams do nothing unless polled"]
-    pub struct SleepOnError<S, B = Constant> {
+    pub struct SleepOnError<S, B = Constant, H = NoHook> {
         #[pin]
         stream: S,
         #[pin]
@@ -43,10 +44,9 @@ pin_project! {
         current: B,
         consecutive: u32,
         give_up_after: Option<u32>,
-        on_error: Option<ErrorHook>,
+        on_error: Option<H>,
         shared: Arc<AcceptShared>,
         listener: Option<Arc<ListenShared>>,
-        link_checked: bool,
         releases_at_sleep: u64,
         last_class: ErrorClass,
         done: bool,
@@ -116,7 +116,6 @@ where
             on_error: None,
             shared: Arc::default(),
             listener: None,
-            link_checked: false,
             releases_at_sleep: 0,
             last_class: ErrorClass::Unknown,
             done: false,
@@ -124,7 +123,7 @@ where
     }
 }
 
-impl<S, B> SleepOnError<S, B> {
+impl<S, B, H> SleepOnError<S, B, H> {
     /// Replace the fixed delay with another backoff policy, for example
     /// [`Exponential`](crate::backoff::Exponential). The policy starts over (from a clone of the
     /// one given) after every successful accept. Delays under [`MIN_ACCEPT_BACKOFF`] are raised
@@ -144,7 +143,7 @@ impl<S, B> SleepOnError<S, B> {
     ///     .unwrap();
     /// let accepts = accepts.sleep_on_error(Duration::from_millis(5)).backoff(backoff);
     /// ```
-    pub fn backoff<B2>(self, policy: B2) -> SleepOnError<S, B2>
+    pub fn backoff<B2>(self, policy: B2) -> SleepOnError<S, B2, H>
     where
         B2: Iterator<Item = Duration> + Clone,
     {
@@ -158,7 +157,6 @@ impl<S, B> SleepOnError<S, B> {
             on_error: self.on_error,
             shared: self.shared,
             listener: self.listener,
-            link_checked: self.link_checked,
             releases_at_sleep: 0,
             last_class: self.last_class,
             done: self.done,
@@ -184,12 +182,24 @@ impl<S, B> SleepOnError<S, B> {
     ///     }
     /// });
     /// ```
-    pub fn on_error<F>(mut self, hook: F) -> Self
+    pub fn on_error<H2>(self, hook: H2) -> SleepOnError<S, B, H2>
     where
-        F: FnMut(&AcceptErrorEvent<'_>) + Send + 'static,
+        H2: FnMut(&AcceptErrorEvent<'_>),
     {
-        self.on_error = Some(Box::new(hook));
-        self
+        SleepOnError {
+            stream: self.stream,
+            sleep: self.sleep,
+            policy: self.policy,
+            current: self.current,
+            consecutive: self.consecutive,
+            give_up_after: self.give_up_after,
+            on_error: Some(hook),
+            shared: self.shared,
+            listener: self.listener,
+            releases_at_sleep: self.releases_at_sleep,
+            last_class: self.last_class,
+            done: self.done,
+        }
     }
 
     /// End the stream when `errors` backed-off errors come in a row with no successful accept
@@ -238,10 +248,11 @@ impl<S, B> SleepOnError<S, B> {
     }
 }
 
-impl<S, B, T> Stream for SleepOnError<S, B>
+impl<S, B, H, T> Stream for SleepOnError<S, B, H>
 where
     S: Stream<Item = io::Result<T>>,
     B: Iterator<Item = Duration> + Clone,
+    H: FnMut(&AcceptErrorEvent<'_>),
 {
     type Item = T;
 
@@ -250,8 +261,9 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if !*this.link_checked {
-            *this.link_checked = true;
+        // Look for a listener polling us until one is found: the first polls may come from
+        // outside one (a `select` whose other side yielded first polls us later, inside).
+        if this.listener.is_none() {
             if let Some(listener) = polling_listener() {
                 listener.link(this.shared.clone());
                 *this.listener = Some(listener);
@@ -377,8 +389,8 @@ where
     }
 }
 
-fn report(
-    hook: &mut Option<ErrorHook>,
+fn report<H: FnMut(&AcceptErrorEvent<'_>)>(
+    hook: &mut Option<H>,
     error: &io::Error,
     class: ErrorClass,
     action: AcceptAction,
@@ -394,17 +406,18 @@ fn report(
     }
 }
 
-impl<S, B, T> FusedStream for SleepOnError<S, B>
+impl<S, B, H, T> FusedStream for SleepOnError<S, B, H>
 where
     S: Stream<Item = io::Result<T>>,
     B: Iterator<Item = Duration> + Clone,
+    H: FnMut(&AcceptErrorEvent<'_>),
 {
     fn is_terminated(&self) -> bool {
         self.done
     }
 }
 
-impl<S: fmt::Debug, B: fmt::Debug> fmt::Debug for SleepOnError<S, B> {
+impl<S: fmt::Debug, B: fmt::Debug, H> fmt::Debug for SleepOnError<S, B, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SleepOnError")
             .field("stream", &self.stream)
@@ -412,6 +425,7 @@ impl<S: fmt::Debug, B: fmt::Debug> fmt::Debug for SleepOnError<S, B> {
             .field("backing_off", &self.sleep.is_some())
             .field("consecutive", &self.consecutive)
             .field("give_up_after", &self.give_up_after)
+            .field("has_hook", &self.on_error.is_some())
             .field("linked_to_listener", &self.listener.is_some())
             .field("done", &self.done)
             .finish_non_exhaustive()

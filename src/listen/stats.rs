@@ -41,6 +41,7 @@ pub struct Stats {
 enum Source {
     Accept(Arc<AcceptShared>),
     Listen(Arc<ListenShared>),
+    Merged(Arc<[Stats]>),
 }
 
 /// The counters of a [`Stats`] handle at one moment.
@@ -93,19 +94,61 @@ impl Stats {
         }
     }
 
+    /// One view over several listeners' counters, for example one accept loop per core (see
+    /// [`bind_reuseport`](crate::bind_reuseport)). Counters are summed; `peak_active` is the sum
+    /// of the peaks, an upper bound on the joint peak. Merge listeners' handles, not a
+    /// listener's with the `sleep_on_error` handle it already includes, or the accept counters
+    /// count twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::{ListenExt, Stats};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let a = stream::iter(0..3).map(|_| async {}).listen(1);
+    /// let b = stream::iter(0..4).map(|_| async {}).listen(1);
+    /// let all = Stats::merged([a.stats(), b.stats()]);
+    /// tokio::join!(a, b);
+    /// assert_eq!(all.snapshot().finished, 7);
+    /// # }
+    /// ```
+    pub fn merged(stats: impl IntoIterator<Item = Stats>) -> Stats {
+        Stats {
+            source: Source::Merged(stats.into_iter().collect()),
+        }
+    }
+
     /// Read every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot::default();
+        self.add_to(&mut s);
+        s
+    }
+
+    fn add_to(&self, s: &mut StatsSnapshot) {
         match &self.source {
-            Source::Accept(a) => a.add_to(&mut s),
+            Source::Accept(a) => a.add_to(s),
             Source::Listen(l) => {
-                l.add_to(&mut s);
+                l.add_to(s);
                 for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                    a.add_to(&mut s);
+                    a.add_to(s);
                 }
             }
+            Source::Merged(all) => {
+                let mut peak = 0;
+                for stats in all.iter() {
+                    let mut one = StatsSnapshot::default();
+                    stats.add_to(&mut one);
+                    peak += one.peak_active;
+                    one.peak_active = 0;
+                    s.add(&one);
+                }
+                s.peak_active += peak;
+            }
         }
-        s
     }
 
     /// Connection futures running now (0 for a handle from `sleep_on_error`).
@@ -113,6 +156,7 @@ impl Stats {
         match &self.source {
             Source::Accept(_) => 0,
             Source::Listen(l) => l.active.load(Relaxed),
+            Source::Merged(all) => all.iter().map(Stats::active).sum(),
         }
     }
 
@@ -126,7 +170,26 @@ impl Stats {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .find_map(|a| a.take_give_up_error()),
+            Source::Merged(all) => all.iter().find_map(Stats::take_give_up_error),
         }
+    }
+}
+
+impl StatsSnapshot {
+    fn add(&mut self, o: &StatsSnapshot) {
+        self.accepted += o.accepted;
+        self.connection_errors += o.connection_errors;
+        self.backoffs += o.backoffs;
+        self.woken_by_release += o.woken_by_release;
+        self.connections += o.connections;
+        self.active += o.active;
+        self.peak_active = self.peak_active.max(o.peak_active);
+        self.finished += o.finished;
+        self.failed += o.failed;
+        self.panicked += o.panicked;
+        self.timed_out += o.timed_out;
+        self.cancelled += o.cancelled;
+        self.gave_up |= o.gave_up;
     }
 }
 

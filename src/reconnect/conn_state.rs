@@ -19,6 +19,14 @@ pub enum ConnState {
         /// 1 for the first connection, incremented on every new one.
         generation: u64,
     },
+    /// A connection was lost or an attempt failed; the
+    /// [`on_disconnect`](super::Builder::on_disconnect) hook, if any, runs in this state.
+    Disconnected {
+        /// The generation of the last established connection (0 if none was).
+        generation: u64,
+        /// What happened.
+        reason: Reason,
+    },
     /// Waiting before the next attempt.
     Backoff {
         /// The attempt that starts once the delay is over (1-based).

@@ -325,8 +325,19 @@ impl<C: Connect> Inner<C> {
             self.state = State::Closed;
             publish(tx, ConnState::Closed);
         } else {
-            self.state = State::Failed(reason);
+            self.set_failed(reason, tx);
         }
+    }
+
+    fn set_failed(&mut self, reason: Reason, tx: &watch::Sender<ConnState>) {
+        publish(
+            tx,
+            ConnState::Disconnected {
+                generation: self.generation,
+                reason: reason.clone(),
+            },
+        );
+        self.state = State::Failed(reason);
     }
 
     fn give_up(&mut self, cause: GiveUpCause, tx: &watch::Sender<ConnState>) {
@@ -482,7 +493,7 @@ impl<C: Connect> Inner<C> {
             Step::AttemptFailed(reason) => {
                 log_event!(debug, attempt = self.attempt, reason = %reason, "staunch::reconnect: attempt failed");
                 self.last_reason = Some(reason.clone());
-                self.state = State::Failed(reason);
+                self.set_failed(reason, tx);
             }
         }
     }

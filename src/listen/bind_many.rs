@@ -1,0 +1,434 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_core::{FusedStream, Stream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use crate::backoff::Exponential;
+
+/// The backlog each bound socket gets.
+const BACKLOG: i32 = 1024;
+
+type BindErrorHook = Arc<dyn Fn(SocketAddr, &io::Error) + Send + Sync>;
+
+/// One accept stream over a set of addresses that can change while it runs (tk-listen's
+/// `BindMany`), from [`bind_many`]; change the set with its [`BindHandle`].
+///
+/// - Every address of the set is bound (with `SO_REUSEADDR`, and `IPV6_V6ONLY` for IPv6 so
+///   `0.0.0.0:p` and `[::]:p` can be bound together) and accepted from in turn, so a busy
+///   address cannot starve the others.
+/// - [`BindHandle::set`] applies at once, from any thread: a removed address is closed right
+///   away, even while the listener is full and not polling this stream; connections already
+///   accepted from it are not touched (this stream does not own them).
+/// - A bind that fails (address in use, address not yet configured) is retried with
+///   exponential backoff (100 ms doubling to 10 s, or [`bind_backoff`](BindMany::bind_backoff)),
+///   logged, passed to [`on_bind_error`](BindMany::on_bind_error), and shown by
+///   [`BindHandle::status`]. It never ends the stream.
+/// - Items are `io::Result<TcpStream>`: accept errors are passed on for
+///   [`sleep_on_error`](crate::ListenExt::sleep_on_error) to classify.
+/// - The stream ends when every [`BindHandle`] is dropped while the set is empty, or when the
+///   set becomes empty after every handle was dropped.
+#[must_use = "streams do nothing unless polled"]
+pub struct BindMany {
+    shared: Arc<Shared>,
+    /// Wakes the stream for the next bind retry.
+    retry: Option<Pin<Box<Sleep>>>,
+    next: usize,
+}
+
+/// Changes the address set of a [`BindMany`] and reads its state. Cloneable; the stream ends
+/// once every handle is gone and the set is empty.
+pub struct BindHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+struct State {
+    addrs: Vec<Entry>,
+    policy: Exponential,
+    on_bind_error: Option<BindErrorHook>,
+    handles: usize,
+    waker: Option<Waker>,
+}
+
+struct Entry {
+    addr: SocketAddr,
+    slot: Slot,
+}
+
+enum Slot {
+    /// Only while the stream replaces a slot under the lock; never seen outside.
+    Empty,
+    /// Bound by a handle, to be registered with the runtime by the stream.
+    Std(std::net::TcpListener),
+    Bound(TcpListener),
+    Failing {
+        error: String,
+        policy: Exponential,
+        retry_at: Instant,
+    },
+}
+
+/// Where one address of a [`BindMany`] stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddrState {
+    /// Bound and accepting.
+    Bound {
+        /// The socket's local address (with the real port where port 0 was asked for).
+        local: SocketAddr,
+    },
+    /// The last bind failed; it is retried after a backoff.
+    Failing {
+        /// The bind error, as text.
+        error: String,
+        /// Failed attempts so far.
+        attempts: u32,
+    },
+}
+
+/// Accept on every address of `addrs`, and on the sets given later to the returned
+/// [`BindHandle`]; see [`BindMany`].
+///
+/// Binding happens here and in [`BindHandle::set`]; must be called inside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main]
+/// # async fn main() -> std::io::Result<()> {
+/// let (accepts, handle) = staunch::bind_many(["127.0.0.1:0".parse().unwrap()]);
+/// let port = handle.bound()[0].port();
+/// let server = tokio::spawn(
+///     accepts
+///         .sleep_on_error(Duration::from_millis(100))
+///         .map(|_socket| async { std::io::Result::Ok(()) })
+///         .listen(100),
+/// );
+/// # let _ = port;
+/// // Later: serve on other addresses, or on none; an emptied set and no handle left end it.
+/// handle.set([]);
+/// drop(handle);
+/// server.await.unwrap();
+/// # Ok(())
+/// # }
+/// ```
+pub fn bind_many(addrs: impl IntoIterator<Item = SocketAddr>) -> (BindMany, BindHandle) {
+    let policy = Exponential::builder()
+        .min(Duration::from_millis(100))
+        .max(Duration::from_secs(10))
+        .build()
+        .expect("valid default bind backoff");
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            addrs: Vec::new(),
+            policy,
+            on_bind_error: None,
+            handles: 1,
+            waker: None,
+        }),
+    });
+    let handle = BindHandle {
+        shared: shared.clone(),
+    };
+    handle.set(addrs);
+    let stream = BindMany {
+        shared,
+        retry: None,
+        next: 0,
+    };
+    (stream, handle)
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl BindMany {
+    /// Retry failed binds with this policy instead of the default (100 ms doubling to 10 s).
+    /// Applies to binds that fail from now on.
+    pub fn bind_backoff(self, policy: Exponential) -> Self {
+        self.shared.lock().policy = policy;
+        self
+    }
+
+    /// Call `hook` with every failed bind (it is retried all the same), to count or alert. It
+    /// runs outside the stream's lock, so it may use the [`BindHandle`].
+    pub fn on_bind_error<F>(self, hook: F) -> Self
+    where
+        F: Fn(SocketAddr, &io::Error) + Send + Sync + 'static,
+    {
+        self.shared.lock().on_bind_error = Some(Arc::new(hook));
+        self
+    }
+}
+
+impl BindHandle {
+    /// Make `addrs` the set: close the addresses not in it at once, bind the new ones (a failed
+    /// bind is retried with backoff), keep the others as they are.
+    pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let wanted: Vec<SocketAddr> = addrs.into_iter().collect();
+        let mut failures = Failures::new();
+        let mut state = self.shared.lock();
+        state.addrs.retain(|e| {
+            let keep = wanted.contains(&e.addr);
+            if !keep {
+                log_event!(info, addr = %e.addr, "bind_many: address removed, closing it");
+            }
+            keep
+        });
+        for addr in wanted {
+            if state.addrs.iter().any(|e| e.addr == addr) {
+                continue;
+            }
+            let slot = bind_or_fail(addr, state.policy.clone(), &mut failures);
+            state.addrs.push(Entry { addr, slot });
+        }
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        let hook = state.on_bind_error.clone();
+        drop(state);
+        report(hook, failures);
+    }
+
+    /// Every address of the set and its state.
+    pub fn status(&self) -> BTreeMap<SocketAddr, AddrState> {
+        let state = self.shared.lock();
+        state
+            .addrs
+            .iter()
+            .map(|e| {
+                let s = match &e.slot {
+                    Slot::Std(l) => AddrState::Bound {
+                        local: l.local_addr().unwrap_or(e.addr),
+                    },
+                    Slot::Bound(l) => AddrState::Bound {
+                        local: l.local_addr().unwrap_or(e.addr),
+                    },
+                    Slot::Failing { error, policy, .. } => AddrState::Failing {
+                        error: error.clone(),
+                        attempts: policy.attempts(),
+                    },
+                    Slot::Empty => unreachable!("a slot is never left empty"),
+                };
+                (e.addr, s)
+            })
+            .collect()
+    }
+
+    /// The local addresses bound now (with the real port where port 0 was asked for).
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.status()
+            .into_values()
+            .filter_map(|s| match s {
+                AddrState::Bound { local } => Some(local),
+                AddrState::Failing { .. } => None,
+            })
+            .collect()
+    }
+}
+
+impl Clone for BindHandle {
+    fn clone(&self) -> Self {
+        self.shared.lock().handles += 1;
+        BindHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for BindHandle {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.handles -= 1;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Bind failures seen under the lock, for the hook to see once it is released (so the hook may
+/// use the handle).
+type Failures = Vec<(SocketAddr, io::Error)>;
+
+fn report(hook: Option<BindErrorHook>, failures: Failures) {
+    if let Some(hook) = hook {
+        for (addr, error) in &failures {
+            hook(*addr, error);
+        }
+    }
+}
+
+fn bind_or_fail(addr: SocketAddr, policy: Exponential, failures: &mut Failures) -> Slot {
+    match bind(addr) {
+        Ok(listener) => {
+            log_event!(info, %addr, "bind_many: bound");
+            Slot::Std(listener)
+        }
+        Err(error) => fail(addr, error, policy, failures),
+    }
+}
+
+fn fail(
+    addr: SocketAddr,
+    error: io::Error,
+    mut policy: Exponential,
+    failures: &mut Failures,
+) -> Slot {
+    // The default policy never ends; a user policy that ends keeps a 10 s retry.
+    let delay = policy.next().unwrap_or(Duration::from_secs(10));
+    log_event!(
+        warn,
+        %addr,
+        error = %error,
+        retry_ms = delay.as_millis() as u64,
+        "bind_many: bind failed, will retry"
+    );
+    let slot = Slot::Failing {
+        error: error.to_string(),
+        policy,
+        retry_at: Instant::now() + delay,
+    };
+    failures.push((addr, error));
+    slot
+}
+
+/// Retry a failed bind that is due, and register a newly bound socket with the runtime.
+fn refresh(
+    slot: Slot,
+    addr: SocketAddr,
+    now: Instant,
+    policy: &Exponential,
+    failures: &mut Failures,
+) -> Slot {
+    let slot = match slot {
+        Slot::Failing {
+            retry_at, policy, ..
+        } if retry_at <= now => bind_or_fail(addr, policy, failures),
+        other => other,
+    };
+    match slot {
+        Slot::Std(listener) => match TcpListener::from_std(listener) {
+            Ok(listener) => Slot::Bound(listener),
+            Err(e) => fail(addr, e, policy.clone(), failures),
+        },
+        other => other,
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+impl Stream for BindMany {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let mut state = this.shared.lock();
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        // Register new sockets with the runtime, retry failed binds that are due.
+        let now = Instant::now();
+        let mut next_retry: Option<Instant> = None;
+        let mut failures = Failures::new();
+        let State { addrs, policy, .. } = &mut *state;
+        for entry in addrs.iter_mut() {
+            let slot = std::mem::replace(&mut entry.slot, Slot::Empty);
+            entry.slot = refresh(slot, entry.addr, now, policy, &mut failures);
+            if let Slot::Failing { retry_at, .. } = &entry.slot {
+                next_retry = Some(next_retry.map_or(*retry_at, |t| t.min(*retry_at)));
+            }
+        }
+        match next_retry {
+            Some(at) => {
+                let retry = this.retry.get_or_insert_with(|| Box::pin(sleep_until(at)));
+                retry.as_mut().reset(at);
+                let _ = retry.as_mut().poll(cx);
+            }
+            None => this.retry = None,
+        }
+        let mut ready = None;
+        let n = state.addrs.len();
+        for k in 0..n {
+            let at = (this.next + k) % n;
+            if let Slot::Bound(listener) = &state.addrs[at].slot {
+                if let Poll::Ready(result) = listener.poll_accept(cx) {
+                    this.next = (at + 1) % n;
+                    ready = Some(result.map(|(socket, _)| socket));
+                    break;
+                }
+            }
+        }
+        let ended = state.handles == 0 && state.addrs.is_empty();
+        let hook = state.on_bind_error.clone();
+        drop(state);
+        report(hook, failures);
+        match ready {
+            Some(accepted) => Poll::Ready(Some(accepted)),
+            None if ended => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl FusedStream for BindMany {
+    fn is_terminated(&self) -> bool {
+        let state = self.shared.lock();
+        state.handles == 0 && state.addrs.is_empty()
+    }
+}
+
+impl fmt::Debug for BindMany {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("BindMany")
+            .field(
+                "addresses",
+                &state.addrs.iter().map(|e| e.addr).collect::<Vec<_>>(),
+            )
+            .field("handles", &state.handles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for BindHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BindHandle")
+            .field("status", &self.status())
+            .finish()
+    }
+}

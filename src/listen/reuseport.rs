@@ -1,0 +1,56 @@
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Bind `count` listening sockets to one address with `SO_REUSEPORT`, for servers whose single
+/// accept task is the bottleneck: run one accept loop per socket, each on its own thread (a
+/// current-thread runtime per core and [`listen`](crate::ListenExt::listen) is the classic
+/// layout), and the kernel spreads new connections across them. Merge their counters with
+/// [`Stats::merged`](crate::Stats::merged).
+///
+/// If `addr` has port 0, the first socket picks the port and the others share it. The sockets
+/// are non-blocking `std` listeners, so each thread registers its own with
+/// `tokio::net::TcpListener::from_std` inside its runtime. On Linux the kernel balances
+/// connections across the sockets; other systems with `SO_REUSEPORT` may not.
+///
+/// # Errors
+///
+/// Fails with [`InvalidInput`](io::ErrorKind::InvalidInput) if `count` is zero, and with the
+/// socket error if a bind fails.
+///
+/// # Examples
+///
+/// ```
+/// let listeners = staunch::bind_reuseport("127.0.0.1:0".parse().unwrap(), 2)?;
+/// let port = listeners[0].local_addr()?.port();
+/// assert!(listeners.iter().all(|l| l.local_addr().unwrap().port() == port));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))
+)]
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if count == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bind_reuseport: count must be at least 1",
+        ));
+    }
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        // Port 0: the first socket chose the port; the others must ask for that one.
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,106 @@
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_core::{FusedStream, Stream};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// Stream for the [`setup_sockets`](crate::ListenExt::setup_sockets) method.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct SetupSockets<S, F> {
+        #[pin]
+        stream: S,
+        setup: F,
+    }
+}
+
+impl<S, F> SetupSockets<S, F> {
+    pub(crate) fn new(stream: S, setup: F) -> Self {
+        SetupSockets { stream, setup }
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The inner stream.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The pinned inner stream.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
+        self.project().stream
+    }
+
+    /// The inner stream, dropping the hook.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S, F, T> Stream for SetupSockets<S, F>
+where
+    S: Stream<Item = io::Result<T>>,
+    F: FnMut(&T) -> io::Result<()>,
+{
+    type Item = io::Result<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<T>>> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.stream.poll_next(cx)) {
+            Some(Ok(socket)) => Some(match (this.setup)(&socket) {
+                Ok(()) => Ok(socket),
+                // A failed setup concerns this socket only: make it a per-connection error, so
+                // `sleep_on_error` skips it instead of backing off.
+                Err(e) => Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    SetupError(e),
+                )),
+            }),
+            other => other,
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.stream.size_hint()
+    }
+}
+
+impl<S, F, T> FusedStream for SetupSockets<S, F>
+where
+    S: FusedStream<Item = io::Result<T>>,
+    F: FnMut(&T) -> io::Result<()>,
+{
+    fn is_terminated(&self) -> bool {
+        self.stream.is_terminated()
+    }
+}
+
+impl<S: fmt::Debug, F> fmt::Debug for SetupSockets<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetupSockets")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of a failed socket setup, wrapped in an [`io::Error`] of kind
+/// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted); the original is its source.
+#[derive(Debug)]
+struct SetupError(io::Error);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "socket setup failed, connection dropped: {}", self.0)
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}

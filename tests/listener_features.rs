@@ -1,0 +1,261 @@
+//! Listener features on real loopback sockets: many addresses as one changeable stream,
+//! SO_REUSEPORT accept loops with merged stats, and per-socket setup.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use staunch::backoff::Exponential;
+use staunch::{AddrState, ListenExt, SocketOptions, Stats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tokio_stream::wrappers::TcpListenerStream;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Echo one line-less message of up to 64 bytes per read until EOF.
+async fn echo(mut socket: TcpStream) -> io::Result<()> {
+    let mut buf = [0; 64];
+    loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        socket.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn round_trip(socket: &mut TcpStream, msg: &[u8]) {
+    socket.write_all(msg).await.unwrap();
+    let mut buf = vec![0; msg.len()];
+    timeout(LIMIT, socket.read_exact(&mut buf))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(buf, msg);
+}
+
+/// Poll `check` until it holds, bounded by LIMIT.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn bind_many_follows_the_address_set() {
+    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(100),
+    );
+    let first = handle.bound()[0];
+    let mut held = TcpStream::connect(first).await.unwrap();
+    round_trip(&mut held, b"one").await;
+
+    // Add a second address (another loopback IP).
+    handle.set([addr("127.0.0.1:0"), addr("127.0.0.2:0")]);
+    assert_eq!(handle.bound().len(), 2);
+    let second = *handle.bound().iter().find(|a| **a != first).unwrap();
+    let mut c = TcpStream::connect(second).await.unwrap();
+    round_trip(&mut c, b"two").await;
+
+    // Remove the first: it is closed at once, but the connection accepted from it goes on.
+    handle.set([addr("127.0.0.2:0")]);
+    assert_eq!(handle.bound(), [second]);
+    let refused = TcpStream::connect(first).await.unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    round_trip(&mut held, b"still here").await;
+
+    // An empty set and no handle left: the stream ends and the server drains and stops.
+    handle.set([]);
+    drop(handle);
+    drop((held, c));
+    timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn bind_many_closes_a_removed_address_even_while_full() {
+    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let port = handle.bound()[0];
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(1),
+    );
+    let mut held = TcpStream::connect(port).await.unwrap();
+    round_trip(&mut held, b"fills the only slot").await;
+    handle.set([]);
+    let refused = TcpStream::connect(port).await.unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    round_trip(&mut held, b"untouched").await;
+    drop(handle);
+    drop(held);
+    timeout(LIMIT, server).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn bind_many_retries_a_failed_bind() {
+    let squatter = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wanted = squatter.local_addr().unwrap();
+    let policy = Exponential::builder()
+        .min(Duration::from_millis(10))
+        .max(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (accepts, handle) = staunch::bind_many([]);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let f = failures.clone();
+    let accepts = accepts.bind_backoff(policy).on_bind_error(move |a, e| {
+        assert_eq!((a, e.kind()), (wanted, io::ErrorKind::AddrInUse));
+        f.fetch_add(1, SeqCst);
+    });
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(10),
+    );
+    handle.set([wanted]);
+    eventually("the bind failure is retried and reported", || {
+        matches!(
+            handle.status().get(&wanted),
+            Some(AddrState::Failing { attempts, .. }) if *attempts >= 2
+        ) && failures.load(SeqCst) >= 2
+    })
+    .await;
+    assert!(
+        !server.is_finished(),
+        "a failed bind must not end the stream"
+    );
+    drop(squatter);
+    eventually("bound once the port is free", || handle.bound() == [wanted]).await;
+    let mut c = TcpStream::connect(wanted).await.unwrap();
+    round_trip(&mut c, b"hello").await;
+    server.abort();
+}
+
+#[test]
+fn reuseport_accept_loops_share_a_port_and_merge_stats() {
+    let listeners = staunch::bind_reuseport(addr("127.0.0.1:0"), 2).unwrap();
+    let port = listeners[0].local_addr().unwrap().port();
+    let mut stops = Vec::new();
+    let mut all = Vec::new();
+    let mut threads = Vec::new();
+    for listener in listeners {
+        let (stop, signal) = oneshot::channel::<()>();
+        let (stats_tx, stats_rx) = std::sync::mpsc::channel::<Stats>();
+        stops.push(stop);
+        threads.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                let server = TcpListenerStream::new(listener)
+                    .sleep_on_error(Duration::from_millis(10))
+                    .take_until(signal)
+                    .map(echo)
+                    .listen(100);
+                stats_tx.send(server.stats()).unwrap();
+                server.await;
+            })
+        }));
+        all.push(stats_rx.recv().unwrap());
+    }
+    let per_loop = all.clone();
+    let merged = Stats::merged(all);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..100u32 {
+            let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            round_trip(&mut c, &i.to_be_bytes()).await;
+        }
+        eventually("every connection finished", || {
+            merged.snapshot().finished == 100
+        })
+        .await;
+    });
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = merged.snapshot();
+    assert_eq!(
+        (s.accepted, s.connections, s.finished, s.active),
+        (100, 100, 100, 0)
+    );
+    // The kernel spreads connections by hash: with 100, both loops get some.
+    for (i, one) in per_loop.iter().enumerate() {
+        assert!(one.snapshot().finished > 0, "loop {i} got no connection");
+    }
+}
+
+#[test]
+fn reuseport_rejects_zero() {
+    let e = staunch::bind_reuseport(addr("127.0.0.1:0"), 0).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn setup_sockets_applies_options_and_skips_failures() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = SocketOptions::new()
+        .nodelay(true)
+        .keepalive(Duration::from_secs(30));
+    let mut first = true;
+    let server = TcpListenerStream::new(listener)
+        .setup_sockets(move |socket| {
+            if std::mem::take(&mut first) {
+                return Err(io::Error::other("setup refused this one"));
+            }
+            options.apply(socket)
+        })
+        .sleep_on_error(Duration::from_secs(100))
+        .map(|mut socket: TcpStream| async move {
+            let ok = socket.nodelay()? && socket2::SockRef::from(&socket).keepalive()?;
+            socket.write_all(if ok { b"y" } else { b"n" }).await
+        })
+        .listen(10);
+    let stats = server.stats();
+    let server = tokio::spawn(server);
+
+    // The first socket's setup fails: it is dropped (the client sees EOF) and skipped at once.
+    let mut dropped = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0; 1];
+    let n = timeout(LIMIT, dropped.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the socket whose setup failed must be closed");
+    let mut served = TcpStream::connect(addr).await.unwrap();
+    timeout(LIMIT, served.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"y", "options were not applied");
+    let s = stats.snapshot();
+    assert_eq!((s.connection_errors, s.backoffs, s.accepted), (1, 0, 1));
+    server.abort();
+}
