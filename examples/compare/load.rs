@@ -18,8 +18,15 @@ pub(crate) fn addr(port: u16) -> SocketAddr {
 }
 
 /// Connect, one 8-byte echo, close; `concurrency` loops for `warmup + measure`. Returns
-/// (connections per second during `measure`, client errors).
-pub(crate) async fn churn(port: u16, concurrency: usize, warmup: Duration, measure: Duration) -> (f64, u64) {
+/// (connections per second during `measure`, client errors, server CPU microseconds per
+/// connection during `measure` — the server is process `pid`).
+pub(crate) async fn churn(
+    port: u16,
+    pid: u32,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> (f64, u64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -44,13 +51,14 @@ pub(crate) async fn churn(port: u16, concurrency: usize, warmup: Duration, measu
         }));
     }
     tokio::time::sleep_until((start + warmup).into()).await;
-    let (c0, t0) = (done.load(Relaxed), Instant::now());
+    let (c0, t0, ns0) = (done.load(Relaxed), Instant::now(), sys::cpu_ns(pid));
     tokio::time::sleep_until(end.into()).await;
-    let (c1, t1) = (done.load(Relaxed), Instant::now());
+    let (c1, t1, ns1) = (done.load(Relaxed), Instant::now(), sys::cpu_ns(pid));
     for t in tasks {
         let _ = t.await;
     }
-    ((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), errors.load(Relaxed))
+    let cpu_us = (ns1 - ns0) as f64 / 1000.0 / (c1 - c0).max(1) as f64;
+    ((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), errors.load(Relaxed), cpu_us)
 }
 
 /// One EMFILE storm against a server child whose descriptor limit is `nofile`.

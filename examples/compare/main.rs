@@ -218,10 +218,15 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
     for round in 0..rounds {
         for c in rotated(&contenders, round) {
             let server = ChildServer::spawn("echo", &strings(&["--contender", c]));
-            let (rate, errors) = rt.block_on(load::churn(server.port, 32, cfg.secs(0.3, 0.25), cfg.secs(1.5, 1.0)));
+            let (rate, errors, cpu_us) =
+                rt.block_on(load::churn(server.port, server.pid, 32, cfg.secs(0.3, 0.25), cfg.secs(1.5, 1.0)));
             drop(server);
-            println!("  round {round} {:<45} {rate:>9.0} conn/s  ({errors} client errors)", names(c));
+            println!(
+                "  round {round} {:<45} {rate:>9.0} conn/s, server CPU {cpu_us:>5.1} µs/conn  ({errors} client errors)",
+                names(c)
+            );
             rep.add(S, names(c), M, "conn/s", round, rate);
+            rep.add(S, names(c), "server CPU per connection", "µs", round, cpu_us);
         }
     }
     rep.specs.push(Spec {
@@ -230,6 +235,14 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
         baseline: Some(names("bare-mt").into()),
         higher_is_better: true,
         goal: ">= 0.97".into(),
+        paired: true,
+    });
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "server CPU per connection",
+        baseline: Some(names("bare-mt").into()),
+        higher_is_better: false,
+        goal: "<= 1.03 (the cost side of >= 0.97)".into(),
         paired: true,
     });
     let l = rep.median_of(S, M, names("listen-ct")) / rep.median_of(S, M, names("bare-ct"));
@@ -245,8 +258,8 @@ fn wrk_available() -> bool {
         .is_ok()
 }
 
-/// Run wrk; requests per second.
-fn wrk(port: u16, duration: Duration, close: bool) -> Option<f64> {
+/// Run wrk; (requests per second, requests completed).
+fn wrk(port: u16, duration: Duration, close: bool) -> Option<(f64, f64)> {
     let mut cmd = std::process::Command::new("wrk");
     cmd.args(["-t1", "-c64", &format!("-d{}s", duration.as_secs().max(1))]);
     if close {
@@ -262,9 +275,24 @@ fn wrk(port: u16, duration: Duration, close: bool) -> Option<f64> {
     if text.contains("Non-2xx") {
         eprintln!("  wrk: non-2xx responses");
     }
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse().ok())?;
+    let total = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some((rps, total))
+}
+
+fn cpu_metric(close: bool) -> &'static str {
+    if close {
+        "server CPU per request, Connection: close"
+    } else {
+        "server CPU per request, keep-alive"
+    }
 }
 
 fn scenario_http(cfg: &Config, rep: &mut Report) {
@@ -286,10 +314,13 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
         for round in 0..rounds {
             for c in rotated(&contenders, round) {
                 let server = ChildServer::spawn("http", &strings(&["--contender", c]));
-                let rps = wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or(f64::NAN);
+                let ns0 = server.cpu_ns();
+                let (rps, total) = wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or((f64::NAN, f64::NAN));
+                let cpu_us = (server.cpu_ns() - ns0) as f64 / 1000.0 / total;
                 drop(server);
-                println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s", names(c));
+                println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s, server CPU {cpu_us:>5.1} µs/req", names(c));
                 rep.add(S, names(c), metric, "req/s", round, rps);
+                rep.add(S, names(c), cpu_metric(close), "µs", round, cpu_us);
             }
         }
         rep.specs.push(Spec {
@@ -298,6 +329,14 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
             baseline: Some(names("hyper-plain").into()),
             higher_is_better: true,
             goal: ">= 0.97, and >= axum::serve".into(),
+            paired: true,
+        });
+        rep.specs.push(Spec {
+            scenario: S,
+            metric: cpu_metric(close),
+            baseline: Some(names("hyper-plain").into()),
+            higher_is_better: false,
+            goal: "<= 1.03".into(),
             paired: true,
         });
     }

@@ -65,6 +65,7 @@ pub(crate) fn fmt_value(v: f64, unit: &str) -> String {
         "MiB/s" => format!("{v:.0}"),
         "B/conn" => format!("{v:.0}"),
         "ms" => format!("{v:.1}"),
+        "µs" => format!("{v:.2}"),
         "% core" => format!("{v:.1}"),
         "ns/item" => format!("{v:.1}"),
         _ => format!("{v:.3}"),
