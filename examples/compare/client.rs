@@ -20,7 +20,12 @@ use crate::sys::ChildServer;
 /// The backoff every adapter gets: a constant delay, no jitter, no limit.
 pub(crate) const DELAY: Duration = Duration::from_millis(50);
 
-pub(crate) const CLIENTS: [&str; 4] = ["bare TcpStream", "staunch Reconnecting", "io-tether", "stubborn-io"];
+pub(crate) const CLIENTS: [&str; 4] = [
+    "bare TcpStream",
+    "staunch Reconnecting",
+    "io-tether",
+    "stubborn-io",
+];
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
@@ -101,7 +106,10 @@ pub(crate) fn restart_latencies(
         })
     };
     let mut out = Vec::new();
-    if server.expect_line("FIRST", Duration::from_secs(5)).is_none() {
+    if server
+        .expect_line("FIRST", Duration::from_secs(5))
+        .is_none()
+    {
         eprintln!("  {kind}: no first byte on the first server");
     }
     for r in 0..restarts {

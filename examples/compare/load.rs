@@ -58,7 +58,11 @@ pub(crate) async fn churn(
         let _ = t.await;
     }
     let cpu_us = (ns1 - ns0) as f64 / 1000.0 / (c1 - c0).max(1) as f64;
-    ((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), errors.load(Relaxed), cpu_us)
+    (
+        (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
+        errors.load(Relaxed),
+        cpu_us,
+    )
 }
 
 /// One EMFILE storm against a server child whose descriptor limit is `nofile`.
@@ -141,7 +145,10 @@ pub(crate) async fn storm(server: &ChildServer, nofile: u64, exhaust: Duration) 
     let recovery = {
         let v = served.lock().unwrap();
         if v.iter().all(Option::is_some) {
-            v.iter().flatten().max().map(|last| last.saturating_duration_since(t_free))
+            v.iter()
+                .flatten()
+                .max()
+                .map(|last| last.saturating_duration_since(t_free))
         } else {
             None
         }

@@ -53,7 +53,12 @@ fn main() {
         return;
     }
     let has = |f: &str| args.iter().any(|a| a == f);
-    let value = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     if has("--help") || has("-h") {
         println!("usage: compare [--quick] [--only 1,2,...] [--rounds N] [--out DIR] [--soak] [--soak-connections N]");
         return;
@@ -61,13 +66,21 @@ fn main() {
     let quick = has("--quick");
     let cfg = Config {
         quick,
-        rounds: value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(if quick { 2 } else { 5 }),
+        rounds: value("--rounds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 2 } else { 5 }),
         only: value("--only").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect()),
         out: value("--out").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(if quick { "target/perf-quick" } else { "docs/perf" })
+            PathBuf::from(if quick {
+                "target/perf-quick"
+            } else {
+                "docs/perf"
+            })
         }),
         soak: has("--soak"),
-        soak_connections: value("--soak-connections").and_then(|v| v.parse().ok()).unwrap_or(1_000_000),
+        soak_connections: value("--soak-connections")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000),
     };
     std::fs::create_dir_all(&cfg.out).expect("create the output folder");
     // Scenario 5 holds 10,000 connections in this process too.
@@ -89,7 +102,10 @@ fn main() {
     let mut rep = Report::default();
 
     if cfg.soak {
-        println!("\n== soak: {} connections through spawn_listen", cfg.soak_connections);
+        println!(
+            "\n== soak: {} connections through spawn_listen",
+            cfg.soak_connections
+        );
         let result = soak::run(&rt, cfg.soak_connections, 64);
         let mut text = format!(
             "## Soak ({date}, {cpus} CPUs, Linux {kernel})\n\nResult: **{}**\n\n",
@@ -161,17 +177,42 @@ fn main() {
         ],
     );
     for (name, scenario, metric, title) in [
-        ("churn_ratio", "1 accept churn", "connections per second", "Accept churn: connections/s relative to the bare spawn loop"),
-        ("http_ratio", "2 HTTP (hyper)", "requests per second, keep-alive", "HTTP keep-alive: requests/s relative to hyper-util's plain loop"),
-        ("http_close_ratio", "2 HTTP (hyper)", "requests per second, Connection: close", "HTTP Connection: close: requests/s relative to hyper-util's plain loop"),
+        (
+            "churn_ratio",
+            "1 accept churn",
+            "connections per second",
+            "Accept churn: connections/s relative to the bare spawn loop",
+        ),
+        (
+            "http_ratio",
+            "2 HTTP (hyper)",
+            "requests per second, keep-alive",
+            "HTTP keep-alive: requests/s relative to hyper-util's plain loop",
+        ),
+        (
+            "http_close_ratio",
+            "2 HTTP (hyper)",
+            "requests per second, Connection: close",
+            "HTTP Connection: close: requests/s relative to hyper-util's plain loop",
+        ),
     ] {
-        let Some(spec) = rep.specs.iter().find(|s| s.scenario == scenario && s.metric == metric) else {
+        let Some(spec) = rep
+            .specs
+            .iter()
+            .find(|s| s.scenario == scenario && s.metric == metric)
+        else {
             continue;
         };
-        let Some(base) = spec.baseline.clone() else { continue };
+        let Some(base) = spec.baseline.clone() else {
+            continue;
+        };
         let mut rows = Vec::new();
         let mut seen: Vec<String> = Vec::new();
-        for s in rep.samples.iter().filter(|s| s.scenario == scenario && s.metric == metric) {
+        for s in rep
+            .samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.metric == metric)
+        {
             if seen.contains(&s.contender) {
                 continue;
             }
@@ -189,7 +230,11 @@ fn main() {
             written.push(f);
         }
     }
-    println!("wrote {}/results.md, results.csv and {}", cfg.out.display(), written.join(", "));
+    println!(
+        "wrote {}/results.md, results.csv and {}",
+        cfg.out.display(),
+        written.join(", ")
+    );
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -214,19 +259,35 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
         _ => "staunch spawn_listen(10_000) (multi-thread)",
     };
     // Many short alternating rounds: the machine is shared, and its load drifts over seconds.
-    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds * 2 };
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds * 2
+    };
     for round in 0..rounds {
         for c in rotated(&contenders, round) {
             let server = ChildServer::spawn("echo", &strings(&["--contender", c]));
-            let (rate, errors, cpu_us) =
-                rt.block_on(load::churn(server.port, server.pid, 32, cfg.secs(0.3, 0.25), cfg.secs(1.5, 1.0)));
+            let (rate, errors, cpu_us) = rt.block_on(load::churn(
+                server.port,
+                server.pid,
+                32,
+                cfg.secs(0.3, 0.25),
+                cfg.secs(1.5, 1.0),
+            ));
             drop(server);
             println!(
                 "  round {round} {:<45} {rate:>9.0} conn/s, server CPU {cpu_us:>5.1} µs/conn  ({errors} client errors)",
                 names(c)
             );
             rep.add(S, names(c), M, "conn/s", round, rate);
-            rep.add(S, names(c), "server CPU per connection", "µs", round, cpu_us);
+            rep.add(
+                S,
+                names(c),
+                "server CPU per connection",
+                "µs",
+                round,
+                cpu_us,
+            );
         }
     }
     rep.specs.push(Spec {
@@ -269,7 +330,10 @@ fn wrk(port: u16, duration: Duration, close: bool) -> Option<(f64, f64)> {
     let out = cmd.output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Socket errors") {
-        let line = text.lines().find(|l| l.contains("Socket errors")).unwrap_or("");
+        let line = text
+            .lines()
+            .find(|l| l.contains("Socket errors"))
+            .unwrap_or("");
         eprintln!("  wrk: {}", line.trim());
     }
     if text.contains("Non-2xx") {
@@ -300,7 +364,8 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
     println!("\n== {S}: wrk -t1 -c64 against hyper servers (multi-thread, 2 workers)");
     if !wrk_available() {
         println!("  wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu); skipping scenario 2");
-        rep.notes.push("Scenario 2 skipped: wrk is not installed (`apt-get install -y wrk`).".into());
+        rep.notes
+            .push("Scenario 2 skipped: wrk is not installed (`apt-get install -y wrk`).".into());
         return;
     }
     let contenders = ["hyper-plain", "axum", "hyper-staunch"];
@@ -309,13 +374,21 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
         "axum" => "axum::serve",
         _ => "hyper through staunch spawn_listen",
     };
-    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds + 3 };
-    for (close, metric) in [(false, "requests per second, keep-alive"), (true, "requests per second, Connection: close")] {
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds + 3
+    };
+    for (close, metric) in [
+        (false, "requests per second, keep-alive"),
+        (true, "requests per second, Connection: close"),
+    ] {
         for round in 0..rounds {
             for c in rotated(&contenders, round) {
                 let server = ChildServer::spawn("http", &strings(&["--contender", c]));
                 let ns0 = server.cpu_ns();
-                let (rps, total) = wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or((f64::NAN, f64::NAN));
+                let (rps, total) =
+                    wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or((f64::NAN, f64::NAN));
                 let cpu_us = (server.cpu_ns() - ns0) as f64 / 1000.0 / total;
                 drop(server);
                 println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s, server CPU {cpu_us:>5.1} µs/req", names(c));
@@ -350,7 +423,13 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         "\n== {S}: server RLIMIT_NOFILE={NOFILE}, more clients than descriptors, {:.0} s of exhaustion",
         exhaust.as_secs_f64()
     );
-    let contenders = ["naive", "axum-1s", "fixed-100ms", "staunch-unchained", "staunch"];
+    let contenders = [
+        "naive",
+        "axum-1s",
+        "fixed-100ms",
+        "staunch-unchained",
+        "staunch",
+    ];
     let names = |c: &str| match c {
         "naive" => "naive loop, retries at once",
         "axum-1s" => "axum::serve-style, 1 s sleep",
@@ -367,7 +446,9 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
             );
             let storm = rt.block_on(load::storm(&server, NOFILE, exhaust));
             drop(server);
-            let rec_ms = storm.recovery.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+            let rec_ms = storm
+                .recovery
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
             println!(
                 "  round {round} {:<48} CPU {:>5.1}% ({:.3}%) of a core, recovery {:>7.1} ms ({} served before, {} waiting)",
                 names(c),
@@ -377,9 +458,30 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
                 storm.served_before,
                 storm.waiting
             );
-            rep.add(S, names(c), "CPU during exhaustion", "% core", round, storm.cpu_share * 100.0);
-            rep.add(S, names(c), "CPU during exhaustion (schedstat)", "% core", round, storm.cpu_share_ns * 100.0);
-            rep.add(S, names(c), "recovery: freed → all served", "ms", round, rec_ms);
+            rep.add(
+                S,
+                names(c),
+                "CPU during exhaustion",
+                "% core",
+                round,
+                storm.cpu_share * 100.0,
+            );
+            rep.add(
+                S,
+                names(c),
+                "CPU during exhaustion (schedstat)",
+                "% core",
+                round,
+                storm.cpu_share_ns * 100.0,
+            );
+            rep.add(
+                S,
+                names(c),
+                "recovery: freed → all served",
+                "ms",
+                round,
+                rec_ms,
+            );
             if round == rounds - 1 {
                 rep.series.push(Series {
                     plot: "emfile_cpu",
@@ -389,7 +491,12 @@ fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
                 rep.series.push(Series {
                     plot: "emfile_served",
                     contender: names(c).into(),
-                    points: storm.samples.iter().filter(|p| p.0 >= -0.3).map(|p| (p.0, p.2 as f64)).collect(),
+                    points: storm
+                        .samples
+                        .iter()
+                        .filter(|p| p.0 >= -0.3)
+                        .map(|p| (p.0, p.2 as f64))
+                        .collect(),
                 });
             }
         }
@@ -434,12 +541,21 @@ fn scenario_idle(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
     let rounds = if cfg.quick { 1 } else { 3 };
     for round in 0..rounds {
         for c in rotated(&contenders, round) {
-            let server = ChildServer::spawn("echo", &strings(&["--contender", c, "--handler", "hold", "--max", "10000"]));
+            let server = ChildServer::spawn(
+                "echo",
+                &strings(&["--contender", c, "--handler", "hold", "--max", "10000"]),
+            );
             let (per, opened) = rt.block_on(load::idle(&server, n));
             drop(server);
-            println!("  round {round} {:<45} {per:>7.0} B/conn over {opened} connections", names(c));
+            println!(
+                "  round {round} {:<45} {per:>7.0} B/conn over {opened} connections",
+                names(c)
+            );
             if opened < n {
-                rep.notes.push(format!("Idle connections: {} opened only {opened} of {n}.", names(c)));
+                rep.notes.push(format!(
+                    "Idle connections: {} opened only {opened} of {n}.",
+                    names(c)
+                ));
             }
             rep.add(S, names(c), M, "B/conn", round, per);
         }
@@ -458,7 +574,11 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
     const S: &str = "6 reconnecting client";
     println!("\n== {S}: bulk writes to a sink child; restarts of the sink under a writing client");
     let dur = cfg.secs(1.0, 0.5);
-    let rounds = if cfg.quick { cfg.rounds } else { cfg.rounds * 2 };
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds * 2
+    };
     for round in 0..rounds {
         for kind in rotated(&client::CLIENTS, round) {
             let server = ChildServer::spawn("sink", &[]);
@@ -509,10 +629,13 @@ fn scenario_micro(cfg: &Config, rep: &mut Report) {
     const S: &str = "7 combinator overhead";
     let items: u64 = if cfg.quick { 100_000 } else { 1_000_000 };
     println!("\n== {S}: synthetic streams of {items} items on a current-thread runtime (see also `cargo bench --bench combinators`)");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rounds = cfg.rounds.max(3);
     for (title, short, bare, staunch) in workloads::pairs() {
-        let metric: &'static str = Box::leak(format!("{title}").into_boxed_str());
+        let metric: &'static str = title;
         for round in 0..rounds {
             for (who, f) in [("baseline", bare), ("staunch", staunch)] {
                 let t = Instant::now();

@@ -73,7 +73,15 @@ pub(crate) fn fmt_value(v: f64, unit: &str) -> String {
 }
 
 impl Report {
-    pub(crate) fn add(&mut self, scenario: &'static str, contender: &str, metric: &'static str, unit: &'static str, round: usize, value: f64) {
+    pub(crate) fn add(
+        &mut self,
+        scenario: &'static str,
+        contender: &str,
+        metric: &'static str,
+        unit: &'static str,
+        round: usize,
+        value: f64,
+    ) {
         self.samples.push(Sample {
             scenario,
             contender: contender.to_string(),
@@ -97,7 +105,13 @@ impl Report {
     }
 
     /// Per-round ratios contender / baseline, for rounds where both have a finite value.
-    pub(crate) fn paired_ratios(&self, scenario: &str, metric: &str, contender: &str, baseline: &str) -> Vec<f64> {
+    pub(crate) fn paired_ratios(
+        &self,
+        scenario: &str,
+        metric: &str,
+        contender: &str,
+        baseline: &str,
+    ) -> Vec<f64> {
         let pick = |who: &str| -> Vec<(usize, f64)> {
             self.samples
                 .iter()
@@ -128,11 +142,17 @@ impl Report {
             }
             let mut contenders: Vec<&str> = Vec::new();
             for s in &self.samples {
-                if s.scenario == spec.scenario && s.metric == spec.metric && !contenders.contains(&s.contender.as_str()) {
+                if s.scenario == spec.scenario
+                    && s.metric == spec.metric
+                    && !contenders.contains(&s.contender.as_str())
+                {
                     contenders.push(&s.contender);
                 }
             }
-            let base = spec.baseline.as_deref().map(|b| self.median_of(spec.scenario, spec.metric, b));
+            let base = spec
+                .baseline
+                .as_deref()
+                .map(|b| self.median_of(spec.scenario, spec.metric, b));
             for c in contenders {
                 let v = self.values(spec.scenario, spec.metric, c);
                 let unit = self
@@ -155,7 +175,9 @@ impl Report {
                             format!("{:.3} ({lo:.2}–{hi:.2})", median(&r))
                         }
                     }
-                    (Some(b), _) if b.is_finite() && b != 0.0 && med.is_finite() => format!("{:.3}", med / b),
+                    (Some(b), _) if b.is_finite() && b != 0.0 && med.is_finite() => {
+                        format!("{:.3}", med / b)
+                    }
                     (Some(_), _) => "–".into(),
                     _ => String::new(),
                 };
@@ -168,7 +190,11 @@ impl Report {
                     fmt_value(lo, unit),
                     fmt_value(hi, unit),
                     v.len(),
-                    if spec.baseline.as_deref() == Some(c) { "" } else { spec.goal.as_str() },
+                    if spec.baseline.as_deref() == Some(c) {
+                        ""
+                    } else {
+                        spec.goal.as_str()
+                    },
                 );
             }
         }
@@ -210,9 +236,17 @@ impl Report {
     }
 
     /// Horizontal bars: the median of `metric` per contender relative to the baseline.
-    pub(crate) fn ratio_chart(&self, dir: &Path, name: &str, title: &str, rows: &[(String, f64, f64, f64)]) -> Option<String> {
+    pub(crate) fn ratio_chart(
+        &self,
+        dir: &Path,
+        name: &str,
+        title: &str,
+        rows: &[(String, f64, f64, f64)],
+    ) -> Option<String> {
         let file = dir.join(format!("{name}.svg"));
-        bar_chart(&file, title, rows).map_err(|e| eprintln!("plot {name}: {e}")).ok()?;
+        bar_chart(&file, title, rows)
+            .map_err(|e| eprintln!("plot {name}: {e}"))
+            .ok()?;
         Some(file.display().to_string())
     }
 }
@@ -226,7 +260,13 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
-fn line_chart(file: &Path, title: &str, xl: &str, yl: &str, lines: &[&Series]) -> Result<(), Box<dyn std::error::Error>> {
+fn line_chart(
+    file: &Path,
+    title: &str,
+    xl: &str,
+    yl: &str,
+    lines: &[&Series],
+) -> Result<(), Box<dyn std::error::Error>> {
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     for s in lines {
         for &(x, y) in &s.points {
@@ -235,7 +275,7 @@ fn line_chart(file: &Path, title: &str, xl: &str, yl: &str, lines: &[&Series]) -
             y1 = y1.max(y);
         }
     }
-    if !(x0 < x1) {
+    if x0.partial_cmp(&x1) != Some(std::cmp::Ordering::Less) {
         x1 = x0 + 1.0;
     }
     let y1 = if y1 > 0.0 { y1 * 1.08 } else { 1.0 };
@@ -251,9 +291,14 @@ fn line_chart(file: &Path, title: &str, xl: &str, yl: &str, lines: &[&Series]) -
     for (i, s) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(s.contender.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -266,7 +311,11 @@ fn line_chart(file: &Path, title: &str, xl: &str, yl: &str, lines: &[&Series]) -
 }
 
 /// rows: (label, median ratio, min ratio, max ratio).
-fn bar_chart(file: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Result<(), Box<dyn std::error::Error>> {
+fn bar_chart(
+    file: &Path,
+    title: &str,
+    rows: &[(String, f64, f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
     let n = rows.len().max(1);
     let xmax = rows.iter().map(|r| r.3.max(r.1)).fold(1.1f64, f64::max) * 1.05;
     let root = SVGBackend::new(file, (760, 60 + 40 * n as u32)).into_drawing_area();
@@ -295,11 +344,23 @@ fn bar_chart(file: &Path, title: &str, rows: &[(String, f64, f64, f64)]) -> Resu
     for (i, r) in rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         let color = COLORS[4];
-        chart.draw_series(std::iter::once(Rectangle::new([(0.0, y + 0.2), (r.1, y + 0.8)], color.mix(0.7).filled())))?;
-        chart.draw_series(std::iter::once(PathElement::new(vec![(r.2, y + 0.5), (r.3, y + 0.5)], BLACK.stroke_width(2))))?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, y + 0.2), (r.1, y + 0.8)],
+            color.mix(0.7).filled(),
+        )))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(r.2, y + 0.5), (r.3, y + 0.5)],
+            BLACK.stroke_width(2),
+        )))?;
     }
-    chart.draw_series(std::iter::once(PathElement::new(vec![(1.0, 0.0), (1.0, n as f64)], RED.stroke_width(1))))?;
-    chart.draw_series(std::iter::once(PathElement::new(vec![(0.97, 0.0), (0.97, n as f64)], RED.mix(0.4).stroke_width(1))))?;
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(1.0, 0.0), (1.0, n as f64)],
+        RED.stroke_width(1),
+    )))?;
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(0.97, 0.0), (0.97, n as f64)],
+        RED.mix(0.4).stroke_width(1),
+    )))?;
     root.present()?;
     Ok(())
 }

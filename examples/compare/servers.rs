@@ -86,8 +86,8 @@ pub(crate) fn run(role: &str, args: RoleArgs) {
         eprintln!("child: hard time limit reached, exiting");
         std::process::exit(3);
     });
-    let multi = args.contender.ends_with("-mt")
-        || matches!(role, "http" | "emfile" | "sink" | "soak");
+    let multi =
+        args.contender.ends_with("-mt") || matches!(role, "http" | "emfile" | "sink" | "soak");
     let rt = if multi {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -154,7 +154,8 @@ async fn echo_server(listener: TcpListener, args: &RoleArgs) {
             }
         },
         "listen-ct" => {
-            let accepts = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
+            let accepts =
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
             if hold_handler {
                 accepts.map(hold).listen(args.max).await
             } else {
@@ -162,7 +163,8 @@ async fn echo_server(listener: TcpListener, args: &RoleArgs) {
             }
         }
         "spawn_listen-mt" => {
-            let accepts = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
+            let accepts =
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
             if hold_handler {
                 accepts.map(hold).spawn_listen(args.max).await
             } else {
@@ -174,7 +176,9 @@ async fn echo_server(listener: TcpListener, args: &RoleArgs) {
 }
 
 async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"Hello, World!"))))
+    Ok(Response::new(Full::new(Bytes::from_static(
+        b"Hello, World!",
+    ))))
 }
 
 async fn serve_hyper(s: TcpStream) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -195,7 +199,8 @@ async fn http_server(listener: TcpListener, args: &RoleArgs) {
             });
         },
         "axum" => {
-            let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+            let app =
+                axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
             axum::serve(listener, app).await.unwrap();
         }
         "hyper-staunch" => {

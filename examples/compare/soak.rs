@@ -62,7 +62,11 @@ pub(crate) async fn server(
             Duration::from_secs(2),
         )
         .await;
-    println!("{} shutdown_cancelled={}", mark_line("DONE", &stats), report.cancelled);
+    println!(
+        "{} shutdown_cancelled={}",
+        mark_line("DONE", &stats),
+        report.cancelled
+    );
 }
 
 fn parse_kv(line: &str) -> BTreeMap<String, f64> {
@@ -264,7 +268,11 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, total: u64, concurrency: usize) 
         gap >= 0.0 && gap <= c(&counts.resets),
     );
     check(
-        format!("every accepted socket became a connection: accepted {} = connections {}", d("accepted"), d("connections")),
+        format!(
+            "every accepted socket became a connection: accepted {} = connections {}",
+            d("accepted"),
+            d("connections")
+        ),
         d("accepted") == d("connections"),
     );
     check(
@@ -316,5 +324,9 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, total: u64, concurrency: usize) 
     );
     lines.push(format!("- start: `{start_line}`"));
     lines.push(format!("- end:   `{end_line}`"));
-    SoakResult { passed, lines, rate }
+    SoakResult {
+        passed,
+        lines,
+        rate,
+    }
 }

@@ -63,7 +63,11 @@ impl ChildServer {
     }
 
     /// The next stdout line starting with `prefix`, with the instant the parent read it.
-    pub(crate) fn expect_line(&mut self, prefix: &str, timeout: Duration) -> Option<(Instant, String)> {
+    pub(crate) fn expect_line(
+        &mut self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Option<(Instant, String)> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -135,7 +139,11 @@ pub(crate) fn cpu_ns(pid: u32) -> u64 {
     tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .sum()
 }
 
