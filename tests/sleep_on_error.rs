@@ -334,10 +334,7 @@ async fn a_long_storm_logs_one_error_a_second_and_the_rest_at_debug() {
 
     // 25 errors, 100 ms apart: 2.5 s of storm.
     let script = (0..25).map(|_| Err(emfile())).chain([Ok(1)]);
-    let items: Vec<i32> = stream::iter(script)
-        .sleep_on_error(DELAY)
-        .collect()
-        .await;
+    let items: Vec<i32> = stream::iter(script).sleep_on_error(DELAY).collect().await;
     assert_eq!(items, [1]);
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let backoffs: Vec<&str> = text
@@ -346,5 +343,8 @@ async fn a_long_storm_logs_one_error_a_second_and_the_rest_at_debug() {
         .collect();
     assert_eq!(backoffs.len(), 25, "every backoff is still an event");
     let loud = backoffs.iter().filter(|l| l.contains("ERROR")).count();
-    assert_eq!(loud, 3, "one error-level event per second (at 0 s, 1 s, 2 s):\n{text}");
+    assert_eq!(
+        loud, 3,
+        "one error-level event per second (at 0 s, 1 s, 2 s):\n{text}"
+    );
 }
