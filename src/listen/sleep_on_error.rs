@@ -11,7 +11,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
 
-use super::stats::{polling_listener, AcceptShared, ListenShared, Stats};
+use super::stats::{bump, polling_listener, AcceptShared, ListenShared, Stats};
 use super::ErrorClass;
 use crate::backoff::Constant;
 
@@ -284,7 +284,7 @@ where
                         && l.releases.load(Relaxed) != *this.releases_at_sleep
                 });
                 if released {
-                    this.shared.woken_by_release.fetch_add(1, Relaxed);
+                    bump(&this.shared.woken_by_release);
                     log_event!(
                         debug,
                         "a connection ended and freed resources: accepting again"
@@ -300,7 +300,7 @@ where
                     return Poll::Ready(None);
                 }
                 Some(Ok(item)) => {
-                    this.shared.accepted.fetch_add(1, Relaxed);
+                    bump(&this.shared.accepted);
                     if *this.consecutive > 0 {
                         *this.consecutive = 0;
                         *this.current = this.policy.clone();
@@ -311,7 +311,7 @@ where
             };
             let class = ErrorClass::of(&error);
             if class == ErrorClass::Connection {
-                this.shared.connection_errors.fetch_add(1, Relaxed);
+                bump(&this.shared.connection_errors);
                 report(this.on_error, &error, class, AcceptAction::Skip, 0);
                 log_event!(
                     debug,
@@ -360,7 +360,7 @@ where
                 *this.done = true;
                 return Poll::Ready(None);
             };
-            this.shared.backoffs.fetch_add(1, Relaxed);
+            bump(&this.shared.backoffs);
             report(
                 this.on_error,
                 &error,

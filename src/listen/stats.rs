@@ -282,16 +282,19 @@ impl ListenShared {
     }
 
     pub(crate) fn started(&self) -> usize {
-        self.connections.fetch_add(1, Relaxed);
-        let active = self.active.fetch_add(1, Relaxed) + 1;
-        self.peak_active.fetch_max(active, Relaxed);
+        bump(&self.connections);
+        let active = self.active.load(Relaxed) + 1;
+        self.active.store(active, Relaxed);
+        if active > self.peak_active.load(Relaxed) {
+            self.peak_active.store(active, Relaxed);
+        }
         active
     }
 
     pub(crate) fn ended(&self, counter: &AtomicU64) {
-        counter.fetch_add(1, Relaxed);
-        self.active.fetch_sub(1, Relaxed);
-        self.releases.fetch_add(1, Relaxed);
+        bump(counter);
+        self.active.store(self.active.load(Relaxed) - 1, Relaxed);
+        bump(&self.releases);
     }
 
     pub(crate) fn link(&self, accept: Arc<AcceptShared>) {
@@ -300,6 +303,14 @@ impl ListenShared {
             .unwrap_or_else(|e| e.into_inner())
             .push(accept);
     }
+}
+
+/// Add one to a counter. Every counter has a single writer, the task that owns the stream or
+/// listener (they are written through `&mut`/`Pin<&mut>` paths only), so a plain load and store
+/// is enough, and cheaper than a read-modify-write; readers on other threads see each value
+/// whole.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
 }
 
 thread_local! {
