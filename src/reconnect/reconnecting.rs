@@ -3,7 +3,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -101,6 +101,46 @@ struct Inner<C: Connect> {
     write_gen: u64,
     write_shut: bool,
     idle: Option<Pin<Box<Sleep>>>,
+    /// The tasks waiting for the reconnect, one per direction (split halves poll from two tasks).
+    waiters: Arc<Waiters>,
+    /// Wakes every waiter; the reconnect's futures and sleeps are polled with it.
+    waker: Waker,
+}
+
+/// The last waker of each direction. Futures keep only the last waker they were polled with, so
+/// with split halves the reconnect's futures are polled with a waker that wakes both.
+#[derive(Default)]
+struct Waiters {
+    read: Mutex<Option<Waker>>,
+    write: Mutex<Option<Waker>>,
+}
+
+impl Waiters {
+    fn register(&self, half: Half, waker: &Waker) {
+        let slot = match half {
+            Half::Read => &self.read,
+            Half::Write => &self.write,
+        };
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.read, &self.write] {
+            let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
 }
 
 // Nothing is ever pinned in place: the connector is only used through `&mut`, the futures and
@@ -165,7 +205,10 @@ impl<C: Connect> Reconnecting<C> {
 
     pub(crate) fn from_builder(b: Builder<C>) -> Self {
         let (tx, _) = watch::channel(ConnState::Idle);
+        let waiters = Arc::new(Waiters::default());
         let inner = Inner {
+            waker: Waker::from(Arc::clone(&waiters)),
+            waiters,
             connector: b.connector,
             state: State::Idle,
             policy: b.policy.fresh(),
@@ -273,7 +316,9 @@ impl<C: Connect> Reconnecting<C> {
     pub async fn wait_connected(&mut self) -> io::Result<u64> {
         std::future::poll_fn(|cx| {
             let (inner, tx) = self.split_mut();
-            inner.poll_connected(cx, tx).map_ok(|()| inner.generation)
+            inner
+                .poll_connected(cx, Half::Write, tx)
+                .map_ok(|()| inner.generation)
         })
         .await
     }
@@ -395,11 +440,24 @@ impl<C: Connect> Inner<C> {
     }
 
     /// Drive the state machine until there is a live connection, or a terminal state.
+    ///
+    /// `cx`'s waker is registered for `half`; the reconnect's futures are polled with a waker that
+    /// wakes the last task of each half, so neither split half misses the end of a reconnect that
+    /// the other drove.
     fn poll_connected(
         &mut self,
         cx: &mut TaskContext<'_>,
+        half: Half,
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
+        if !matches!(
+            self.state,
+            State::Connected(_) | State::Exhausted(_) | State::Closed
+        ) {
+            self.waiters.register(half, cx.waker());
+        }
+        let waker = self.waker.clone();
+        let cx = &mut TaskContext::from_waker(&waker);
         loop {
             let busy = !matches!(
                 self.state,
@@ -565,7 +623,7 @@ where
             if matches!(self.state, State::Closed) {
                 return Poll::Ready(Ok(()));
             }
-            ready!(self.poll_connected(cx, tx))?;
+            ready!(self.poll_connected(cx, Half::Read, tx))?;
             self.read_gen = self.generation;
             let State::Connected(io) = &mut self.state else {
                 unreachable!("poll_connected returned Ok")
@@ -620,7 +678,7 @@ where
                     return Poll::Ready(Err(e));
                 }
             }
-            ready!(self.poll_connected(cx, tx))?;
+            ready!(self.poll_connected(cx, Half::Write, tx))?;
             self.write_gen = self.generation;
             let State::Connected(io) = &mut self.state else {
                 unreachable!("poll_connected returned Ok")
@@ -676,6 +734,14 @@ where
         cx: &mut TaskContext<'_>,
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
+        // Like a flush, a shutdown is where a writer learns that bytes it wrote were lost.
+        if self.write_mode == WriteMode::Report {
+            if let Some(e) = self.take_boundary(Half::Write) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        // After a give-up every operation keeps failing with the give-up error.
+        self.check_exhausted()?;
         self.write_shut = true;
         match &mut self.state {
             State::Connected(io) => {
