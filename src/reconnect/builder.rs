@@ -60,7 +60,16 @@ impl<C: Connect> Builder<C> {
 
     /// Fail a connection attempt that has not completed after `timeout` (with
     /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+    #[track_caller]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "Builder::connect_timeout: the timeout must be greater than zero"
+        );
         self.connect_timeout = Some(timeout);
         self
     }
@@ -70,7 +79,16 @@ impl<C: Connect> Builder<C> {
     /// no data, and restarts after every byte received. This is how a half-open connection (a
     /// peer that vanished without a FIN or RST) is noticed at the application's pace; TCP
     /// keepalive on [`TcpConnector`](super::TcpConnector) notices it at the kernel's.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: every read that has to wait would drop its connection.
+    #[track_caller]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "Builder::idle_timeout: the timeout must be greater than zero"
+        );
         self.idle_timeout = Some(timeout);
         self
     }

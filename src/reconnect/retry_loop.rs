@@ -106,7 +106,16 @@ impl<C: Connect, E> RetryLoop<C, E> {
     }
 
     /// Fail a connection attempt that takes longer than `timeout` (with `TimedOut`, retryable).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+    #[track_caller]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "RetryLoop::connect_timeout: the timeout must be greater than zero"
+        );
         self.connect_timeout = Some(timeout);
         self
     }
