@@ -102,7 +102,7 @@ async fn failover_moves_on_from_a_target_whose_attempt_timed_out() {
     let (up, up_calls) = refusing(0);
     let mut conn = Reconnecting::builder(Failover::new(vec![dead, up]))
         .connect_timeout(Duration::from_secs(1))
-        .policy(std::iter::repeat(Duration::from_secs(1)).take(5))
+        .policy(std::iter::repeat_n(Duration::from_secs(1), 5))
         .build();
     assert_eq!(conn.wait_connected().await.unwrap(), 1);
     assert_eq!(dead_calls.load(Ordering::SeqCst), 1);
@@ -115,7 +115,7 @@ async fn retry_loop_failover_moves_on_after_a_connect_timeout() {
     let (up, up_calls) = refusing(0);
     let outcome = RetryLoop::<_, ()>::new(Failover::new(vec![dead, up]))
         .connect_timeout(Duration::from_secs(1))
-        .policy(std::iter::repeat(Duration::from_secs(1)).take(5))
+        .policy(std::iter::repeat_n(Duration::from_secs(1), 5))
         .run(|_io| async { SessionEnd::<u8, ()>::Done(7) })
         .await;
     assert!(matches!(outcome, RetryOutcome::Done(7)));
@@ -148,7 +148,7 @@ async fn shutdown_reports_a_loss_owed_to_the_writer() {
 async fn after_a_give_up_a_shutdown_does_not_change_the_error_kind() {
     let (connector, _) = refusing(usize::MAX);
     let mut conn = Reconnecting::builder(connector)
-        .policy(std::iter::repeat(Duration::from_secs(1)).take(1))
+        .policy(std::iter::repeat_n(Duration::from_secs(1), 1))
         .build();
     conn.wait_connected().await.unwrap_err();
     let _ = conn.shutdown().await;
