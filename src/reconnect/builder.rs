@@ -233,9 +233,70 @@ impl<C: Connect> Builder<C> {
     }
 
     /// Build the adapter. Nothing is connected yet: the first operation (or
-    /// [`Reconnecting::wait_connected`]) starts connecting.
+    /// [`Reconnecting::wait_connected`]) starts connecting. To start connecting at once, see
+    /// [`build_and_connect_in_background`](Self::build_and_connect_in_background).
     pub fn build(self) -> Reconnecting<C> {
         Reconnecting::from_builder(self)
+    }
+
+    /// Build the adapter and start the first connection attempt at once, in a task spawned on
+    /// the current tokio runtime: this returns without waiting (the non-blocking start of
+    /// stubborn-io#34), and by the time the program first reads or writes, the connection is
+    /// usually there already.
+    ///
+    /// Only the connector's future runs in the task. The adapter takes up its result on its first
+    /// operation (or [`Reconnecting::wait_connected`]), and everything after that works as with
+    /// [`build`](Self::build): the [`on_connect`](Self::on_connect) hook runs then, and so do the
+    /// `on_disconnect` hook, the backoff and the next attempts if the first one failed. The state
+    /// is [`Connecting { attempt: 1 }`](super::ConnState::Connecting) from the start and stays
+    /// so until the result is taken up. The [`connect_timeout`](Self::connect_timeout) counts from
+    /// here; an attempt that is given up (timeout, cancellation, `shutdown()`, or the adapter
+    /// dropped) is aborted, so its connection is not left open. If the connector panics in the
+    /// task, the panic is resumed in the operation that takes up the result.
+    ///
+    /// To run the whole first connect in the background, hooks and retries included, spawn
+    /// [`Reconnecting::wait_connected`] instead (see its example).
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::reconnect::{ConnState, Reconnecting};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    /// let connector = move || {
+    ///     let peers_tx = peers_tx.clone();
+    ///     async move {
+    ///         tokio::time::sleep(Duration::from_millis(300)).await; // a slow network, say
+    ///         let (client, server) = tokio::io::duplex(64);
+    ///         let _ = peers_tx.send(server);
+    ///         Ok(client)
+    ///     }
+    /// };
+    /// let mut conn = Reconnecting::builder(connector).build_and_connect_in_background();
+    /// assert!(matches!(conn.state(), ConnState::Connecting { attempt: 1 }));
+    /// tokio::time::sleep(Duration::from_secs(1)).await; // other start-up work
+    /// let before = tokio::time::Instant::now();
+    /// conn.write_all(b"hello").await?; // no wait: the connection was made meanwhile
+    /// assert_eq!(before.elapsed(), Duration::ZERO);
+    /// assert_eq!(conn.generation(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn build_and_connect_in_background(self) -> Reconnecting<C>
+    where
+        C::Future: Send + 'static,
+        C::Io: Send + 'static,
+    {
+        Reconnecting::from_builder_connecting(self)
     }
 }
 

@@ -22,7 +22,9 @@ use super::{
 /// retried, what is reported and what can be lost.
 ///
 /// Build one with [`Reconnecting::new`] or [`Reconnecting::builder`]; building never waits, the
-/// first operation starts connecting. `Reconnecting` is `Unpin`, `Send` when the connector, its
+/// first operation starts connecting (or, with
+/// [`build_and_connect_in_background`](Builder::build_and_connect_in_background), a task starts
+/// the first attempt at once). `Reconnecting` is `Unpin`, `Send` when the connector, its
 /// future and the connection are `Send`, and `Sync` under the same condition (the state is only
 /// ever reached through `&mut self`).
 ///
@@ -152,11 +154,43 @@ enum State<C: Connect> {
     Failed(Reason),
     Hook(BoxFuture<Action>, Reason),
     Backoff(Pin<Box<Sleep>>),
-    Connecting(Pin<Box<C::Future>>, Option<Pin<Box<Sleep>>>),
+    Connecting(Attempt<C>, Option<Pin<Box<Sleep>>>),
     Handshake(BoxFuture<io::Result<C::Io>>),
     Connected(C::Io),
     Exhausted(GaveUp),
     Closed,
+}
+
+/// One connection attempt: polled in place, or (the first attempt of
+/// [`Builder::build_and_connect_in_background`]) running in a task of its own.
+enum Attempt<C: Connect> {
+    Local(Pin<Box<C::Future>>),
+    Spawned(AbortOnDrop<io::Result<C::Io>>),
+}
+
+impl<C: Connect> Attempt<C> {
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<C::Io>> {
+        match self {
+            Attempt::Local(fut) => fut.as_mut().poll(cx),
+            Attempt::Spawned(task) => match ready!(Pin::new(&mut task.0).poll(cx)) {
+                Ok(result) => Poll::Ready(result),
+                // The connector panicked in the task: panic here, as it would have in place.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(e) => Poll::Ready(Err(io::Error::other(e))),
+            },
+        }
+    }
+}
+
+/// A spawned attempt is aborted when the adapter drops it (a timeout, a cancellation, a
+/// shutdown, or the adapter itself being dropped), so no connection is left open behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<C: Connect> State<C> {
@@ -238,6 +272,19 @@ impl<C: Connect> Reconnecting<C> {
             inner: Mutex::new(inner),
             tx,
         }
+    }
+
+    #[track_caller]
+    pub(crate) fn from_builder_connecting(b: Builder<C>) -> Self
+    where
+        C::Future: Send + 'static,
+        C::Io: Send + 'static,
+    {
+        let mut this = Self::from_builder(b);
+        let (inner, tx) = this.split_mut();
+        let task = tokio::spawn(inner.connector.connect());
+        inner.begin_attempt(Attempt::Spawned(AbortOnDrop(task)), tx);
+        this
     }
 
     /// A receiver of the state: every transition is published. Subscribing does not drive the
@@ -485,7 +532,7 @@ impl<C: Connect> Inner<C> {
                     ready!(sleep.as_mut().poll(cx));
                     Step::Connect
                 }
-                State::Connecting(fut, timeout) => match fut.as_mut().poll(cx) {
+                State::Connecting(attempt, timeout) => match attempt.poll(cx) {
                     Poll::Ready(Ok(io)) => Step::Opened(io),
                     Poll::Ready(Err(e)) => Step::AttemptFailed(Reason::ConnectFailed(Arc::new(e))),
                     Poll::Pending => match timeout {
@@ -507,28 +554,33 @@ impl<C: Connect> Inner<C> {
         }
     }
 
+    /// Count, publish and start the timeout of a new attempt.
+    fn begin_attempt(&mut self, attempt: Attempt<C>, tx: &watch::Sender<ConnState>) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.total_attempts += 1;
+        self.outage_start.get_or_insert_with(Instant::now);
+        log_event!(
+            debug,
+            attempt = self.attempt,
+            "staunch::reconnect: connecting"
+        );
+        publish(
+            tx,
+            ConnState::Connecting {
+                attempt: self.attempt,
+            },
+        );
+        let timeout = self
+            .connect_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t)));
+        self.state = State::Connecting(attempt, timeout);
+    }
+
     fn step(&mut self, step: Step<C::Io>, tx: &watch::Sender<ConnState>) {
         match step {
             Step::Connect => {
-                self.attempt = self.attempt.saturating_add(1);
-                self.total_attempts += 1;
-                self.outage_start.get_or_insert_with(Instant::now);
-                log_event!(
-                    debug,
-                    attempt = self.attempt,
-                    "staunch::reconnect: connecting"
-                );
-                publish(
-                    tx,
-                    ConnState::Connecting {
-                        attempt: self.attempt,
-                    },
-                );
-                let fut = Box::pin(self.connector.connect());
-                let timeout = self
-                    .connect_timeout
-                    .map(|t| Box::pin(tokio::time::sleep(t)));
-                self.state = State::Connecting(fut, timeout);
+                let attempt = Attempt::Local(Box::pin(self.connector.connect()));
+                self.begin_attempt(attempt, tx);
             }
             Step::Disconnected(reason) => {
                 let ctx = self.context(Some(reason.clone()), self.generation);
