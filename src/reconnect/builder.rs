@@ -50,6 +50,11 @@ impl<C: Connect> Builder<C> {
     /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
     /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
     /// The policy starts over (from a clone of the one given) after every successful connection.
+    ///
+    /// The built-in policies reject a zero delay. A policy of your own may yield
+    /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
+    /// 1 ms tick, so a connector that fails at once is tried about a thousand times a second. That
+    /// is not a CPU busy loop, but it hammers the server: use a real backoff.
     pub fn policy<P>(mut self, policy: P) -> Self
     where
         P: Iterator<Item = Duration> + Clone + Send + 'static,
@@ -155,6 +160,13 @@ impl<C: Connect> Builder<C> {
     /// An async hook run on every new connection before any user I/O touches it: it gets the
     /// connection by value and hands it back (after a handshake or authentication, say). An error
     /// counts as a failed attempt ([`Reason::HandshakeFailed`](super::Reason::HandshakeFailed)).
+    ///
+    /// By value rather than `&mut`: the hook's future runs inside the adapter across many polls
+    /// (and survives a dropped read or write future), so it cannot borrow a connection the adapter
+    /// also holds; owning it is what lets the future be `'static`. It is also strictly more
+    /// capable than `&mut`: the hook may hand back the same connection after a handshake, or a
+    /// different one of the same type, and it sees the connection before the adapter counts a
+    /// single byte. Dropping it and returning an error discards the attempt.
     ///
     /// # Examples
     ///

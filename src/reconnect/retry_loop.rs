@@ -134,7 +134,9 @@ impl<C: Connect, E> RetryLoop<C, E> {
     }
 
     /// Called before each wait with the [`RetryContext`] (attempt, reason, elapsed time, error,
-    /// the policy's proposed delay); returns the delay to use, or `None` to give up.
+    /// the policy's proposed delay); returns the delay to use, or `None` to give up. A zero delay
+    /// still goes through tokio's timer (about 1 ms); it is not a busy loop, but it is no backoff
+    /// either.
     pub fn on_delay<F>(mut self, callback: F) -> Self
     where
         F: FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send + 'static,
