@@ -49,7 +49,17 @@ async fn serve(
         done = conn.as_mut() => return done,
         () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
-    conn.await
+    match conn.await {
+        // A client that had connected but not sent a byte when the signal came is closed at
+        // once; hyper-util reports that as an `Interrupted` error, though nothing was lost.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::Interrupted) =>
+        {
+            Ok(())
+        }
+        done => done,
+    }
 }
 
 #[tokio::main]

@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         .build();
 
     let mut states = reconnecting.watch();
-    tokio::spawn(async move {
+    let printer = tokio::spawn(async move {
         while states.changed().await.is_ok() {
             eprintln!("state: {:?}", *states.borrow_and_update());
         }
@@ -84,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     conn.get_mut().shutdown().await?;
+    // Dropping the connection closes the state channel: let the printer show the last states.
+    drop(conn);
+    let _ = printer.await;
     Ok(())
 }
 

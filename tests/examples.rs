@@ -397,6 +397,8 @@ fn wait_until_refused(addr: SocketAddr) -> u64 {
     loop {
         match TcpStream::connect_timeout(&addr, IO) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return connected,
+            // Caught in the backlog as the listener closed: try again.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connect: {e}"),
             Ok(_) => connected += 1,
         }

@@ -308,3 +308,43 @@ async fn size_hint_and_fused() {
     assert!(s.is_terminated());
     assert_eq!(s.size_hint(), (0, Some(0)));
 }
+
+#[cfg(feature = "tracing")]
+#[tokio::test(start_paused = true)]
+async fn a_long_storm_logs_one_error_a_second_and_the_rest_at_debug() {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // 25 errors, 100 ms apart: 2.5 s of storm.
+    let script = (0..25).map(|_| Err(emfile())).chain([Ok(1)]);
+    let items: Vec<i32> = stream::iter(script)
+        .sleep_on_error(DELAY)
+        .collect()
+        .await;
+    assert_eq!(items, [1]);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let backoffs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("accept: error, backing off"))
+        .collect();
+    assert_eq!(backoffs.len(), 25, "every backoff is still an event");
+    let loud = backoffs.iter().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(loud, 3, "one error-level event per second (at 0 s, 1 s, 2 s):\n{text}");
+}

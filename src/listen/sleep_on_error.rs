@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
-use tokio::time::{sleep, Sleep};
+use tokio::time::{sleep, Instant, Sleep};
 
 use super::stats::{polling_listener, AcceptShared, ListenShared, Stats};
 use super::ErrorClass;
@@ -22,6 +22,9 @@ pub const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(1);
 /// How many per-connection errors in a row one `poll_next` skips before yielding to the runtime,
 /// so a stream that fails instantly forever cannot starve other tasks.
 const SKIP_BUDGET: u32 = 64;
+
+/// At most one backoff event a second is logged at `error` level; the others go to `debug`.
+const LOUD_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The type of the error hook of a [`SleepOnError`] without one.
 pub type NoHook = fn(&AcceptErrorEvent<'_>);
@@ -49,6 +52,7 @@ pin_project! {
         listener: Option<Arc<ListenShared>>,
         releases_at_sleep: u64,
         last_class: ErrorClass,
+        loud_log: Option<Instant>,
         done: bool,
     }
 }
@@ -118,6 +122,7 @@ where
             listener: None,
             releases_at_sleep: 0,
             last_class: ErrorClass::Unknown,
+            loud_log: None,
             done: false,
         }
     }
@@ -159,6 +164,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
             listener: self.listener,
             releases_at_sleep: 0,
             last_class: self.last_class,
+            loud_log: self.loud_log,
             done: self.done,
         }
     }
@@ -198,6 +204,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
             listener: self.listener,
             releases_at_sleep: self.releases_at_sleep,
             last_class: self.last_class,
+            loud_log: self.loud_log,
             done: self.done,
         }
     }
@@ -361,16 +368,19 @@ where
                 AcceptAction::Backoff(delay),
                 *this.consecutive,
             );
-            log_event!(
-                error,
-                error = %error,
-                kind = ?error.kind(),
-                errno = ?error.raw_os_error(),
-                class = ?class,
-                delay_ms = delay.as_millis() as u64,
-                consecutive = *this.consecutive,
-                active = ?this.listener.as_ref().map(|l| l.active.load(Relaxed)),
-                "accept: error, backing off"
+            let loud = this
+                .loud_log
+                .is_none_or(|at| at.elapsed() >= LOUD_LOG_INTERVAL);
+            if loud {
+                *this.loud_log = Some(Instant::now());
+            }
+            log_backoff(
+                loud,
+                &error,
+                class,
+                delay,
+                *this.consecutive,
+                this.listener.as_ref().map(|l| l.active.load(Relaxed)),
             );
             *this.last_class = class;
             if let Some(l) = this.listener.as_ref() {
@@ -387,6 +397,41 @@ where
         // Errors are dropped, so nothing is promised; at most every inner item comes out.
         (0, self.stream.size_hint().1)
     }
+}
+
+/// Log a backoff: at `error` level when `loud`, else at `debug`, so a long storm does not flood
+/// the operator's log.
+fn log_backoff(
+    loud: bool,
+    error: &io::Error,
+    class: ErrorClass,
+    delay: Duration,
+    consecutive: u32,
+    active: Option<usize>,
+) {
+    #[cfg(feature = "tracing")]
+    macro_rules! event {
+        ($level:ident) => {
+            log_event!(
+                $level,
+                error = %error,
+                kind = ?error.kind(),
+                errno = ?error.raw_os_error(),
+                class = ?class,
+                delay_ms = delay.as_millis() as u64,
+                consecutive,
+                active = ?active,
+                "accept: error, backing off"
+            )
+        };
+    }
+    #[cfg(feature = "tracing")]
+    if loud {
+        event!(error);
+    } else {
+        event!(debug);
+    }
+    let _ = (loud, error, class, delay, consecutive, active);
 }
 
 fn report<H: FnMut(&AcceptErrorEvent<'_>)>(

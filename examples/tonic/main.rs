@@ -1,0 +1,148 @@
+//! A gRPC server (tonic) behind staunch's accept loop, with no code generation (see
+//! `greeter.rs`).
+//!
+//! ```text
+//! cargo run --example tonic                                         # 127.0.0.1:50051
+//! cargo run --example tonic -- 127.0.0.1:9000                       # or the address given
+//! cargo run --example tonic -- 127.0.0.1:9000 serve-with-incoming   # tonic's own server
+//! ```
+//!
+//! Two ways to put staunch in front of tonic:
+//!
+//! - **Connection by connection** (the default): staunch's `spawn_listen` owns the
+//!   connections, so its limit, stats, per-connection isolation and shutdown deadline apply;
+//!   tonic's `Routes` (every service, as `Server::builder().add_service(..)` would route them)
+//!   is served on each connection with hyper-util's HTTP/2 builder.
+//! - **`serve_with_incoming`**: tonic's server owns the connections and staunch only feeds it
+//!   accepted sockets (`sleep_on_error` keeps `EMFILE` from spinning tonic's accept loop). No
+//!   connection limit, no deadline: tonic waits for every connection at shutdown.
+//!
+//! Stop it with Ctrl-C (or SIGTERM).
+
+mod greeter;
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::pin::pin;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use staunch::ListenExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tracing_subscriber::EnvFilter;
+
+use crate::greeter::GreeterServer;
+
+/// After the signal, connections get this long to finish before they are cut.
+const GRACE: Duration = Duration::from_secs(10);
+/// Connections served at once (each multiplexes many calls).
+const MAX_CONNECTIONS: usize = 1024;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:50051".into());
+    let mode = args.next();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let signal = shutdown_signal()?;
+    println!("listening on {}", listener.local_addr()?);
+
+    let accepted = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
+    match mode.as_deref() {
+        None | Some("spawn-listen") => {
+            // All the services, routed by name; add more with `.add_service(..)`.
+            let routes = Routes::new(GreeterServer).prepare();
+            let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
+            // Keepalive pings find dead peers that would otherwise hold a connection slot.
+            http.http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30));
+            let shutdown = CancellationToken::new();
+            let report = accepted
+                .map({
+                    let shutdown = shutdown.clone();
+                    move |stream| serve(http.clone(), routes.clone(), stream, shutdown.clone())
+                })
+                .spawn_listen(MAX_CONNECTIONS)
+                .with_graceful_shutdown(
+                    async move {
+                        signal.await;
+                        shutdown.cancel();
+                    },
+                    GRACE,
+                )
+                .await;
+            println!(
+                "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
+                report.finished, report.cancelled, report.stats
+            );
+        }
+        Some("serve-with-incoming") => {
+            let stats = accepted.stats();
+            // tonic wants a stream of `Result`s; staunch's stream has already dealt with errors.
+            let incoming = accepted.map(Ok::<_, std::io::Error>);
+            tonic::transport::Server::builder()
+                .add_service(GreeterServer)
+                .serve_with_incoming_shutdown(incoming, signal)
+                .await?;
+            println!("shutdown: accept totals: {}", stats.snapshot());
+        }
+        Some(other) => anyhow::bail!("unknown mode {other:?}: spawn-listen or serve-with-incoming"),
+    }
+    Ok(())
+}
+
+/// Serve one HTTP/2 connection until the client closes it or, once `shutdown` is cancelled,
+/// until hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
+async fn serve(
+    http: auto::Builder<TokioExecutor>,
+    routes: Routes,
+    stream: TcpStream,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let service = TowerToHyperService::new(routes);
+    let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        done = conn.as_mut() => return done,
+        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    conn.await
+}
+
+/// Completes on Ctrl-C or SIGTERM. Installed before the server announces itself, so a signal
+/// sent right after "listening on" cannot kill the process by default action.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
+}
