@@ -62,8 +62,9 @@ pin_project! {
     pub(crate) struct Tracked<F> {
         #[pin]
         future: F,
-        #[pin]
-        deadline: Option<Sleep>,
+        // Boxed: a `Sleep` is 112 bytes, and inline it would grow every connection's task even
+        // when no time limit is set.
+        deadline: Option<Pin<Box<Sleep>>>,
         limit: Option<Duration>,
     }
 }
@@ -72,7 +73,7 @@ impl<F> Tracked<F> {
     pub(crate) fn new(future: F, limit: Option<Duration>) -> Self {
         Tracked {
             future,
-            deadline: limit.map(sleep),
+            deadline: limit.map(|limit| Box::pin(sleep(limit))),
             limit,
         }
     }
@@ -113,8 +114,8 @@ where
                 return Poll::Ready(Ending::Panicked);
             }
         }
-        if let Some(deadline) = this.deadline.as_pin_mut() {
-            if deadline.poll(cx).is_ready() {
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
                 log_event!(
                     info,
                     limit_ms = this.limit.unwrap_or_default().as_millis() as u64,

@@ -1,0 +1,223 @@
+//! Load generators (this process) for accept churn, the EMFILE storm and idle connections; the
+//! servers run in child processes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::sys::{self, ChildServer};
+
+pub(crate) fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Connect, one 8-byte echo, close; `concurrency` loops for `warmup + measure`. Returns
+/// (connections per second during `measure`, client errors, server CPU microseconds per
+/// connection during `measure` — the server is process `pid`).
+pub(crate) async fn churn(
+    port: u16,
+    pid: u32,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> (f64, u64, f64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + warmup + measure;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (done, errors) = (done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let one = async {
+                    let mut s = TcpStream::connect(addr(port)).await?;
+                    s.write_all(b"ping1234").await?;
+                    let mut buf = [0u8; 8];
+                    s.read_exact(&mut buf).await?;
+                    std::io::Result::Ok(())
+                };
+                match timeout(Duration::from_secs(2), one).await {
+                    Ok(Ok(())) => done.fetch_add(1, Relaxed),
+                    _ => errors.fetch_add(1, Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep_until((start + warmup).into()).await;
+    let (c0, t0, ns0) = (done.load(Relaxed), Instant::now(), sys::cpu_ns(pid));
+    tokio::time::sleep_until(end.into()).await;
+    let (c1, t1, ns1) = (done.load(Relaxed), Instant::now(), sys::cpu_ns(pid));
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cpu_us = (ns1 - ns0) as f64 / 1000.0 / (c1 - c0).max(1) as f64;
+    (
+        (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
+        errors.load(Relaxed),
+        cpu_us,
+    )
+}
+
+/// One EMFILE storm against a server child whose descriptor limit is `nofile`.
+pub(crate) struct Storm {
+    /// CPU seconds per second of exhaustion (1.0 = one full core), from `/proc/<pid>/stat`.
+    pub(crate) cpu_share: f64,
+    /// The same from `/proc/<pid>/task/*/schedstat` (nanosecond resolution).
+    pub(crate) cpu_share_ns: f64,
+    /// From "descriptors freed" to "every waiting client served".
+    pub(crate) recovery: Option<Duration>,
+    pub(crate) served_before: usize,
+    pub(crate) waiting: usize,
+    /// (seconds since descriptors were freed, server CPU seconds since the storm began, clients
+    /// served).
+    pub(crate) samples: Vec<(f64, f64, usize)>,
+}
+
+pub(crate) async fn storm(server: &ChildServer, nofile: u64, exhaust: Duration) -> Storm {
+    let capacity = (nofile as usize).saturating_sub(server.fds_at_ready);
+    let waiting = (capacity * 3 / 4).clamp(1, 40);
+    let total = capacity + waiting;
+    let port = server.port;
+    let served: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; total]));
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let mut clients = Vec::new();
+    for i in 0..total {
+        let served = served.clone();
+        let mut release = release_rx.clone();
+        clients.push(tokio::spawn(async move {
+            let client = async {
+                let mut s = TcpStream::connect(addr(port)).await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                served.lock().unwrap()[i] = Some(Instant::now());
+                // Served before the descriptors were freed: hold the descriptor until then.
+                let _ = release.wait_for(|r| *r).await;
+                drop(s);
+                std::io::Result::Ok(())
+            };
+            let _ = timeout(Duration::from_secs(20), client).await;
+        }));
+        // Connect in order so the first `capacity` clients are the ones served.
+        tokio::task::yield_now().await;
+    }
+    let count = |v: &Mutex<Vec<Option<Instant>>>| v.lock().unwrap().iter().flatten().count();
+    // Wait until the server has taken all it can (no new client served for 300 ms).
+    let settle_deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (count(&served), Instant::now());
+    while Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = count(&served);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n > 0 && last.1.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+    }
+    let served_before = count(&served);
+    let tck = sys::clk_tck();
+    let cpu_at = |base: u64| (server.cpu_ticks() - base) as f64 / tck;
+    let cpu0 = server.cpu_ticks();
+    let ns0 = server.cpu_ns();
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    let free_at = t0 + exhaust;
+    // Sample during the exhaustion, then free the descriptors and sample the recovery.
+    while Instant::now() < free_at {
+        samples.push((Instant::now(), cpu_at(cpu0), count(&served)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu_share = cpu_at(cpu0) / t0.elapsed().as_secs_f64();
+    let cpu_share_ns = (server.cpu_ns() - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
+    let t_free = Instant::now();
+    release_tx.send_replace(true);
+    let recover_deadline = t_free + Duration::from_secs(5);
+    while count(&served) < total && Instant::now() < recover_deadline {
+        samples.push((Instant::now(), cpu_at(cpu0), count(&served)));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let recovery = {
+        let v = served.lock().unwrap();
+        if v.iter().all(Option::is_some) {
+            v.iter()
+                .flatten()
+                .max()
+                .map(|last| last.saturating_duration_since(t_free))
+        } else {
+            None
+        }
+    };
+    let tail = Instant::now() + Duration::from_millis(150);
+    while Instant::now() < tail {
+        samples.push((Instant::now(), cpu_at(cpu0), count(&served)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for c in clients {
+        c.abort();
+    }
+    let samples = samples
+        .into_iter()
+        .map(|(t, cpu, n)| {
+            let x = if t >= t_free {
+                (t - t_free).as_secs_f64()
+            } else {
+                -(t_free - t).as_secs_f64()
+            };
+            (x, cpu, n)
+        })
+        .collect();
+    Storm {
+        cpu_share,
+        cpu_share_ns,
+        recovery,
+        served_before,
+        waiting: total - served_before,
+        samples,
+    }
+}
+
+/// Open `n` idle connections (each greeted by the server, so its handler is running) and return
+/// the server's RSS growth in bytes per connection, and how many were opened.
+pub(crate) async fn idle(server: &ChildServer, n: usize) -> (f64, usize) {
+    let port = server.port;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss0 = server.rss_kib();
+    let failed = Arc::new(AtomicBool::new(false));
+    let conns: Vec<TcpStream> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let failed = failed.clone();
+            async move {
+                let c = async {
+                    let mut s = TcpStream::connect(addr(port)).await?;
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).await?;
+                    std::io::Result::Ok(s)
+                };
+                match timeout(Duration::from_secs(10), c).await {
+                    Ok(Ok(s)) => Some(s),
+                    other => {
+                        if !failed.swap(true, Relaxed) {
+                            eprintln!("  idle: a connection failed: {other:?}");
+                        }
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(256)
+        .filter_map(|s| async move { s })
+        .collect()
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss1 = server.rss_kib();
+    let opened = conns.len();
+    drop(conns);
+    let per = (rss1.saturating_sub(rss0) * 1024) as f64 / opened.max(1) as f64;
+    (per, opened)
+}

@@ -1,0 +1,660 @@
+//! Issue 4's benchmark program: staunch side by side with the alternatives.
+//!
+//! ```sh
+//! cargo run --release --example compare            # full run, writes docs/perf/
+//! cargo run --release --example compare -- --quick # < 2 minutes, same scenarios, smaller
+//! cargo run --release --example compare -- --soak  # 1,000,000 connections through spawn_listen
+//! ```
+//!
+//! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--out DIR` (default `docs/perf`,
+//! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
+//! `--soak-connections N`. Servers run in child processes (this binary re-executed with
+//! `--role`), load generators in this process; every address is 127.0.0.1. Linux only (`/proc`).
+
+mod client;
+mod load;
+mod report;
+mod servers;
+mod soak;
+mod sys;
+
+#[path = "../../benches/micro/workloads.rs"]
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use report::{median, Report, Series, Spec};
+use sys::ChildServer;
+
+struct Config {
+    quick: bool,
+    rounds: usize,
+    only: Option<Vec<u32>>,
+    out: PathBuf,
+    soak: bool,
+    soak_connections: u64,
+}
+
+impl Config {
+    fn wants(&self, n: u32) -> bool {
+        !self.soak && self.only.as_ref().is_none_or(|o| o.contains(&n))
+    }
+    fn secs(&self, full: f64, quick: f64) -> Duration {
+        Duration::from_secs_f64(if self.quick { quick } else { full })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--role") {
+        let role = args.get(i + 1).cloned().unwrap_or_default();
+        servers::run(&role, servers::RoleArgs::parse(&args));
+        return;
+    }
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if has("--help") || has("-h") {
+        println!("usage: compare [--quick] [--only 1,2,...] [--rounds N] [--out DIR] [--soak] [--soak-connections N]");
+        return;
+    }
+    let quick = has("--quick");
+    let cfg = Config {
+        quick,
+        rounds: value("--rounds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 2 } else { 5 }),
+        only: value("--only").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect()),
+        out: value("--out").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(if quick {
+                "target/perf-quick"
+            } else {
+                "docs/perf"
+            })
+        }),
+        soak: has("--soak"),
+        soak_connections: value("--soak-connections")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000),
+    };
+    std::fs::create_dir_all(&cfg.out).expect("create the output folder");
+    // Scenario 5 holds 10,000 connections in this process too.
+    let nofile = sys::set_nofile(None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (date, cpus, model, kernel) = sys::machine();
+    let header = format!(
+        "staunch compare ({}), {date}\n{cpus} CPUs ({model}), Linux {kernel}, load average at start {}\nrounds: {}, RLIMIT_NOFILE: {nofile}",
+        if cfg.quick { "--quick" } else if cfg.soak { "--soak" } else { "full run" },
+        sys::loadavg(),
+        cfg.rounds
+    );
+    println!("{header}");
+    let started = Instant::now();
+    let mut rep = Report::default();
+
+    if cfg.soak {
+        println!(
+            "\n== soak: {} connections through spawn_listen",
+            cfg.soak_connections
+        );
+        let result = soak::run(&rt, cfg.soak_connections, 64);
+        let mut text = format!(
+            "## Soak ({date}, {cpus} CPUs, Linux {kernel})\n\nResult: **{}**\n\n",
+            if result.passed { "passed" } else { "FAILED" }
+        );
+        for l in &result.lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        println!("{text}");
+        let _ = result.rate;
+        std::fs::write(cfg.out.join("soak.md"), text).expect("write soak.md");
+        println!("wrote {}", cfg.out.join("soak.md").display());
+        std::process::exit(if result.passed { 0 } else { 1 });
+    }
+
+    if cfg.wants(1) {
+        scenario_churn(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(2) {
+        scenario_http(&cfg, &mut rep);
+    }
+    if cfg.wants(3) || cfg.wants(4) {
+        scenario_emfile(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(5) {
+        scenario_idle(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(6) {
+        scenario_client(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(7) {
+        scenario_micro(&cfg, &mut rep);
+    }
+
+    let table = rep.table();
+    let footer = format!(
+        "\nWall time {:.0} s; load average at the end {}.",
+        started.elapsed().as_secs_f64(),
+        sys::loadavg()
+    );
+    println!("\n## Results\n\n{header}\n{table}");
+    for n in &rep.notes {
+        println!("- {n}");
+    }
+    println!("{footer}");
+    let md = format!(
+        "<!-- generated by `cargo run --release --example compare{}` -->\n```text\n{header}\n```\n{table}\n{}\n{footer}\n",
+        if cfg.quick { " -- --quick" } else { "" },
+        rep.notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
+    );
+    std::fs::write(cfg.out.join("results.md"), md).expect("write results.md");
+    std::fs::write(cfg.out.join("results.csv"), rep.csv(&header)).expect("write results.csv");
+    let mut written = rep.plots(
+        &cfg.out,
+        &[
+            (
+                "emfile_cpu",
+                "EMFILE storm: server CPU (descriptors freed at t = 0)".to_string(),
+                "seconds since descriptors were freed",
+                "server CPU seconds since the storm began",
+            ),
+            (
+                "emfile_served",
+                "EMFILE storm: clients served around the release".to_string(),
+                "seconds since descriptors were freed",
+                "clients served",
+            ),
+        ],
+    );
+    for (name, scenario, metric, title) in [
+        (
+            "churn_ratio",
+            "1 accept churn",
+            "connections per second",
+            "Accept churn: connections/s relative to the bare spawn loop",
+        ),
+        (
+            "http_ratio",
+            "2 HTTP (hyper)",
+            "requests per second, keep-alive",
+            "HTTP keep-alive: requests/s relative to hyper-util's plain loop",
+        ),
+        (
+            "http_close_ratio",
+            "2 HTTP (hyper)",
+            "requests per second, Connection: close",
+            "HTTP Connection: close: requests/s relative to hyper-util's plain loop",
+        ),
+    ] {
+        let Some(spec) = rep
+            .specs
+            .iter()
+            .find(|s| s.scenario == scenario && s.metric == metric)
+        else {
+            continue;
+        };
+        let Some(base) = spec.baseline.clone() else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for s in rep
+            .samples
+            .iter()
+            .filter(|s| s.scenario == scenario && s.metric == metric)
+        {
+            if seen.contains(&s.contender) {
+                continue;
+            }
+            seen.push(s.contender.clone());
+            let v = if s.contender == base {
+                vec![1.0]
+            } else {
+                rep.paired_ratios(scenario, metric, &s.contender, &base)
+            };
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            rows.push((s.contender.clone(), median(&v), lo, hi));
+        }
+        if let Some(f) = rep.ratio_chart(&cfg.out, name, title, &rows) {
+            written.push(f);
+        }
+    }
+    println!(
+        "wrote {}/results.md, results.csv and {}",
+        cfg.out.display(),
+        written.join(", ")
+    );
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Contenders in a different order each round, so drift in the machine's load spreads evenly.
+fn rotated<'a>(list: &[&'a str], round: usize) -> Vec<&'a str> {
+    let n = list.len();
+    (0..n).map(|i| list[(i + round) % n]).collect()
+}
+
+fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "1 accept churn";
+    const M: &str = "connections per second";
+    println!("\n== {S}: connect, 8-byte echo, close; 32 client loops in this process");
+    let contenders = ["bare-mt", "bare-ct", "listen-ct", "spawn_listen-mt"];
+    let names = |c: &str| match c {
+        "bare-mt" => "bare accept+spawn loop (multi-thread)",
+        "bare-ct" => "bare accept+spawn loop (current-thread)",
+        "listen-ct" => "staunch listen(10_000) (current-thread)",
+        _ => "staunch spawn_listen(10_000) (multi-thread)",
+    };
+    // Many short alternating rounds: the machine is shared, and its load drifts over seconds.
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds * 2
+    };
+    for round in 0..rounds {
+        for c in rotated(&contenders, round) {
+            let server = ChildServer::spawn("echo", &strings(&["--contender", c]));
+            let (rate, errors, cpu_us) = rt.block_on(load::churn(
+                server.port,
+                server.pid,
+                32,
+                cfg.secs(0.3, 0.25),
+                cfg.secs(1.5, 1.0),
+            ));
+            drop(server);
+            println!(
+                "  round {round} {:<45} {rate:>9.0} conn/s, server CPU {cpu_us:>5.1} µs/conn  ({errors} client errors)",
+                names(c)
+            );
+            rep.add(S, names(c), M, "conn/s", round, rate);
+            rep.add(
+                S,
+                names(c),
+                "server CPU per connection",
+                "µs",
+                round,
+                cpu_us,
+            );
+        }
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: M,
+        baseline: Some(names("bare-mt").into()),
+        higher_is_better: true,
+        goal: ">= 0.97".into(),
+        paired: true,
+    });
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "server CPU per connection",
+        baseline: Some(names("bare-mt").into()),
+        higher_is_better: false,
+        goal: "<= 1.03 (the cost side of >= 0.97)".into(),
+        paired: true,
+    });
+    let l = rep.median_of(S, M, names("listen-ct")) / rep.median_of(S, M, names("bare-ct"));
+    rep.notes.push(format!(
+        "Accept churn, same runtime flavour: staunch listen (current-thread) / bare loop (current-thread) = {l:.3}."
+    ));
+}
+
+fn wrk_available() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Run wrk; (requests per second, requests completed).
+fn wrk(port: u16, duration: Duration, close: bool) -> Option<(f64, f64)> {
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t1", "-c64", &format!("-d{}s", duration.as_secs().max(1))]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}/"));
+    let out = cmd.output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Socket errors") {
+        let line = text
+            .lines()
+            .find(|l| l.contains("Socket errors"))
+            .unwrap_or("");
+        eprintln!("  wrk: {}", line.trim());
+    }
+    if text.contains("Non-2xx") {
+        eprintln!("  wrk: non-2xx responses");
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let total = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some((rps, total))
+}
+
+fn cpu_metric(close: bool) -> &'static str {
+    if close {
+        "server CPU per request, Connection: close"
+    } else {
+        "server CPU per request, keep-alive"
+    }
+}
+
+fn scenario_http(cfg: &Config, rep: &mut Report) {
+    const S: &str = "2 HTTP (hyper)";
+    println!("\n== {S}: wrk -t1 -c64 against hyper servers (multi-thread, 2 workers)");
+    if !wrk_available() {
+        println!("  wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu); skipping scenario 2");
+        rep.notes
+            .push("Scenario 2 skipped: wrk is not installed (`apt-get install -y wrk`).".into());
+        return;
+    }
+    let contenders = ["hyper-plain", "axum", "hyper-staunch"];
+    let names = |c: &str| match c {
+        "hyper-plain" => "hyper-util plain accept loop",
+        "axum" => "axum::serve",
+        _ => "hyper through staunch spawn_listen",
+    };
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds + 3
+    };
+    for (close, metric) in [
+        (false, "requests per second, keep-alive"),
+        (true, "requests per second, Connection: close"),
+    ] {
+        for round in 0..rounds {
+            for c in rotated(&contenders, round) {
+                let server = ChildServer::spawn("http", &strings(&["--contender", c]));
+                let ns0 = server.cpu_ns();
+                let (rps, total) =
+                    wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or((f64::NAN, f64::NAN));
+                let cpu_us = (server.cpu_ns() - ns0) as f64 / 1000.0 / total;
+                drop(server);
+                println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s, server CPU {cpu_us:>5.1} µs/req", names(c));
+                rep.add(S, names(c), metric, "req/s", round, rps);
+                rep.add(S, names(c), cpu_metric(close), "µs", round, cpu_us);
+            }
+        }
+        rep.specs.push(Spec {
+            scenario: S,
+            metric,
+            baseline: Some(names("hyper-plain").into()),
+            higher_is_better: true,
+            goal: ">= 0.97, and >= axum::serve".into(),
+            paired: true,
+        });
+        rep.specs.push(Spec {
+            scenario: S,
+            metric: cpu_metric(close),
+            baseline: Some(names("hyper-plain").into()),
+            higher_is_better: false,
+            goal: "<= 1.03".into(),
+            paired: true,
+        });
+    }
+}
+
+fn scenario_emfile(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "3+4 EMFILE storm";
+    const NOFILE: u64 = 64;
+    let exhaust = cfg.secs(3.0, 1.0);
+    println!(
+        "\n== {S}: server RLIMIT_NOFILE={NOFILE}, more clients than descriptors, {:.0} s of exhaustion",
+        exhaust.as_secs_f64()
+    );
+    let contenders = [
+        "naive",
+        "axum-1s",
+        "fixed-100ms",
+        "staunch-unchained",
+        "staunch",
+    ];
+    let names = |c: &str| match c {
+        "naive" => "naive loop, retries at once",
+        "axum-1s" => "axum::serve-style, 1 s sleep",
+        "fixed-100ms" => "tk-listen-style, fixed 100 ms sleep",
+        "staunch-unchained" => "staunch sleep_on_error(100 ms) alone",
+        _ => "staunch sleep_on_error(100 ms) + spawn_listen",
+    };
+    let rounds = cfg.rounds.max(3);
+    for round in 0..rounds {
+        for c in rotated(&contenders, round) {
+            let server = ChildServer::spawn(
+                "emfile",
+                &strings(&["--contender", c, "--nofile", &NOFILE.to_string()]),
+            );
+            let storm = rt.block_on(load::storm(&server, NOFILE, exhaust));
+            drop(server);
+            let rec_ms = storm
+                .recovery
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
+            println!(
+                "  round {round} {:<48} CPU {:>5.1}% ({:.3}%) of a core, recovery {:>7.1} ms ({} served before, {} waiting)",
+                names(c),
+                storm.cpu_share * 100.0,
+                storm.cpu_share_ns * 100.0,
+                rec_ms,
+                storm.served_before,
+                storm.waiting
+            );
+            rep.add(
+                S,
+                names(c),
+                "CPU during exhaustion",
+                "% core",
+                round,
+                storm.cpu_share * 100.0,
+            );
+            rep.add(
+                S,
+                names(c),
+                "CPU during exhaustion (schedstat)",
+                "% core",
+                round,
+                storm.cpu_share_ns * 100.0,
+            );
+            rep.add(
+                S,
+                names(c),
+                "recovery: freed → all served",
+                "ms",
+                round,
+                rec_ms,
+            );
+            if round == rounds - 1 {
+                rep.series.push(Series {
+                    plot: "emfile_cpu",
+                    contender: names(c).into(),
+                    points: storm.samples.iter().map(|p| (p.0, p.1)).collect(),
+                });
+                rep.series.push(Series {
+                    plot: "emfile_served",
+                    contender: names(c).into(),
+                    points: storm
+                        .samples
+                        .iter()
+                        .filter(|p| p.0 >= -0.3)
+                        .map(|p| (p.0, p.2 as f64))
+                        .collect(),
+                });
+            }
+        }
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "CPU during exhaustion",
+        baseline: Some(names("naive").into()),
+        higher_is_better: false,
+        goal: "< 0.02 of naive".into(),
+        paired: true,
+    });
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "CPU during exhaustion (schedstat)",
+        baseline: Some(names("naive").into()),
+        higher_is_better: false,
+        goal: "< 0.02 of naive".into(),
+        paired: true,
+    });
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "recovery: freed → all served",
+        baseline: Some(names("fixed-100ms").into()),
+        higher_is_better: false,
+        goal: "far below a fixed sleep; ~1 round trip with wake on release".into(),
+        paired: true,
+    });
+}
+
+fn scenario_idle(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "5 many idle connections";
+    const M: &str = "server RSS growth per connection";
+    let n = if cfg.quick { 2_000 } else { 10_000 };
+    println!("\n== {S}: {n} idle clients held open (soft RLIMIT_NOFILE raised to the hard limit in both processes)");
+    let contenders = ["bare-mt", "listen-ct", "spawn_listen-mt"];
+    let names = |c: &str| match c {
+        "bare-mt" => "bare accept+spawn loop (multi-thread)",
+        "listen-ct" => "staunch listen(10_000) (current-thread)",
+        _ => "staunch spawn_listen(10_000) (multi-thread)",
+    };
+    let rounds = if cfg.quick { 1 } else { 3 };
+    for round in 0..rounds {
+        for c in rotated(&contenders, round) {
+            let server = ChildServer::spawn(
+                "echo",
+                &strings(&["--contender", c, "--handler", "hold", "--max", "10000"]),
+            );
+            let (per, opened) = rt.block_on(load::idle(&server, n));
+            drop(server);
+            println!(
+                "  round {round} {:<45} {per:>7.0} B/conn over {opened} connections",
+                names(c)
+            );
+            if opened < n {
+                rep.notes.push(format!(
+                    "Idle connections: {} opened only {opened} of {n}.",
+                    names(c)
+                ));
+            }
+            rep.add(S, names(c), M, "B/conn", round, per);
+        }
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: M,
+        baseline: Some(names("bare-mt").into()),
+        higher_is_better: false,
+        goal: "<= 1.0 (no more than the bare loop)".into(),
+        paired: true,
+    });
+}
+
+fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "6 reconnecting client";
+    println!("\n== {S}: bulk writes to a sink child; restarts of the sink under a writing client");
+    let dur = cfg.secs(1.0, 0.5);
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds * 2
+    };
+    for round in 0..rounds {
+        for kind in rotated(&client::CLIENTS, round) {
+            let server = ChildServer::spawn("sink", &[]);
+            let rate = rt.block_on(client::throughput(kind, server.port, dur)) / (1024.0 * 1024.0);
+            drop(server);
+            println!("  round {round} throughput {kind:<22} {rate:>8.0} MiB/s");
+            rep.add(S, kind, "bulk write throughput", "MiB/s", round, rate);
+        }
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "bulk write throughput",
+        baseline: Some("bare TcpStream".into()),
+        higher_is_better: true,
+        goal: ">= 0.98".into(),
+        paired: true,
+    });
+    let restarts = if cfg.quick { 4 } else { 20 };
+    for kind in &client::CLIENTS[1..] {
+        let lat = client::restart_latencies(rt, kind, restarts);
+        let ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        let max = ms.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  restart {kind:<22} median {:>6.1} ms, max {max:>6.1} ms over {} restarts",
+            median(&ms),
+            ms.len()
+        );
+        for (i, v) in ms.iter().enumerate() {
+            rep.add(S, kind, "server up → first byte through", "ms", i, *v);
+        }
+        rep.notes.push(format!(
+            "Reconnect, {kind}: worst of {} restarts {max:.1} ms (bound: {} ms backoff + one connect).",
+            ms.len(),
+            client::DELAY.as_millis()
+        ));
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "server up → first byte through",
+        baseline: Some("stubborn-io".into()),
+        higher_is_better: false,
+        goal: "staunch fastest, <= 50 ms backoff + one connect".into(),
+        paired: false,
+    });
+}
+
+fn scenario_micro(cfg: &Config, rep: &mut Report) {
+    const S: &str = "7 combinator overhead";
+    let items: u64 = if cfg.quick { 100_000 } else { 1_000_000 };
+    println!("\n== {S}: synthetic streams of {items} items on a current-thread runtime (see also `cargo bench --bench combinators`)");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let rounds = cfg.rounds.max(3);
+    for (title, short, bare, staunch) in workloads::pairs() {
+        let metric: &'static str = title;
+        for round in 0..rounds {
+            for (who, f) in [("baseline", bare), ("staunch", staunch)] {
+                let t = Instant::now();
+                let sum = rt.block_on(f(items));
+                let ns = t.elapsed().as_nanos() as f64 / items as f64;
+                std::hint::black_box(sum);
+                rep.add(S, who, metric, "ns/item", round, ns);
+            }
+        }
+        let b = rep.median_of(S, metric, "baseline");
+        let s = rep.median_of(S, metric, "staunch");
+        println!("  {short:<16} baseline {b:>6.1} ns/item, staunch {s:>6.1} ns/item");
+        rep.specs.push(Spec {
+            scenario: S,
+            metric,
+            baseline: Some("baseline".into()),
+            higher_is_better: false,
+            goal: "informational".into(),
+            paired: true,
+        });
+    }
+}

@@ -1,0 +1,298 @@
+//! The server side of every scenario: runs in a child process (`compare --role NAME ...`).
+//!
+//! Each role binds 127.0.0.1 (port 0 unless `--port`), prints `READY <port> <open fds>` and
+//! serves until its stdin closes (the parent exits or drops it) or a hard time limit passes.
+
+use std::convert::Infallible;
+use std::io::{self, BufRead};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use staunch::ListenExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::sys;
+
+/// No child lives longer than this, whatever happens to the parent.
+const CHILD_HARD_LIMIT: Duration = Duration::from_secs(900);
+
+/// Options of a child, from its command line.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RoleArgs {
+    pub(crate) contender: String,
+    pub(crate) handler: String,
+    pub(crate) port: u16,
+    pub(crate) nofile: Option<u64>,
+    pub(crate) max: usize,
+    pub(crate) time_limit_ms: u64,
+}
+
+impl RoleArgs {
+    pub(crate) fn parse(args: &[String]) -> RoleArgs {
+        let mut r = RoleArgs {
+            max: 10_000,
+            handler: "echo".into(),
+            ..RoleArgs::default()
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut v = || it.next().cloned().unwrap_or_default();
+            match a.as_str() {
+                "--contender" => r.contender = v(),
+                "--handler" => r.handler = v(),
+                "--port" => r.port = v().parse().unwrap_or(0),
+                "--nofile" => r.nofile = v().parse().ok(),
+                "--max" => r.max = v().parse().unwrap_or(10_000),
+                "--time-limit-ms" => r.time_limit_ms = v().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+pub(crate) fn run(role: &str, args: RoleArgs) {
+    // Raise (or, for the EMFILE storm, lower) the descriptor limit before anything opens one.
+    let limit = sys::set_nofile(args.nofile);
+    if args.nofile.is_some() && Some(limit) != args.nofile {
+        eprintln!("child: could not set RLIMIT_NOFILE to {:?}", args.nofile);
+    }
+    // Commands from the parent; EOF means the parent is gone or done with us.
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The soak child handles its own stdin EOF (it reports before exiting).
+    let exit_on_eof = role != "soak";
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if cmd_tx.send(line).is_err() {
+                break;
+            }
+        }
+        if exit_on_eof {
+            std::process::exit(0);
+        }
+    });
+    std::thread::spawn(|| {
+        std::thread::sleep(CHILD_HARD_LIMIT);
+        eprintln!("child: hard time limit reached, exiting");
+        std::process::exit(3);
+    });
+    let multi =
+        args.contender.ends_with("-mt") || matches!(role, "http" | "emfile" | "sink" | "soak");
+    let rt = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
+    rt.block_on(async move {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port)))
+            .await
+            .expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        println!("READY {port} {}", sys::own_fd_count());
+        match role {
+            "echo" => echo_server(listener, &args).await,
+            "http" => http_server(listener, &args).await,
+            "emfile" => emfile_server(listener, &args).await,
+            "sink" => sink_server(listener).await,
+            "soak" => crate::soak::server(listener, &args, cmd_rx).await,
+            other => panic!("unknown role {other}"),
+        }
+    });
+}
+
+/// Echo until the client closes: one small echo per connection in the churn scenario.
+pub(crate) async fn echo(mut s: TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; 64];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        s.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Greet with one byte (the client is "served"), then hold the connection until the client
+/// closes it: the EMFILE storm and the idle-connections scenario.
+pub(crate) async fn hold(mut s: TcpStream) -> io::Result<()> {
+    s.write_all(b"!").await?;
+    let mut buf = [0u8; 16];
+    while s.read(&mut buf).await? != 0 {}
+    Ok(())
+}
+
+async fn echo_server(listener: TcpListener, args: &RoleArgs) {
+    let hold_handler = args.handler == "hold";
+    match args.contender.as_str() {
+        // The baseline: the loop in every tokio tutorial.
+        "bare-mt" | "bare-ct" => loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    if hold_handler {
+                        tokio::spawn(hold(s));
+                    } else {
+                        tokio::spawn(echo(s));
+                    }
+                }
+                Err(_) => continue,
+            }
+        },
+        "listen-ct" => {
+            let accepts =
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
+            if hold_handler {
+                accepts.map(hold).listen(args.max).await
+            } else {
+                accepts.map(echo).listen(args.max).await
+            }
+        }
+        "spawn_listen-mt" => {
+            let accepts =
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
+            if hold_handler {
+                accepts.map(hold).spawn_listen(args.max).await
+            } else {
+                accepts.map(echo).spawn_listen(args.max).await
+            }
+        }
+        other => panic!("unknown echo contender {other}"),
+    }
+}
+
+async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(
+        b"Hello, World!",
+    ))))
+}
+
+async fn serve_hyper(s: TcpStream) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(s), hyper::service::service_fn(hello))
+        .await
+}
+
+async fn http_server(listener: TcpListener, args: &RoleArgs) {
+    match args.contender.as_str() {
+        // hyper-util's example server: accept, spawn, serve_connection.
+        "hyper-plain" => loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = serve_hyper(s).await;
+            });
+        },
+        "axum" => {
+            let app =
+                axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+            axum::serve(listener, app).await.unwrap();
+        }
+        "hyper-staunch" => {
+            TcpListenerStream::new(listener)
+                .sleep_on_error(Duration::from_millis(100))
+                .map(serve_hyper)
+                .spawn_listen(args.max)
+                .await
+        }
+        other => panic!("unknown http contender {other}"),
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    // axum 0.8.9 src/serve/listener.rs:160 (the same three kinds tk-listen skips).
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn emfile_server(listener: TcpListener, args: &RoleArgs) {
+    match args.contender.as_str() {
+        // tonic's and hyper-util's examples: `Err(_) => continue`.
+        "naive" => loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(hold(s));
+                }
+                Err(_) => continue,
+            }
+        },
+        // axum::serve's accept loop (axum 0.8.9 src/serve/listener.rs:140-158): skip connection
+        // errors, sleep 1 s on anything else.
+        "axum-1s" => loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(hold(s));
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        },
+        // tk-listen's `sleep_on_error(Duration::from_millis(100))`.
+        "fixed-100ms" => loop {
+            match listener.accept().await {
+                Ok((s, _)) => {
+                    tokio::spawn(hold(s));
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        },
+        // staunch's sleep_on_error on its own (no listener to wake it): plain timed backoff.
+        "staunch-unchained" => {
+            let mut accepts = Box::pin(
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100)),
+            );
+            while let Some(s) = accepts.next().await {
+                tokio::spawn(hold(s));
+            }
+        }
+        // The README's server: sleep_on_error(100 ms) chained into spawn_listen (wake on release).
+        "staunch" => {
+            TcpListenerStream::new(listener)
+                .sleep_on_error(Duration::from_millis(100))
+                .map(hold)
+                .spawn_listen(args.max)
+                .await
+        }
+        other => panic!("unknown emfile contender {other}"),
+    }
+}
+
+/// Reads and discards; prints `FIRST` when the first byte of this process's life arrives.
+async fn sink_server(listener: TcpListener) {
+    let first = std::sync::Arc::new(std::sync::Once::new());
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let first = first.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => first.call_once(|| println!("FIRST")),
+                }
+            }
+        });
+    }
+}
