@@ -50,6 +50,11 @@ impl<C: Connect> Builder<C> {
     /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
     /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
     /// The policy starts over (from a clone of the one given) after every successful connection.
+    ///
+    /// The built-in policies reject a zero delay. A policy of your own may yield
+    /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
+    /// 1 ms tick, so a connector that fails at once is tried about a thousand times a second. That
+    /// is not a CPU busy loop, but it hammers the server: use a real backoff.
     pub fn policy<P>(mut self, policy: P) -> Self
     where
         P: Iterator<Item = Duration> + Clone + Send + 'static,
@@ -60,7 +65,16 @@ impl<C: Connect> Builder<C> {
 
     /// Fail a connection attempt that has not completed after `timeout` (with
     /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+    #[track_caller]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "Builder::connect_timeout: the timeout must be greater than zero"
+        );
         self.connect_timeout = Some(timeout);
         self
     }
@@ -70,7 +84,16 @@ impl<C: Connect> Builder<C> {
     /// no data, and restarts after every byte received. This is how a half-open connection (a
     /// peer that vanished without a FIN or RST) is noticed at the application's pace; TCP
     /// keepalive on [`TcpConnector`](super::TcpConnector) notices it at the kernel's.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: every read that has to wait would drop its connection.
+    #[track_caller]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "Builder::idle_timeout: the timeout must be greater than zero"
+        );
         self.idle_timeout = Some(timeout);
         self
     }
@@ -137,6 +160,13 @@ impl<C: Connect> Builder<C> {
     /// An async hook run on every new connection before any user I/O touches it: it gets the
     /// connection by value and hands it back (after a handshake or authentication, say). An error
     /// counts as a failed attempt ([`Reason::HandshakeFailed`](super::Reason::HandshakeFailed)).
+    ///
+    /// By value rather than `&mut`: the hook's future runs inside the adapter across many polls
+    /// (and survives a dropped read or write future), so it cannot borrow a connection the adapter
+    /// also holds; owning it is what lets the future be `'static`. It is also strictly more
+    /// capable than `&mut`: the hook may hand back the same connection after a handshake, or a
+    /// different one of the same type, and it sees the connection before the adapter counts a
+    /// single byte. Dropping it and returning an error discards the attempt.
     ///
     /// # Examples
     ///
@@ -215,9 +245,70 @@ impl<C: Connect> Builder<C> {
     }
 
     /// Build the adapter. Nothing is connected yet: the first operation (or
-    /// [`Reconnecting::wait_connected`]) starts connecting.
+    /// [`Reconnecting::wait_connected`]) starts connecting. To start connecting at once, see
+    /// [`build_and_connect_in_background`](Self::build_and_connect_in_background).
     pub fn build(self) -> Reconnecting<C> {
         Reconnecting::from_builder(self)
+    }
+
+    /// Build the adapter and start the first connection attempt at once, in a task spawned on
+    /// the current tokio runtime: this returns without waiting (the non-blocking start of
+    /// stubborn-io#34), and by the time the program first reads or writes, the connection is
+    /// usually there already.
+    ///
+    /// Only the connector's future runs in the task. The adapter takes up its result on its first
+    /// operation (or [`Reconnecting::wait_connected`]), and everything after that works as with
+    /// [`build`](Self::build): the [`on_connect`](Self::on_connect) hook runs then, and so do the
+    /// `on_disconnect` hook, the backoff and the next attempts if the first one failed. The state
+    /// is [`Connecting { attempt: 1 }`](super::ConnState::Connecting) from the start and stays
+    /// so until the result is taken up. The [`connect_timeout`](Self::connect_timeout) counts from
+    /// here; an attempt that is given up (timeout, cancellation, `shutdown()`, or the adapter
+    /// dropped) is aborted, so its connection is not left open. If the connector panics in the
+    /// task, the panic is resumed in the operation that takes up the result.
+    ///
+    /// To run the whole first connect in the background, hooks and retries included, spawn
+    /// [`Reconnecting::wait_connected`] instead (see its example).
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::reconnect::{ConnState, Reconnecting};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let (peers_tx, _peers) = tokio::sync::mpsc::unbounded_channel();
+    /// let connector = move || {
+    ///     let peers_tx = peers_tx.clone();
+    ///     async move {
+    ///         tokio::time::sleep(Duration::from_millis(300)).await; // a slow network, say
+    ///         let (client, server) = tokio::io::duplex(64);
+    ///         let _ = peers_tx.send(server);
+    ///         Ok(client)
+    ///     }
+    /// };
+    /// let mut conn = Reconnecting::builder(connector).build_and_connect_in_background();
+    /// assert!(matches!(conn.state(), ConnState::Connecting { attempt: 1 }));
+    /// tokio::time::sleep(Duration::from_secs(1)).await; // other start-up work
+    /// let before = tokio::time::Instant::now();
+    /// conn.write_all(b"hello").await?; // no wait: the connection was made meanwhile
+    /// assert_eq!(before.elapsed(), Duration::ZERO);
+    /// assert_eq!(conn.generation(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn build_and_connect_in_background(self) -> Reconnecting<C>
+    where
+        C::Future: Send + 'static,
+        C::Io: Send + 'static,
+    {
+        Reconnecting::from_builder_connecting(self)
     }
 }
 

@@ -7,9 +7,10 @@ use std::task::{ready, Context, Poll};
 
 use super::Connect;
 
-/// Failover between connectors: each attempt uses the current one; a failed attempt moves on to
-/// the next (wrapping around), a successful one stays, so the next reconnect tries the target that
-/// worked last first.
+/// Failover between connectors: each attempt uses the current one; an attempt that fails, or
+/// that is abandoned before it completes (a [connect timeout](super::Builder::connect_timeout)
+/// drops it), moves on to the next (wrapping around); a successful one stays, so the next
+/// reconnect tries the target that worked last first.
 ///
 /// # Examples
 ///
@@ -48,7 +49,8 @@ impl<C> Failover<C> {
         }
     }
 
-    /// The index of the connector the next attempt uses.
+    /// The index of the connector the next attempt uses (while an attempt is in progress, the one
+    /// after it: the attempt has not succeeded yet).
     pub fn current(&self) -> usize {
         self.current.load(Ordering::Relaxed) % self.connectors.len()
     }
@@ -65,6 +67,10 @@ impl<C: Connect> Connect for Failover<C> {
 
     fn connect(&mut self) -> Self::Future {
         let index = self.current();
+        // Move on now: an attempt that never completes (dropped by a timeout) must count as a
+        // failure too. A success moves back to `index`.
+        self.current
+            .store((index + 1) % self.connectors.len(), Ordering::Relaxed);
         FailoverFuture {
             inner: self.connectors[index].connect(),
             index,
@@ -96,12 +102,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        if result.is_err() {
+        if result.is_ok() {
+            // Stay with the target that worked, unless another attempt has moved on since.
             let next = (*this.index + 1) % *this.len;
-            // Only move on if no one else has in the meantime.
             let _ = this.current.compare_exchange(
-                *this.index,
                 next,
+                *this.index,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );

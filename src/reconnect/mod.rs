@@ -23,7 +23,7 @@
 //! | write while there is no connection | waits (`Pending`) for a new connection, accepting nothing meanwhile | – |
 //! | `Ok(n)` from a write | `n` bytes were accepted by the live connection; there is no mode that returns `Ok` for dropped bytes | – |
 //! | read fails, or the connection is lost under a reader | the reader gets the [`Disconnected`] error once (its boundary signal), then bytes of the new connection only; [`Reconnecting::generation`] and [`watch`](Reconnecting::watch) say which connection | [`ReadMode::Splice`]: reads go on from the next connection with no marker (io-tether) |
-//! | split halves | a loss seen by one half is reported to the other on its next operation, if it had used that connection | – |
+//! | split halves | a loss seen by one half is reported to the other on its next operation (a write, flush or `shutdown()` for the writer), if it had used that connection; both halves are woken when a reconnect completes | – |
 //! | peer closes (read returns 0 bytes) | end of stream, no reconnect; writes may go on (half-close) | [`EofPolicy::Reconnect`] |
 //! | read into a full buffer | `Ok` with nothing read, which is not end of stream | – |
 //! | local `shutdown()` | shuts the write side; never starts a reconnect; after it, a lost connection is not replaced and writes fail with `BrokenPipe` | – |
@@ -36,7 +36,10 @@
 //! [`crate::backoff`]); it starts over after each successful connection. Hooks:
 //! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, or give up) and
 //! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
-//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future.
+//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future. A non-blocking
+//! start: [`build`](Builder::build) never waits, and
+//! [`build_and_connect_in_background`](Builder::build_and_connect_in_background) also starts the
+//! first attempt at once in a task.
 //!
 //! # `RetryLoop`: connect, run a session, retry
 //!

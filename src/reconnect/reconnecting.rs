@@ -3,7 +3,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context as TaskContext, Poll};
+use std::task::{ready, Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +22,9 @@ use super::{
 /// retried, what is reported and what can be lost.
 ///
 /// Build one with [`Reconnecting::new`] or [`Reconnecting::builder`]; building never waits, the
-/// first operation starts connecting. `Reconnecting` is `Unpin`, `Send` when the connector, its
+/// first operation starts connecting (or, with
+/// [`build_and_connect_in_background`](Builder::build_and_connect_in_background), a task starts
+/// the first attempt at once). `Reconnecting` is `Unpin`, `Send` when the connector, its
 /// future and the connection are `Send`, and `Sync` under the same condition (the state is only
 /// ever reached through `&mut self`).
 ///
@@ -101,6 +103,46 @@ struct Inner<C: Connect> {
     write_gen: u64,
     write_shut: bool,
     idle: Option<Pin<Box<Sleep>>>,
+    /// The tasks waiting for the reconnect, one per direction (split halves poll from two tasks).
+    waiters: Arc<Waiters>,
+    /// Wakes every waiter; the reconnect's futures and sleeps are polled with it.
+    waker: Waker,
+}
+
+/// The last waker of each direction. Futures keep only the last waker they were polled with, so
+/// with split halves the reconnect's futures are polled with a waker that wakes both.
+#[derive(Default)]
+struct Waiters {
+    read: Mutex<Option<Waker>>,
+    write: Mutex<Option<Waker>>,
+}
+
+impl Waiters {
+    fn register(&self, half: Half, waker: &Waker) {
+        let slot = match half {
+            Half::Read => &self.read,
+            Half::Write => &self.write,
+        };
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        for slot in [&self.read, &self.write] {
+            let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
 }
 
 // Nothing is ever pinned in place: the connector is only used through `&mut`, the futures and
@@ -112,11 +154,43 @@ enum State<C: Connect> {
     Failed(Reason),
     Hook(BoxFuture<Action>, Reason),
     Backoff(Pin<Box<Sleep>>),
-    Connecting(Pin<Box<C::Future>>, Option<Pin<Box<Sleep>>>),
+    Connecting(Attempt<C>, Option<Pin<Box<Sleep>>>),
     Handshake(BoxFuture<io::Result<C::Io>>),
     Connected(C::Io),
     Exhausted(GaveUp),
     Closed,
+}
+
+/// One connection attempt: polled in place, or (the first attempt of
+/// [`Builder::build_and_connect_in_background`]) running in a task of its own.
+enum Attempt<C: Connect> {
+    Local(Pin<Box<C::Future>>),
+    Spawned(AbortOnDrop<io::Result<C::Io>>),
+}
+
+impl<C: Connect> Attempt<C> {
+    fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<C::Io>> {
+        match self {
+            Attempt::Local(fut) => fut.as_mut().poll(cx),
+            Attempt::Spawned(task) => match ready!(Pin::new(&mut task.0).poll(cx)) {
+                Ok(result) => Poll::Ready(result),
+                // The connector panicked in the task: panic here, as it would have in place.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The runtime is shutting down.
+                Err(e) => Poll::Ready(Err(io::Error::other(e))),
+            },
+        }
+    }
+}
+
+/// A spawned attempt is aborted when the adapter drops it (a timeout, a cancellation, a
+/// shutdown, or the adapter itself being dropped), so no connection is left open behind it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<C: Connect> State<C> {
@@ -165,7 +239,10 @@ impl<C: Connect> Reconnecting<C> {
 
     pub(crate) fn from_builder(b: Builder<C>) -> Self {
         let (tx, _) = watch::channel(ConnState::Idle);
+        let waiters = Arc::new(Waiters::default());
         let inner = Inner {
+            waker: Waker::from(Arc::clone(&waiters)),
+            waiters,
             connector: b.connector,
             state: State::Idle,
             policy: b.policy.fresh(),
@@ -195,6 +272,19 @@ impl<C: Connect> Reconnecting<C> {
             inner: Mutex::new(inner),
             tx,
         }
+    }
+
+    #[track_caller]
+    pub(crate) fn from_builder_connecting(b: Builder<C>) -> Self
+    where
+        C::Future: Send + 'static,
+        C::Io: Send + 'static,
+    {
+        let mut this = Self::from_builder(b);
+        let (inner, tx) = this.split_mut();
+        let task = tokio::spawn(inner.connector.connect());
+        inner.begin_attempt(Attempt::Spawned(AbortOnDrop(task)), tx);
+        this
     }
 
     /// A receiver of the state: every transition is published. Subscribing does not drive the
@@ -273,7 +363,9 @@ impl<C: Connect> Reconnecting<C> {
     pub async fn wait_connected(&mut self) -> io::Result<u64> {
         std::future::poll_fn(|cx| {
             let (inner, tx) = self.split_mut();
-            inner.poll_connected(cx, tx).map_ok(|()| inner.generation)
+            inner
+                .poll_connected(cx, Half::Write, tx)
+                .map_ok(|()| inner.generation)
         })
         .await
     }
@@ -395,11 +487,24 @@ impl<C: Connect> Inner<C> {
     }
 
     /// Drive the state machine until there is a live connection, or a terminal state.
+    ///
+    /// `cx`'s waker is registered for `half`; the reconnect's futures are polled with a waker that
+    /// wakes the last task of each half, so neither split half misses the end of a reconnect that
+    /// the other drove.
     fn poll_connected(
         &mut self,
         cx: &mut TaskContext<'_>,
+        half: Half,
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
+        if !matches!(
+            self.state,
+            State::Connected(_) | State::Exhausted(_) | State::Closed
+        ) {
+            self.waiters.register(half, cx.waker());
+        }
+        let waker = self.waker.clone();
+        let cx = &mut TaskContext::from_waker(&waker);
         loop {
             let busy = !matches!(
                 self.state,
@@ -427,7 +532,7 @@ impl<C: Connect> Inner<C> {
                     ready!(sleep.as_mut().poll(cx));
                     Step::Connect
                 }
-                State::Connecting(fut, timeout) => match fut.as_mut().poll(cx) {
+                State::Connecting(attempt, timeout) => match attempt.poll(cx) {
                     Poll::Ready(Ok(io)) => Step::Opened(io),
                     Poll::Ready(Err(e)) => Step::AttemptFailed(Reason::ConnectFailed(Arc::new(e))),
                     Poll::Pending => match timeout {
@@ -449,28 +554,33 @@ impl<C: Connect> Inner<C> {
         }
     }
 
+    /// Count, publish and start the timeout of a new attempt.
+    fn begin_attempt(&mut self, attempt: Attempt<C>, tx: &watch::Sender<ConnState>) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.total_attempts += 1;
+        self.outage_start.get_or_insert_with(Instant::now);
+        log_event!(
+            debug,
+            attempt = self.attempt,
+            "staunch::reconnect: connecting"
+        );
+        publish(
+            tx,
+            ConnState::Connecting {
+                attempt: self.attempt,
+            },
+        );
+        let timeout = self
+            .connect_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t)));
+        self.state = State::Connecting(attempt, timeout);
+    }
+
     fn step(&mut self, step: Step<C::Io>, tx: &watch::Sender<ConnState>) {
         match step {
             Step::Connect => {
-                self.attempt = self.attempt.saturating_add(1);
-                self.total_attempts += 1;
-                self.outage_start.get_or_insert_with(Instant::now);
-                log_event!(
-                    debug,
-                    attempt = self.attempt,
-                    "staunch::reconnect: connecting"
-                );
-                publish(
-                    tx,
-                    ConnState::Connecting {
-                        attempt: self.attempt,
-                    },
-                );
-                let fut = Box::pin(self.connector.connect());
-                let timeout = self
-                    .connect_timeout
-                    .map(|t| Box::pin(tokio::time::sleep(t)));
-                self.state = State::Connecting(fut, timeout);
+                let attempt = Attempt::Local(Box::pin(self.connector.connect()));
+                self.begin_attempt(attempt, tx);
             }
             Step::Disconnected(reason) => {
                 let ctx = self.context(Some(reason.clone()), self.generation);
@@ -565,7 +675,7 @@ where
             if matches!(self.state, State::Closed) {
                 return Poll::Ready(Ok(()));
             }
-            ready!(self.poll_connected(cx, tx))?;
+            ready!(self.poll_connected(cx, Half::Read, tx))?;
             self.read_gen = self.generation;
             let State::Connected(io) = &mut self.state else {
                 unreachable!("poll_connected returned Ok")
@@ -620,7 +730,7 @@ where
                     return Poll::Ready(Err(e));
                 }
             }
-            ready!(self.poll_connected(cx, tx))?;
+            ready!(self.poll_connected(cx, Half::Write, tx))?;
             self.write_gen = self.generation;
             let State::Connected(io) = &mut self.state else {
                 unreachable!("poll_connected returned Ok")
@@ -676,6 +786,14 @@ where
         cx: &mut TaskContext<'_>,
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
+        // Like a flush, a shutdown is where a writer learns that bytes it wrote were lost.
+        if self.write_mode == WriteMode::Report {
+            if let Some(e) = self.take_boundary(Half::Write) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        // After a give-up every operation keeps failing with the give-up error.
+        self.check_exhausted()?;
         self.write_shut = true;
         match &mut self.state {
             State::Connected(io) => {

@@ -106,7 +106,16 @@ impl<C: Connect, E> RetryLoop<C, E> {
     }
 
     /// Fail a connection attempt that takes longer than `timeout` (with `TimedOut`, retryable).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+    #[track_caller]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "RetryLoop::connect_timeout: the timeout must be greater than zero"
+        );
         self.connect_timeout = Some(timeout);
         self
     }
@@ -125,7 +134,9 @@ impl<C: Connect, E> RetryLoop<C, E> {
     }
 
     /// Called before each wait with the [`RetryContext`] (attempt, reason, elapsed time, error,
-    /// the policy's proposed delay); returns the delay to use, or `None` to give up.
+    /// the policy's proposed delay); returns the delay to use, or `None` to give up. A zero delay
+    /// still goes through tokio's timer (about 1 ms); it is not a busy loop, but it is no backoff
+    /// either.
     pub fn on_delay<F>(mut self, callback: F) -> Self
     where
         F: FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send + 'static,

@@ -70,14 +70,33 @@ impl TcpConnector {
     }
 
     /// Turn TCP keepalive on: the first probe is sent after the connection was idle for `time`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `time` is under one second: the kernel counts in whole seconds and rejects 0,
+    /// which would make every connection attempt fail.
+    #[track_caller]
     pub fn keepalive(mut self, time: Duration) -> Self {
+        assert!(
+            time >= Duration::from_secs(1),
+            "TcpConnector::keepalive: the idle time must be at least 1 s"
+        );
         self.keepalive = Some(time);
         self
     }
 
     /// Time between keepalive probes (Linux, Android, macOS, iOS, FreeBSD, NetBSD; ignored
     /// elsewhere). Only used with [`keepalive`](Self::keepalive).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `interval` is under one second (see [`keepalive`](Self::keepalive)).
+    #[track_caller]
     pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        assert!(
+            interval >= Duration::from_secs(1),
+            "TcpConnector::keepalive_interval: the interval must be at least 1 s"
+        );
         self.keepalive_interval = Some(interval);
         self
     }
@@ -85,7 +104,16 @@ impl TcpConnector {
     /// Unanswered probes before the kernel drops the connection (same platforms as
     /// [`keepalive_interval`](Self::keepalive_interval)). Only used with
     /// [`keepalive`](Self::keepalive).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `retries` is zero (the kernel rejects it).
+    #[track_caller]
     pub fn keepalive_retries(mut self, retries: u32) -> Self {
+        assert!(
+            retries > 0,
+            "TcpConnector::keepalive_retries: at least one probe is needed"
+        );
         self.keepalive_retries = Some(retries);
         self
     }
