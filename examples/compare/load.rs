@@ -17,16 +17,27 @@ pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Connect, one 8-byte echo, close; `concurrency` loops for `warmup + measure`. Returns
-/// (connections per second during `measure`, client errors, server CPU microseconds per
-/// connection during `measure` — the server is process `pid`).
+/// One accept-churn run.
+pub(crate) struct Churn {
+    /// Connections per second during `measure`.
+    pub(crate) rate: f64,
+    /// Client errors (connect, echo or 2 s timeout), warm-up included.
+    pub(crate) errors: u64,
+    /// Server CPU microseconds per connection during `measure`.
+    pub(crate) cpu_us: f64,
+    /// Connections that completed their echo, warm-up included.
+    pub(crate) completed: u64,
+}
+
+/// Connect, one 8-byte echo, close; `concurrency` loops for `warmup + measure` against the
+/// server process `pid`.
 pub(crate) async fn churn(
     port: u16,
     pid: u32,
     concurrency: usize,
     warmup: Duration,
     measure: Duration,
-) -> (f64, u64, f64) {
+) -> Churn {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -57,12 +68,12 @@ pub(crate) async fn churn(
     for t in tasks {
         let _ = t.await;
     }
-    let cpu_us = (ns1 - ns0) as f64 / 1000.0 / (c1 - c0).max(1) as f64;
-    (
-        (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
-        errors.load(Relaxed),
-        cpu_us,
-    )
+    Churn {
+        rate: (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
+        errors: errors.load(Relaxed),
+        cpu_us: (ns1 - ns0) as f64 / 1000.0 / (c1 - c0).max(1) as f64,
+        completed: done.load(Relaxed),
+    }
 }
 
 /// One EMFILE storm against a server child whose descriptor limit is `nofile`.

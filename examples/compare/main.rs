@@ -6,6 +6,9 @@
 //! cargo run --release --example compare -- --soak  # 1,000,000 connections through spawn_listen
 //! ```
 //!
+//! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
+//! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`).
+//!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--out DIR` (default `docs/perf`,
 //! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
 //! `--soak-connections N`. Servers run in child processes (this binary re-executed with
@@ -140,6 +143,9 @@ fn main() {
     if cfg.wants(7) {
         scenario_micro(&cfg, &mut rep);
     }
+    if cfg.wants(8) {
+        scenario_reuseport(&cfg, &mut rep);
+    }
 
     let table = rep.table();
     let footer = format!(
@@ -188,6 +194,12 @@ fn main() {
             "2 HTTP (hyper)",
             "requests per second, keep-alive",
             "HTTP keep-alive: requests/s relative to hyper-util's plain loop",
+        ),
+        (
+            "reuseport_ratio",
+            "8 SO_REUSEPORT",
+            "connections per second",
+            "Accept churn, one loop per core (SO_REUSEPORT): connections/s relative to one loop",
         ),
         (
             "http_close_ratio",
@@ -267,7 +279,12 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
     for round in 0..rounds {
         for c in rotated(&contenders, round) {
             let server = ChildServer::spawn("echo", &strings(&["--contender", c]));
-            let (rate, errors, cpu_us) = rt.block_on(load::churn(
+            let load::Churn {
+                rate,
+                errors,
+                cpu_us,
+                ..
+            } = rt.block_on(load::churn(
                 server.port,
                 server.pid,
                 32,
@@ -310,6 +327,160 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
     rep.notes.push(format!(
         "Accept churn, same runtime flavour: staunch listen (current-thread) / bare loop (current-thread) = {l:.3}."
     ));
+}
+
+/// Scenario 8: scenario 1's churn against one accept loop, one loop per CPU with `SO_REUSEPORT`
+/// (stats merged with `Stats::merged`), and `spawn_listen` on a multi-thread runtime.
+fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
+    const S: &str = "8 SO_REUSEPORT";
+    const M: &str = "connections per second";
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // As scenario 1 on 2 CPUs (2 client workers, 32 loops); more of both with more cores, so
+    // the load generator is not what caps N accept loops.
+    let workers = n.max(2);
+    let concurrency = (16 * n).max(32);
+    println!(
+        "\n== {S}: scenario 1's churn, {concurrency} client loops on {workers} threads; {n} accept loops vs one"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap();
+    let contenders = ["single-ct", "reuseport-ct", "spawn_listen-mt"];
+    let names: Vec<(&str, String)> = vec![
+        (
+            "single-ct",
+            "one accept loop: listen(10_000) (current-thread)".into(),
+        ),
+        (
+            "reuseport-ct",
+            format!("{n} accept loops, SO_REUSEPORT: listen(10_000) × {n} (current-thread each)"),
+        ),
+        (
+            "spawn_listen-mt",
+            format!("one accept loop: spawn_listen(10_000) (multi-thread, {n} workers)"),
+        ),
+    ];
+    let name = |c: &str| names.iter().find(|(k, _)| *k == c).unwrap().1.clone();
+    let rounds = if cfg.quick {
+        cfg.rounds
+    } else {
+        cfg.rounds * 2
+    };
+    let mut mismatches = Vec::new();
+    let mut spread = Vec::new();
+    let (mut exact, mut client_errors) = (0, 0);
+    for round in 0..rounds {
+        for c in rotated(&contenders, round) {
+            let mut server = ChildServer::spawn(
+                "reuseport",
+                &strings(&["--contender", c, "--threads", &n.to_string()]),
+            );
+            let run = rt.block_on(load::churn(
+                server.port,
+                server.pid,
+                concurrency,
+                cfg.secs(0.3, 0.2),
+                cfg.secs(1.5, 0.6),
+            ));
+            server.command("stats");
+            let stats = server
+                .expect_line("STATS", Duration::from_secs(5))
+                .map(|(_, l)| l)
+                .unwrap_or_default();
+            drop(server);
+            let field = |k: &str| -> Option<u64> {
+                stats
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+            };
+            let per_loop = stats
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("per_loop="))
+                .unwrap_or("?")
+                .to_string();
+            // Every client connection that completed its echo was accepted, started and
+            // finished by exactly one loop; a client error may or may not have reached a loop.
+            let (done, errs) = (run.completed, run.errors);
+            client_errors += errs;
+            let ok = match (
+                field("accepted"),
+                field("connections"),
+                field("finished"),
+                field("active"),
+            ) {
+                (Some(a), Some(conns), Some(f), Some(0)) => {
+                    exact += usize::from(a == done && conns == done && f == done);
+                    a == conns && (done..=done + errs).contains(&conns) && f <= conns && f >= done
+                }
+                _ => false,
+            };
+            if !ok {
+                mismatches.push(format!(
+                    "round {round} {c}: clients completed {done} (+{errs} errors), server `{stats}`"
+                ));
+            }
+            if c == "reuseport-ct" {
+                spread.push(per_loop.clone());
+            }
+            println!(
+                "  round {round} {:<68} {:>9.0} conn/s, server CPU {:>5.1} µs/conn  ({errs} client errors; merged stats {} clients: {}, per loop {per_loop})",
+                name(c),
+                run.rate,
+                run.cpu_us,
+                if ok { "match" } else { "DO NOT match" },
+                field("connections").map_or("?".into(), |v| v.to_string()),
+            );
+            rep.add(S, &name(c), M, "conn/s", round, run.rate);
+            rep.add(
+                S,
+                &name(c),
+                "server CPU per connection",
+                "µs",
+                round,
+                run.cpu_us,
+            );
+        }
+    }
+    for (metric, higher, goal) in [
+        (M, true, "informational: > 1 needs spare cores"),
+        ("server CPU per connection", false, "informational"),
+    ] {
+        rep.specs.push(Spec {
+            scenario: S,
+            metric,
+            baseline: Some(name("single-ct")),
+            higher_is_better: higher,
+            goal: goal.into(),
+            paired: true,
+        });
+    }
+    if mismatches.is_empty() {
+        rep.notes.push(format!(
+            "SO_REUSEPORT: in all {} runs (every contender, every round) the merged server counters matched the clients, active 0 at the end: accepted = connections = finished = clients that completed their echo{}. Connections per loop ({n} loops), per round: {}.",
+            rounds * contenders.len(),
+            if exact == rounds * contenders.len() {
+                String::new()
+            } else {
+                format!(
+                    " in {exact} runs, the others within the {client_errors} client errors"
+                )
+            },
+            spread.join(", ")
+        ));
+    } else {
+        for m in &mismatches {
+            eprintln!("  merged stats mismatch: {m}");
+        }
+        rep.notes.push(format!(
+            "SO_REUSEPORT: merged counters did NOT match the clients in {} of {} runs: {}",
+            mismatches.len(),
+            rounds * contenders.len(),
+            mismatches.join("; ")
+        ));
+    }
 }
 
 fn wrk_available() -> bool {

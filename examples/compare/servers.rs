@@ -15,9 +15,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use staunch::ListenExt;
+use staunch::{ListenExt, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::sys;
@@ -34,6 +35,8 @@ pub(crate) struct RoleArgs {
     pub(crate) nofile: Option<u64>,
     pub(crate) max: usize,
     pub(crate) time_limit_ms: u64,
+    /// Scenario 8: accept loops (`SO_REUSEPORT`) or runtime workers.
+    pub(crate) threads: usize,
 }
 
 impl RoleArgs {
@@ -53,6 +56,7 @@ impl RoleArgs {
                 "--nofile" => r.nofile = v().parse().ok(),
                 "--max" => r.max = v().parse().unwrap_or(10_000),
                 "--time-limit-ms" => r.time_limit_ms = v().parse().unwrap_or(0),
+                "--threads" => r.threads = v().parse().unwrap_or(1),
                 _ => {}
             }
         }
@@ -86,6 +90,10 @@ pub(crate) fn run(role: &str, args: RoleArgs) {
         eprintln!("child: hard time limit reached, exiting");
         std::process::exit(3);
     });
+    if role == "reuseport" {
+        reuseport_server(&args, cmd_rx);
+        return;
+    }
     let multi =
         args.contender.ends_with("-mt") || matches!(role, "http" | "emfile" | "sink" | "soak");
     let rt = if multi {
@@ -294,5 +302,104 @@ async fn sink_server(listener: TcpListener) {
                 }
             }
         });
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Scenario 8: the same `sleep_on_error(100 ms).map(echo).listen(max)` chain on one accept loop
+/// (`single-ct`), on one loop per thread with its own `SO_REUSEPORT` socket (`reuseport-ct`), and
+/// `spawn_listen(max)` on a multi-thread runtime (`spawn_listen-mt`); `--threads N` for the last
+/// two. A `stats` command prints the counters (merged over the loops) once no connection is
+/// left running.
+fn reuseport_server(args: &RoleArgs, cmds: UnboundedReceiver<String>) {
+    let n = args.threads.max(1);
+    let local = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let max = args.max;
+    let backoff = Duration::from_millis(100);
+    match args.contender.as_str() {
+        "single-ct" => current_thread().block_on(async move {
+            let listener = TcpListener::bind(local).await.expect("bind 127.0.0.1");
+            println!(
+                "READY {} {}",
+                listener.local_addr().unwrap().port(),
+                sys::own_fd_count()
+            );
+            let server = TcpListenerStream::new(listener)
+                .sleep_on_error(backoff)
+                .map(echo)
+                .listen(max);
+            tokio::spawn(answer_stats(vec![server.stats()], cmds));
+            server.await
+        }),
+        "spawn_listen-mt" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async move {
+                let listener = TcpListener::bind(local).await.expect("bind 127.0.0.1");
+                println!(
+                    "READY {} {}",
+                    listener.local_addr().unwrap().port(),
+                    sys::own_fd_count()
+                );
+                let server = TcpListenerStream::new(listener)
+                    .sleep_on_error(backoff)
+                    .map(echo)
+                    .spawn_listen(max);
+                tokio::spawn(answer_stats(vec![server.stats()], cmds));
+                server.await
+            }),
+        "reuseport-ct" => {
+            let listeners = staunch::bind_reuseport(local, n).expect("bind_reuseport 127.0.0.1");
+            let port = listeners[0].local_addr().unwrap().port();
+            let (tx, rx) = std::sync::mpsc::channel();
+            for listener in listeners {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    current_thread().block_on(async move {
+                        let listener = TcpListener::from_std(listener).expect("register listener");
+                        let server = TcpListenerStream::new(listener)
+                            .sleep_on_error(backoff)
+                            .map(echo)
+                            .listen(max);
+                        let _ = tx.send(server.stats());
+                        server.await
+                    })
+                });
+            }
+            drop(tx);
+            let per_loop: Vec<Stats> = rx.iter().take(n).collect();
+            assert_eq!(per_loop.len(), n, "an accept loop failed to start");
+            println!("READY {port} {}", sys::own_fd_count());
+            current_thread().block_on(answer_stats(per_loop, cmds));
+        }
+        other => panic!("unknown reuseport contender {other}"),
+    }
+}
+
+/// On `stats`: wait (at most 2 s) until no connection is running, then print
+/// `STATS <merged snapshot> per_loop=<connections of each loop, />`.
+async fn answer_stats(per_loop: Vec<Stats>, mut cmds: UnboundedReceiver<String>) {
+    let all = Stats::merged(per_loop.iter().cloned());
+    while let Some(line) = cmds.recv().await {
+        if line != "stats" {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while all.snapshot().active > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let loops: Vec<String> = per_loop
+            .iter()
+            .map(|s| s.snapshot().connections.to_string())
+            .collect();
+        println!("STATS {} per_loop={}", all.snapshot(), loops.join("/"));
     }
 }
