@@ -9,7 +9,6 @@
 //! Talk to it with `nc 127.0.0.1 8080`; stop it with Ctrl-C (or SIGTERM): it stops accepting,
 //! gives open connections a few seconds to finish, and prints what happened.
 
-use std::future::Future;
 use std::io::IsTerminal as _;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -21,6 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
+
+#[path = "shared/shutdown_signal.rs"]
+mod shutdown_signal;
+use shutdown_signal::shutdown_signal;
 
 /// A client that sends nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,29 +80,4 @@ async fn main() -> anyhow::Result<()> {
 
     println!("{report}");
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM. The handlers are installed here, before the server announces
-/// itself, so a signal sent right after "listening on" cannot kill the process by default action.
-/// (`tokio::signal::ctrl_c()` would install its handler only when first polled.)
-fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            ctrl_c.recv().await;
-        })
-    }
 }

@@ -11,7 +11,6 @@
 //! Stop it with Ctrl-C (or SIGTERM).
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::IsTerminal as _;
 use std::pin::pin;
 use std::time::Duration;
@@ -29,6 +28,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
+
+#[path = "shared/shutdown_signal.rs"]
+mod shutdown_signal;
+use shutdown_signal::shutdown_signal;
 
 /// After Ctrl-C, open connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(10);
@@ -113,28 +116,4 @@ async fn main() -> anyhow::Result<()> {
 
     println!("{report}");
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM. The handlers are installed here, before the server announces
-/// itself, so a signal sent right after "listening on" cannot kill the process by default action.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            ctrl_c.recv().await;
-        })
-    }
 }

@@ -15,7 +15,6 @@
 //!
 //! Stop it with Ctrl-C (or SIGTERM).
 
-use std::future::Future;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
@@ -25,6 +24,10 @@ use staunch::ListenExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
+
+#[path = "shared/shutdown_signal.rs"]
+mod shutdown_signal;
+use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
@@ -84,28 +87,4 @@ fn main() -> anyhow::Result<()> {
         );
         Ok(())
     })
-}
-
-/// Completes on Ctrl-C or SIGTERM. Installed before the server announces itself, so a signal
-/// sent right after "listening on" cannot kill the process by default action.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            ctrl_c.recv().await;
-        })
-    }
 }

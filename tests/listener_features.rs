@@ -259,3 +259,42 @@ async fn setup_sockets_applies_options_and_skips_failures() {
     assert_eq!((s.connection_errors, s.backoffs, s.accepted), (1, 0, 1));
     server.abort();
 }
+
+#[tokio::test]
+async fn the_chain_serves_ipv6_loopback_and_bind_many_mixes_families() {
+    // Skip (with a note) where the machine has no IPv6 loopback.
+    let Ok(v6) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("no ::1 on this machine; skipped");
+        return;
+    };
+    let v6_addr = v6.local_addr().unwrap();
+    let server = tokio::spawn(
+        TcpListenerStream::new(v6)
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(10),
+    );
+    let mut c = TcpStream::connect(v6_addr).await.unwrap();
+    round_trip(&mut c, b"over ::1").await;
+    server.abort();
+
+    // One stream over both families on the same port number (IPV6_V6ONLY keeps them apart).
+    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let port = handle.bound()[0].port();
+    handle.set([
+        addr("127.0.0.1:0"),
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port)),
+    ]);
+    assert_eq!(handle.bound().len(), 2, "{:?}", handle.status());
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(echo)
+            .listen(10),
+    );
+    let mut a = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut b = TcpStream::connect(("::1", port)).await.unwrap();
+    round_trip(&mut a, b"v4").await;
+    round_trip(&mut b, b"v6").await;
+    server.abort();
+}

@@ -21,7 +21,6 @@
 
 mod greeter;
 
-use std::future::Future;
 use std::io::IsTerminal as _;
 use std::pin::pin;
 use std::time::Duration;
@@ -38,6 +37,10 @@ use tonic::service::Routes;
 use tracing_subscriber::EnvFilter;
 
 use crate::greeter::GreeterServer;
+
+#[path = "../shared/shutdown_signal.rs"]
+mod shutdown_signal;
+use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(10);
@@ -121,28 +124,4 @@ async fn serve(
         () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
     conn.await
-}
-
-/// Completes on Ctrl-C or SIGTERM. Installed before the server announces itself, so a signal
-/// sent right after "listening on" cannot kill the process by default action.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            ctrl_c.recv().await;
-        })
-    }
 }
