@@ -10,7 +10,7 @@
 //! it again: the client prints its state changes on stderr (`Backoff`, `Connecting`,
 //! `Connected { generation: 2 }`) and goes on. When stdin ends, the client shuts the connection
 //! down and exits; if the server stays away for about half a minute, it gives up and exits with
-//! an error.
+//! an error. An address that can never work (`localhost`, with no port) ends it at once.
 //!
 //! A line whose round trip fails is sent again on the next connection: that is safe here because
 //! an echo is idempotent. Whether the server saw the first copy, TCP cannot say (the error carries
@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use staunch::backoff::{Exponential, Jitter};
-use staunch::reconnect::{Disconnected, EofPolicy, GaveUp, Reconnecting, TcpConnector};
+use staunch::reconnect::{
+    Disconnected, EofPolicy, GaveUp, GiveUpCause, Reconnecting, TcpConnector,
+};
 use tokio::io::{self, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type Conn = BufReader<Reconnecting<TcpConnector>>;
@@ -46,6 +48,9 @@ async fn main() -> anyhow::Result<()> {
         .idle_timeout(Duration::from_secs(10))
         // A restarted server closes our connection: that means "reconnect", not "done".
         .eof(EofPolicy::Reconnect)
+        // Only a connection that lasted this long starts the backoff (and its 30 s budget) over:
+        // a server that accepts and then crashes at once is not hit every 100 ms. (The default.)
+        .stable_after(Duration::from_secs(10))
         .build();
 
     let mut states = reconnecting.watch();
@@ -65,7 +70,12 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 Err(e) if GaveUp::from_io_error(&e).is_some() => {
-                    return Err(e).with_context(|| format!("no echo server at {addr}"));
+                    // `Fatal`: a connect error that retrying cannot fix (no port, say).
+                    let why = match GaveUp::from_io_error(&e).map(GaveUp::cause) {
+                        Some(GiveUpCause::Fatal) => "cannot connect to",
+                        _ => "no echo server at",
+                    };
+                    return Err(e).with_context(|| format!("{why} {addr}"));
                 }
                 Err(e) => {
                     match Disconnected::from_io_error(&e) {

@@ -93,7 +93,7 @@ async fn building_does_not_connect() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn backoff_follows_the_policy_and_starts_over_after_success() {
+async fn backoff_follows_the_policy_and_starts_over_after_a_stable_connection() {
     let (connector, mut peers) = script([Plan::Refuse, Plan::Refuse, Plan::Refuse]);
     let mut conn = Reconnecting::builder(connector)
         .policy(exponential())
@@ -105,8 +105,12 @@ async fn backoff_follows_the_policy_and_starts_over_after_success() {
     assert_eq!(start.elapsed(), Duration::from_millis(700));
     assert_eq!(peers.calls(), 4);
 
-    // Lose the connection: the policy starts over at 100 ms, not 800 ms.
-    drop(peers.next().await);
+    // Lose the connection after it stayed up for the (default, 10 s) stable period: the policy
+    // starts over at 100 ms, not 800 ms. (A connection lost sooner would not reset it; see
+    // tests/reconnect_stable_and_fatal.rs.)
+    let server = peers.next().await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    drop(server);
     let err = conn.write_all(b"x").await.unwrap_err();
     assert_eq!(disconnected(&err).generation(), 1);
     let start = Instant::now();
@@ -156,12 +160,13 @@ async fn hooks_run_in_order_with_context() {
         .policy(Constant::new(Duration::from_secs(1)))
         .on_disconnect(move |ctx, _connector| {
             on_disc.lock().unwrap().push(format!(
-                "disconnect attempt={} total={} gen={} reason={:?} elapsed={:?}",
+                "disconnect attempt={} total={} gen={} reason={:?} elapsed={:?} uptime={:?}",
                 ctx.attempt(),
                 ctx.total_attempts(),
                 ctx.generation(),
                 ctx.reason().map(Reason::kind),
                 ctx.elapsed(),
+                ctx.uptime(),
             ));
             Box::pin(async { Action::Reconnect })
         })
@@ -185,16 +190,17 @@ async fn hooks_run_in_order_with_context() {
     server.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"HELLO\ndata\n");
 
-    tokio::time::advance(Duration::from_secs(5)).await;
+    // Up for the default stable period (10 s): its loss starts a new outage at attempt 0.
+    tokio::time::advance(Duration::from_secs(10)).await;
     drop(server);
     conn.write_all(b"more\n").await.unwrap_err();
     conn.write_all(b"again\n").await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
         [
-            "disconnect attempt=1 total=1 gen=0 reason=Some(ConnectionRefused) elapsed=0ns",
+            "disconnect attempt=1 total=1 gen=0 reason=Some(ConnectionRefused) elapsed=0ns uptime=None",
             "connect attempt=2 gen=1",
-            "disconnect attempt=0 total=2 gen=1 reason=Some(BrokenPipe) elapsed=0ns",
+            "disconnect attempt=0 total=2 gen=1 reason=Some(BrokenPipe) elapsed=0ns uptime=Some(10s)",
             "connect attempt=1 gen=2",
         ]
     );

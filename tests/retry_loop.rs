@@ -77,6 +77,30 @@ async fn a_permanent_connect_error_stops_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_connect_if_replaces_the_classification() {
+    // The same name, shape and default as `Reconnecting`'s `Builder::retry_connect_if`.
+    let (conn, calls) = connector(vec![Some(io::ErrorKind::PermissionDenied); 2]);
+    let outcome = RetryLoop::<_, ()>::new(conn)
+        .policy(Constant::new(Duration::from_secs(1)))
+        .retry_connect_if(|_| true)
+        .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
+        .await;
+    assert!(matches!(outcome, RetryOutcome::Done(())), "{outcome:?}");
+    assert_eq!(*calls.lock().unwrap(), 3);
+
+    let (conn, calls) = connector(vec![Some(io::ErrorKind::ConnectionRefused)]);
+    let outcome = RetryLoop::<_, ()>::new(conn)
+        .retry_connect_if(|e| e.kind() != io::ErrorKind::ConnectionRefused)
+        .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
+        .await;
+    assert!(
+        matches!(outcome, RetryOutcome::Fatal(Failure::Connect(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn sessions_run_until_one_is_done_or_fatal() {
     let (conn, _) = connector(vec![]);
     let mut n = 0;

@@ -6,14 +6,21 @@ use std::time::Duration;
 use super::policy::{default_policy, DynPolicy};
 use super::{Action, BoxFuture, Connect, Context, EofPolicy, ReadMode, Reconnecting, WriteMode};
 
+/// The default [`Builder::stable_after`], the same as [`RetryLoop`](super::RetryLoop)'s.
+pub(crate) const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
+
 pub(crate) type DisconnectHook<C> = Box<dyn FnMut(&Context, &mut C) -> BoxFuture<Action> + Send>;
 pub(crate) type ConnectHook<Io> = Box<dyn FnMut(&Context, Io) -> BoxFuture<io::Result<Io>> + Send>;
 
 /// Builder for [`Reconnecting`], from [`Reconnecting::builder`].
 ///
-/// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, no connect
+/// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, starting
+/// over once a connection stayed up for 10 s ([`stable_after`](Self::stable_after)), no connect
 /// or idle timeout, [`EofPolicy::End`], [`ReadMode::Boundary`], [`WriteMode::Report`],
-/// [`is_disconnect`](super::is_disconnect), no hooks, no cancellation.
+/// [`is_disconnect`](super::is_disconnect), every connect error retried except those
+/// [`is_retryable_connect_error`](super::is_retryable_connect_error) rejects, no hooks, no
+/// cancellation. The backoff, stable period and connect-error defaults are
+/// [`RetryLoop`](super::RetryLoop)'s.
 #[must_use = "call .build() to get the adapter"]
 pub struct Builder<C: Connect> {
     pub(crate) connector: C,
@@ -24,6 +31,8 @@ pub struct Builder<C: Connect> {
     pub(crate) read_mode: ReadMode,
     pub(crate) write_mode: WriteMode,
     pub(crate) is_disconnect: fn(&io::Error) -> bool,
+    pub(crate) stable_after: Duration,
+    pub(crate) retry_connect_if: fn(&io::Error) -> bool,
     pub(crate) on_disconnect: Option<DisconnectHook<C>>,
     pub(crate) on_connect: Option<ConnectHook<C::Io>>,
     pub(crate) cancel: Option<BoxFuture<()>>,
@@ -40,6 +49,8 @@ impl<C: Connect> Builder<C> {
             read_mode: ReadMode::Boundary,
             write_mode: WriteMode::Report,
             is_disconnect: super::is_disconnect,
+            stable_after: DEFAULT_STABLE_AFTER,
+            retry_connect_if: super::is_retryable_connect_error,
             on_disconnect: None,
             on_connect: None,
             cancel: None,
@@ -49,7 +60,10 @@ impl<C: Connect> Builder<C> {
     /// The delays between attempts: any `Iterator<Item = Duration> + Clone`, for example from
     /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
     /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
-    /// The policy starts over (from a clone of the one given) after every successful connection.
+    /// The policy starts over (from a clone of the one given) when a connection that stayed up
+    /// for the [stable period](Self::stable_after) is lost; a connection lost sooner goes on with
+    /// the same policy, so with a policy that ends (`.take(n)`), a server that keeps accepting and
+    /// dropping connections is given up on too.
     ///
     /// The built-in policies reject a zero delay. A policy of your own may yield
     /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
@@ -113,6 +127,81 @@ impl<C: Connect> Builder<C> {
     /// What happens to a write that fails; see [`WriteMode`].
     pub fn write_mode(mut self, mode: WriteMode) -> Self {
         self.write_mode = mode;
+        self
+    }
+
+    /// How long a connection must stay up for the backoff to start over when it is lost.
+    ///
+    /// The time counts from the moment the connection was established (after the
+    /// [`on_connect`](Self::on_connect) hook, if any) to the moment the adapter noticed the loss.
+    /// When a connection lasted at least `period`, its loss starts a new outage: the
+    /// [policy](Self::policy) starts over from its first delay, and the attempt number
+    /// ([`ConnState::Connecting`](super::ConnState::Connecting),
+    /// [`ConnState::Backoff`](super::ConnState::Backoff), [`Context::attempt`],
+    /// [`GaveUp::attempts`](super::GaveUp::attempts)) and [`Context::elapsed`] start from zero.
+    /// A connection lost sooner does not end the outage: the attempt number goes on growing and
+    /// the next delay is the policy's next one, so a server that accepts and then drops every
+    /// connection at once gets ever longer delays (up to the policy's maximum) instead of one
+    /// connection per first delay, forever.
+    ///
+    /// The default is 10 s, as for [`RetryLoop::stable_after`](super::RetryLoop::stable_after).
+    /// `Duration::ZERO` starts over after every successful connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::Exponential;
+    /// use staunch::reconnect::{EofPolicy, Reconnecting};
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // A server that accepts and hangs up at once: every connection's peer is already gone.
+    /// let dead_on_arrival = || async { Ok(tokio::io::duplex(64).0) };
+    /// let backoff = Exponential::builder()
+    ///     .min(Duration::from_secs(1))
+    ///     .max(Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut conn = Reconnecting::builder(dead_on_arrival)
+    ///     .policy(backoff)
+    ///     .eof(EofPolicy::Reconnect)
+    ///     .stable_after(Duration::from_secs(30))
+    ///     .build();
+    /// let mut waited = Vec::new();
+    /// for _ in 0..5 {
+    ///     let start = Instant::now();
+    ///     conn.wait_connected().await.unwrap();
+    ///     waited.push(start.elapsed().as_secs());
+    ///     conn.read(&mut [0; 8]).await.unwrap_err(); // lost at once
+    /// }
+    /// // Not 1 s before every connection: the connections never lasted 30 s.
+    /// assert_eq!(waited, [0, 1, 2, 4, 8]);
+    /// # }
+    /// ```
+    pub fn stable_after(mut self, period: Duration) -> Self {
+        self.stable_after = period;
+        self
+    }
+
+    /// Which failed connection attempts are worth retrying: the connector's error is passed to
+    /// `retryable`, and when it returns `false` the adapter gives up at once, with
+    /// [`GiveUpCause::Fatal`](super::GiveUpCause::Fatal) and the error in
+    /// [`GaveUp::last_reason`](super::GaveUp::last_reason), instead of retrying forever something
+    /// that cannot succeed. The [`on_disconnect`](Self::on_disconnect) hook does not run for such
+    /// an error.
+    ///
+    /// The default is [`is_retryable_connect_error`](super::is_retryable_connect_error), which
+    /// gives up on `InvalidInput`, `PermissionDenied` and `Unsupported`, the same as
+    /// [`RetryLoop::retry_connect_if`](super::RetryLoop::retry_connect_if). Only the connector's
+    /// own errors are classified: a [connect timeout](Self::connect_timeout) and an error of the
+    /// [`on_connect`](Self::on_connect) hook are always retried (the `on_disconnect` hook can
+    /// give up on them). With [`Failover`](super::Failover), a target whose error is not retryable
+    /// ends the whole adapter, even if other targets would work; pass `|_| true` to keep going.
+    pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
+        self.retry_connect_if = retryable;
         self
     }
 
@@ -317,6 +406,7 @@ impl<C: Connect> fmt::Debug for Builder<C> {
         f.debug_struct("Builder")
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("stable_after", &self.stable_after)
             .field("eof", &self.eof)
             .field("read_mode", &self.read_mode)
             .field("write_mode", &self.write_mode)

@@ -11,7 +11,9 @@ pub enum ConnState {
     Idle,
     /// A connection attempt (or the `on_connect` hook on its result) is running.
     Connecting {
-        /// 1-based attempt number since the last successful connection.
+        /// 1-based attempt number in the current outage: since the loss of the last connection
+        /// that stayed up for the [stable period](super::Builder::stable_after), so it keeps
+        /// growing across connections that are lost sooner.
         attempt: u32,
     },
     /// A live connection.
@@ -29,7 +31,8 @@ pub enum ConnState {
     },
     /// Waiting before the next attempt.
     Backoff {
-        /// The attempt that starts once the delay is over (1-based).
+        /// The attempt that starts once the delay is over (1-based, counted like
+        /// [`Connecting`](ConnState::Connecting)'s).
         attempt: u32,
         /// The delay.
         delay: Duration,

@@ -10,12 +10,15 @@ pub struct Context {
     pub(crate) generation: u64,
     pub(crate) reason: Option<Reason>,
     pub(crate) elapsed: Duration,
+    pub(crate) uptime: Option<Duration>,
 }
 
 impl Context {
-    /// Connection attempts made since the last successful connection: 0 in `on_disconnect` right
-    /// after a live connection was lost, `n` after `n` failed attempts; in `on_connect`, the number
-    /// of the attempt that produced the new connection (1-based).
+    /// Connection attempts made in the current outage, that is since the backoff last started
+    /// over (see [`Builder::stable_after`](super::Builder::stable_after)): 0 in `on_disconnect`
+    /// right after a stable connection was lost, `n` after `n` attempts (successful ones whose
+    /// connection did not stay up for the stable period included); in `on_connect`, the number of
+    /// the attempt that produced the new connection (1-based).
     pub fn attempt(&self) -> u32 {
         self.attempt
     }
@@ -38,8 +41,17 @@ impl Context {
         self.reason.as_ref()
     }
 
-    /// Time since the outage began (the connection was lost, or the first attempt started).
+    /// Time since the outage began: the first attempt, or the loss of the last connection that
+    /// stayed up for the [stable period](super::Builder::stable_after). Connections lost sooner do
+    /// not end the outage.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+
+    /// In `on_disconnect` right after a live connection was lost, how long it had been up (from
+    /// its establishment to the moment the loss was noticed); `None` after a failed attempt and
+    /// in `on_connect`.
+    pub fn uptime(&self) -> Option<Duration> {
+        self.uptime
     }
 }

@@ -5,7 +5,8 @@ use super::{GiveUpCause, Reason};
 
 /// The payload of the error every operation returns once a
 /// [`Reconnecting`](super::Reconnecting) has given up. The error's kind is always
-/// [`io::ErrorKind::NotConnected`].
+/// [`io::ErrorKind::NotConnected`], whatever the [cause](GaveUp::cause); the error that led to
+/// the give-up, with its own kind, is [`last_reason`](GaveUp::last_reason).
 ///
 /// # Examples
 ///
@@ -28,7 +29,8 @@ impl GaveUp {
         self.cause
     }
 
-    /// Connection attempts made since the last successful connection.
+    /// Connection attempts made in the last outage: since the loss of the last connection that
+    /// stayed up for the [stable period](super::Builder::stable_after), or since the start.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }

@@ -27,13 +27,17 @@
 //! | peer closes (read returns 0 bytes) | end of stream, no reconnect; writes may go on (half-close) | [`EofPolicy::Reconnect`] |
 //! | read into a full buffer | `Ok` with nothing read, which is not end of stream | – |
 //! | local `shutdown()` | shuts the write side; never starts a reconnect; after it, a lost connection is not replaced and writes fail with `BrokenPipe` | – |
-//! | give-up (policy ends, hook says so, cancelled) | sticky [`ConnState::Exhausted`]; every later operation fails with `NotConnected` and a [`GaveUp`] payload | – |
+//! | give-up (policy ends, hook says so, cancelled, or a connect error that cannot succeed: `InvalidInput` such as a missing port, `PermissionDenied`, `Unsupported`) | sticky [`ConnState::Exhausted`]; every later operation fails with `NotConnected` and a [`GaveUp`] payload whose [`cause`](GaveUp::cause) says which and whose [`last_reason`](GaveUp::last_reason) holds the last error with its own kind | [`Builder::retry_connect_if`] |
 //! | other errors (not [`is_disconnect`]) | returned unchanged, no reconnect | [`Builder::disconnect_if`] |
 //!
 //! Dead peers are detected with a per-attempt [`connect_timeout`](Builder::connect_timeout), an
 //! optional [`idle_timeout`](Builder::idle_timeout) on reads, and TCP keepalive on
 //! [`TcpConnector`]. The backoff policy is any `Iterator<Item = Duration> + Clone` (see
-//! [`crate::backoff`]); it starts over after each successful connection. Hooks:
+//! [`crate::backoff`]); it starts over only once a connection stayed up for a
+//! [stable period](Builder::stable_after) (10 s by default), so a server that accepts and drops
+//! at once gets ever longer delays, and the attempt number keeps growing across such connections.
+//! A connect error that retrying cannot fix (an address with no port, say) ends the adapter at
+//! once ([`GiveUpCause::Fatal`], [`Builder::retry_connect_if`]). Hooks:
 //! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, or give up) and
 //! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
 //! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future. A non-blocking
@@ -45,9 +49,10 @@
 //!
 //! When each connection is a session of its own (log in, subscribe, stream until it breaks),
 //! [`RetryLoop`] runs `connect → session → wait → connect …` and says how it ended
-//! ([`RetryOutcome`]). Its backoff starts over only once a session stayed up for a
-//! [stable period](RetryLoop::stable_after), so a server that accepts and drops at once is not
-//! hammered.
+//! ([`RetryOutcome`]). Like `Reconnecting`'s, its backoff starts over only once a session stayed
+//! up for a [stable period](RetryLoop::stable_after), so a server that accepts and drops at once
+//! is not hammered, and it stops on the same connect errors
+//! ([`retry_connect_if`](RetryLoop::retry_connect_if), [`is_retryable_connect_error`]).
 
 mod action;
 mod builder;
@@ -86,7 +91,7 @@ pub use failure::Failure;
 pub use gave_up::GaveUp;
 pub use give_up_cause::GiveUpCause;
 pub use read_mode::ReadMode;
-pub use reason::{is_disconnect, Reason};
+pub use reason::{is_disconnect, is_retryable_connect_error, Reason};
 pub use reconnecting::Reconnecting;
 pub use retry_context::RetryContext;
 pub use retry_loop::RetryLoop;

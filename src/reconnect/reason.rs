@@ -101,3 +101,34 @@ pub fn is_disconnect(error: &io::Error) -> bool {
             | WriteZero
     )
 }
+
+/// The default classification of failed connection attempts: `true` (try again) for every error
+/// except the kinds that retrying cannot fix: `InvalidInput` (an address that does not parse, a
+/// host with no port, a Unix socket path that is too long), `PermissionDenied` and `Unsupported`.
+///
+/// Everything else is retried: refused or reset connections, unreachable hosts, a Unix socket path
+/// that does not exist yet (`NotFound`), and name resolution failures. A DNS name that does not
+/// resolve is treated as transient on purpose: the resolver reports a missing name and a resolver
+/// that is briefly unavailable alike, and a service's name often appears only after the service
+/// (a container or Kubernetes service being deployed). Timeouts are always retried.
+///
+/// Used by [`Builder::retry_connect_if`](super::Builder::retry_connect_if) and
+/// [`RetryLoop::retry_connect_if`](super::RetryLoop::retry_connect_if); pass your own function to
+/// either to change it (for example `|_| true` to retry everything, as when a firewall that answers
+/// `PermissionDenied` may be reconfigured).
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use staunch::reconnect::is_retryable_connect_error;
+///
+/// assert!(is_retryable_connect_error(&io::ErrorKind::ConnectionRefused.into()));
+/// assert!(!is_retryable_connect_error(&io::ErrorKind::InvalidInput.into()));
+/// ```
+pub fn is_retryable_connect_error(error: &io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+    )
+}

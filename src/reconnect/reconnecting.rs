@@ -84,15 +84,23 @@ struct Inner<C: Connect> {
     read_mode: ReadMode,
     write_mode: WriteMode,
     is_disconnect: fn(&io::Error) -> bool,
+    stable_after: Duration,
+    retry_connect_if: fn(&io::Error) -> bool,
     on_disconnect: Option<DisconnectHook<C>>,
     on_connect: Option<ConnectHook<C::Io>>,
     cancel: Option<BoxFuture<()>>,
     /// Generation of the current (or last) established connection; 0 before the first.
     generation: u64,
-    /// Attempts since the last established connection.
+    /// Attempts since the policy last started over (the loss of a stable connection).
     attempt: u32,
     total_attempts: u64,
+    /// When the current outage began: the first attempt, or the loss of the last stable
+    /// connection.
     outage_start: Option<Instant>,
+    /// When the live connection was established.
+    connected_at: Option<Instant>,
+    /// How long the connection just lost had been up, for the `on_disconnect` hook's context.
+    lost_uptime: Option<Duration>,
     /// Bytes accepted by the current connection since it was established or confirmed.
     unconfirmed: u64,
     /// The last lost connection.
@@ -253,6 +261,8 @@ impl<C: Connect> Reconnecting<C> {
             read_mode: b.read_mode,
             write_mode: b.write_mode,
             is_disconnect: b.is_disconnect,
+            stable_after: b.stable_after,
+            retry_connect_if: b.retry_connect_if,
             on_disconnect: b.on_disconnect,
             on_connect: b.on_connect,
             cancel: b.cancel,
@@ -260,6 +270,8 @@ impl<C: Connect> Reconnecting<C> {
             attempt: 0,
             total_attempts: 0,
             outage_start: None,
+            connected_at: None,
+            lost_uptime: None,
             unconfirmed: 0,
             loss: None,
             last_reason: None,
@@ -401,6 +413,7 @@ impl<C: Connect> Inner<C> {
             attempt: self.attempt,
             total_attempts: self.total_attempts,
             generation,
+            uptime: reason.as_ref().and(self.lost_uptime),
             reason,
             elapsed: self.outage_start.map_or(Duration::ZERO, |t| t.elapsed()),
         }
@@ -452,7 +465,21 @@ impl<C: Connect> Inner<C> {
         self.loss = Some(loss);
         self.unconfirmed = 0;
         self.idle = None;
-        self.outage_start = Some(Instant::now());
+        let uptime = self.connected_at.take().map(|t| t.elapsed());
+        self.lost_uptime = uptime;
+        if uptime.is_some_and(|up| up >= self.stable_after) {
+            // A stable connection ended the last outage: this loss starts a new one.
+            self.attempt = 0;
+            self.policy = self.policy_template.fresh();
+            self.outage_start = Some(Instant::now());
+        } else {
+            log_event!(
+                debug,
+                ?uptime,
+                attempt = self.attempt,
+                "staunch::reconnect: connection lost before the stable period, backoff goes on"
+            );
+        }
         self.last_reason = Some(reason.clone());
         if self.write_shut {
             self.state = State::Closed;
@@ -558,6 +585,7 @@ impl<C: Connect> Inner<C> {
     fn begin_attempt(&mut self, attempt: Attempt<C>, tx: &watch::Sender<ConnState>) {
         self.attempt = self.attempt.saturating_add(1);
         self.total_attempts += 1;
+        self.lost_uptime = None;
         self.outage_start.get_or_insert_with(Instant::now);
         log_event!(
             debug,
@@ -623,10 +651,10 @@ impl<C: Connect> Inner<C> {
                 }
             }
             Step::Established(io) => {
+                // The attempt count, the policy and the outage go on until this connection has
+                // proved stable (see `fail`).
                 self.generation += 1;
-                self.attempt = 0;
-                self.outage_start = None;
-                self.policy = self.policy_template.fresh();
+                self.connected_at = Some(Instant::now());
                 self.unconfirmed = 0;
                 self.idle = None;
                 log_event!(
@@ -644,8 +672,16 @@ impl<C: Connect> Inner<C> {
             }
             Step::AttemptFailed(reason) => {
                 log_event!(debug, attempt = self.attempt, reason = %reason, "staunch::reconnect: attempt failed");
+                let fatal = match &reason {
+                    Reason::ConnectFailed(e) => !(self.retry_connect_if)(e),
+                    _ => false,
+                };
                 self.last_reason = Some(reason.clone());
-                self.set_failed(reason, tx);
+                if fatal {
+                    self.give_up(GiveUpCause::Fatal, tx);
+                } else {
+                    self.set_failed(reason, tx);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::builder::DEFAULT_STABLE_AFTER;
 use super::policy::{default_policy, DynPolicy};
 use super::{BoxFuture, Connect, Failure, RetryContext, RetryOutcome, RetryReason, SessionEnd};
 
@@ -24,7 +25,8 @@ type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send
 ///
 /// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, no connect
 /// timeout, every connect error retryable except `InvalidInput`, `PermissionDenied` and
-/// `Unsupported`.
+/// `Unsupported` ([`is_retryable_connect_error`](super::is_retryable_connect_error)). These are
+/// also [`Reconnecting`](super::Reconnecting)'s defaults.
 ///
 /// # Examples
 ///
@@ -67,17 +69,10 @@ pub struct RetryLoop<C, E> {
     policy: Box<dyn DynPolicy>,
     connect_timeout: Option<Duration>,
     stable_after: Duration,
-    retry_if: fn(&io::Error) -> bool,
+    retry_connect_if: fn(&io::Error) -> bool,
     on_delay: Option<DelayFn<E>>,
     cancel: Option<BoxFuture<()>>,
     _error: PhantomData<fn() -> E>,
-}
-
-fn default_retry_if(error: &io::Error) -> bool {
-    !matches!(
-        error.kind(),
-        io::ErrorKind::InvalidInput | io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
-    )
 }
 
 impl<C: Connect, E> RetryLoop<C, E> {
@@ -87,8 +82,8 @@ impl<C: Connect, E> RetryLoop<C, E> {
             connector,
             policy: default_policy(),
             connect_timeout: None,
-            stable_after: Duration::from_secs(10),
-            retry_if: default_retry_if,
+            stable_after: DEFAULT_STABLE_AFTER,
+            retry_connect_if: super::is_retryable_connect_error,
             on_delay: None,
             cancel: None,
             _error: PhantomData,
@@ -120,16 +115,19 @@ impl<C: Connect, E> RetryLoop<C, E> {
         self
     }
 
-    /// How long a session must stay up before the backoff (and the attempt count) start over.
+    /// How long a session must stay up before the backoff (and the attempt count) start over
+    /// (10 s by default, as for [`Builder::stable_after`](super::Builder::stable_after)).
     pub fn stable_after(mut self, period: Duration) -> Self {
         self.stable_after = period;
         self
     }
 
     /// Which connect errors are worth retrying; others end the loop with
-    /// [`RetryOutcome::Fatal`].
-    pub fn retry_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
-        self.retry_if = retryable;
+    /// [`RetryOutcome::Fatal`]. The default is
+    /// [`is_retryable_connect_error`](super::is_retryable_connect_error), the same as
+    /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if)'s.
+    pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
+        self.retry_connect_if = retryable;
         self
     }
 
@@ -190,7 +188,7 @@ impl<C: Connect, E> RetryLoop<C, E> {
             // (why, how long the session ran, whether this failure has an error of its own)
             let (reason, uptime, has_error) = match connected {
                 None => return RetryOutcome::Cancelled { last_error },
-                Some(Err(e)) if !(self.retry_if)(&e) => {
+                Some(Err(e)) if !(self.retry_connect_if)(&e) => {
                     return RetryOutcome::Fatal(Failure::Connect(e));
                 }
                 Some(Err(e)) => {

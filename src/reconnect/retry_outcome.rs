@@ -8,7 +8,7 @@ pub enum RetryOutcome<T, E> {
     /// A session returned [`SessionEnd::Done`](super::SessionEnd::Done).
     Done(T),
     /// A permanent failure: a session returned [`SessionEnd::Fatal`](super::SessionEnd::Fatal),
-    /// or a connect error was not retryable ([`RetryLoop::retry_if`](super::RetryLoop::retry_if)).
+    /// or a connect error was not retryable ([`RetryLoop::retry_connect_if`](super::RetryLoop::retry_connect_if)).
     Fatal(Failure<E>),
     /// The backoff policy ended, or the delay callback returned `None`.
     GaveUp {

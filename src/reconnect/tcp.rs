@@ -13,6 +13,11 @@ use super::{BoxFuture, Connect};
 ///
 /// Defaults: `TCP_NODELAY` off, keepalive off.
 ///
+/// An address that cannot work fails with `InvalidInput` (a host with no port, say), which a
+/// [`Reconnecting`](super::Reconnecting) gives up on after that one attempt
+/// ([`GiveUpCause::Fatal`](super::GiveUpCause::Fatal)); a name that does not resolve, or resolves
+/// to no address (`NotFound`), is retried like a refused connection.
+///
 /// # Examples
 ///
 /// ```
@@ -126,9 +131,11 @@ impl TcpConnector {
                 Err(e) => last = Some(e),
             }
         }
+        // A name with no address (yet) is as transient as one the resolver does not know, so
+        // not `InvalidInput`, which `is_retryable_connect_error` treats as permanent.
         Err(last.unwrap_or_else(|| {
             io::Error::new(
-                io::ErrorKind::InvalidInput,
+                io::ErrorKind::NotFound,
                 format!("{} resolved to no address", self.addr),
             )
         }))
