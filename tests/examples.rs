@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Barrier, OnceLock};
+use std::sync::{mpsc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-/// Time for a built example to start and print its address.
-const STARTUP: Duration = Duration::from_secs(60);
-/// Time for one read or write on a loopback socket.
-const IO: Duration = Duration::from_secs(10);
+#[path = "support/example_process.rs"]
+mod example_process;
+use example_process::{lines, read_all, wait_timeout, wait_until_refused, IO, STARTUP};
+
 /// `GRACE` in examples/echo.rs.
 const ECHO_GRACE: Duration = Duration::from_secs(5);
 /// `GRACE` in examples/hyper.rs.
@@ -389,27 +389,6 @@ impl std::fmt::Debug for Exit {
     }
 }
 
-/// Connect until the listener refuses, for at most a few seconds; returns how many connections
-/// succeeded first (the server may still have been accepting).
-fn wait_until_refused(addr: SocketAddr) -> u64 {
-    let deadline = Instant::now() + IO;
-    let mut connected = 0;
-    loop {
-        match TcpStream::connect_timeout(&addr, IO) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return connected,
-            // Caught in the backlog as the listener closed: try again.
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("connect: {e}"),
-            Ok(_) => connected += 1,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} still accepts connections"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A client of the echo server, one line at a time.
 struct LineClient {
     reader: BufReader<TcpStream>,
@@ -451,119 +430,12 @@ impl LineClient {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Building and waiting
+// Building
+
+/// The examples these tests run (built together, once).
+const EXAMPLES: &[&str] = &["echo", "hyper"];
 
 /// The path of example `name`, built by the first caller with the test binary's profile.
 fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<Vec<PathBuf>, String>> = OnceLock::new();
-    let built = BUILT.get_or_init(build_examples).as_ref();
-    let built = built.unwrap_or_else(|e| panic!("{e}"));
-    built
-        .iter()
-        .find(|p| p.file_stem().is_some_and(|s| s == name))
-        .unwrap_or_else(|| panic!("cargo built no example {name}: {built:?}"))
-        .clone()
-}
-
-/// Build the examples, returning the executables cargo reports, so that wherever the
-/// target directory is (`CARGO_TARGET_DIR`, `build.target-dir`), the path is the one cargo used.
-fn build_examples() -> Result<Vec<PathBuf>, String> {
-    // This binary is <target>/<profile dir>/deps/examples-<hash>; build with the same profile.
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let profile_dir = exe.parent().and_then(|deps| deps.parent());
-    let profile = match profile_dir
-        .and_then(|p| p.file_name())
-        .and_then(|p| p.to_str())
-    {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let mut cargo = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--example",
-            "echo",
-            "--example",
-            "hyper",
-            "--profile",
-            profile,
-        ])
-        .args(["--message-format", "json-render-diagnostics"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    let stdout = read_all(cargo.stdout.take().unwrap());
-    let stderr = read_all(cargo.stderr.take().unwrap());
-    let limit = Duration::from_secs(900);
-    let Some(status) = wait_timeout(&mut cargo, limit) else {
-        let _ = cargo.kill();
-        let _ = cargo.wait();
-        return Err(format!(
-            "cargo build --example echo --example hyper took over {limit:?}"
-        ));
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    if !status.success() {
-        return Err(format!(
-            "cargo build --example echo --example hyper: {status}\n{stderr}"
-        ));
-    }
-    Ok(stdout
-        .lines()
-        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
-        .filter_map(|l| json_string(l, "executable"))
-        .map(PathBuf::from)
-        .collect())
-}
-
-/// The string value of `"key":"..."` in one line of cargo's JSON output.
-fn json_string(json: &str, key: &str) -> Option<String> {
-    let start = json.find(&format!(r#""{key}":""#))? + key.len() + 4;
-    let mut value = String::new();
-    let mut chars = json[start..].chars();
-    loop {
-        match chars.next()? {
-            '"' => return Some(value),
-            '\\' => value.push(chars.next()?), // paths only escape `"` and `\`
-            c => value.push(c),
-        }
-    }
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Each line of `pipe`, as it comes.
-fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Everything `pipe` gives until it closes.
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut all = String::new();
-        let _ = pipe.read_to_string(&mut all);
-        all
-    })
+    example_process::example(EXAMPLES, name)
 }
