@@ -431,11 +431,13 @@ impl<C: Connect> Inner<C> {
         matches!(self.state, State::Connected(_)) && self.generation == generation
     }
 
-    /// The disconnect error owed to a half whose connection is gone, once.
+    /// The disconnect error owed to a half whose connection is gone, once; only for a half whose
+    /// mode reports the boundary ([`ReadMode::Boundary`], [`WriteMode::Report`]).
     fn take_boundary(&mut self, half: Half) -> Option<io::Error> {
         let seen = match half {
-            Half::Read => self.read_gen,
-            Half::Write => self.write_gen,
+            Half::Read if self.read_mode == ReadMode::Boundary => self.read_gen,
+            Half::Write if self.write_mode == WriteMode::Report => self.write_gen,
+            _ => return None,
         };
         if seen == 0 || self.is_live(seen) {
             return None;
@@ -703,10 +705,8 @@ where
             return Poll::Ready(self.check_exhausted());
         }
         loop {
-            if self.read_mode == ReadMode::Boundary {
-                if let Some(e) = self.take_boundary(Half::Read) {
-                    return Poll::Ready(Err(e));
-                }
+            if let Some(e) = self.take_boundary(Half::Read) {
+                return Poll::Ready(Err(e));
             }
             if matches!(self.state, State::Closed) {
                 return Poll::Ready(Ok(()));
@@ -761,10 +761,8 @@ where
             if self.write_shut {
                 return Poll::Ready(Err(closed_error()));
             }
-            if self.write_mode == WriteMode::Report {
-                if let Some(e) = self.take_boundary(Half::Write) {
-                    return Poll::Ready(Err(e));
-                }
+            if let Some(e) = self.take_boundary(Half::Write) {
+                return Poll::Ready(Err(e));
             }
             ready!(self.poll_connected(cx, Half::Write, tx))?;
             self.write_gen = self.generation;
@@ -795,10 +793,8 @@ where
         cx: &mut TaskContext<'_>,
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
-        if self.write_mode == WriteMode::Report {
-            if let Some(e) = self.take_boundary(Half::Write) {
-                return Poll::Ready(Err(e));
-            }
+        if let Some(e) = self.take_boundary(Half::Write) {
+            return Poll::Ready(Err(e));
         }
         let io = match &mut self.state {
             State::Connected(io) => io,
@@ -823,10 +819,8 @@ where
         tx: &watch::Sender<ConnState>,
     ) -> Poll<io::Result<()>> {
         // Like a flush, a shutdown is where a writer learns that bytes it wrote were lost.
-        if self.write_mode == WriteMode::Report {
-            if let Some(e) = self.take_boundary(Half::Write) {
-                return Poll::Ready(Err(e));
-            }
+        if let Some(e) = self.take_boundary(Half::Write) {
+            return Poll::Ready(Err(e));
         }
         // After a give-up every operation keeps failing with the give-up error.
         self.check_exhausted()?;
