@@ -83,6 +83,20 @@ fn gave_up(e: &io::Error) -> &GaveUp {
     GaveUp::from_io_error(e).unwrap_or_else(|| panic!("not a GaveUp error: {e:?}"))
 }
 
+/// Shut `conn` down, then read the server half of the next connection to its end: it got
+/// exactly `expected`.
+async fn shut_down_and_assert_next_peer_got(
+    conn: &mut Reconnecting<Conn>,
+    peers: &mut Peers,
+    expected: &[u8],
+) {
+    let mut server = peers.next().await;
+    conn.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, expected);
+}
+
 #[tokio::test(start_paused = true)]
 async fn building_does_not_connect() {
     let (connector, peers) = script([]);
@@ -317,11 +331,7 @@ async fn a_failed_write_is_reported_once_with_generation_and_unconfirmed_bytes()
     // The next write reconnects; the failed buffer is not replayed.
     conn.write_all(b"next").await.unwrap();
     assert_eq!(conn.generation(), 2);
-    let mut server = peers.next().await;
-    conn.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"next");
+    shut_down_and_assert_next_peer_got(&mut conn, &mut peers, b"next").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,11 +345,7 @@ async fn retry_mode_writes_the_failed_buffer_to_the_next_connection() {
     drop(peers.next().await);
     conn.write_all(b"two").await.unwrap();
     assert_eq!(conn.generation(), 2);
-    let mut server = peers.next().await;
-    conn.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"two");
+    shut_down_and_assert_next_peer_got(&mut conn, &mut peers, b"two").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -361,11 +367,7 @@ async fn pending_during_reconnect_accepts_nothing_and_keeps_progress() {
     // The backoff that was in progress went on: 6 s were left, not a new 10 s.
     assert_eq!(start.elapsed(), Duration::from_secs(10));
     assert_eq!(peers.calls(), 2);
-    let mut server = peers.next().await;
-    conn.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    server.read_to_end(&mut got).await.unwrap();
-    assert_eq!(got, b"kept");
+    shut_down_and_assert_next_peer_got(&mut conn, &mut peers, b"kept").await;
 }
 
 #[tokio::test(start_paused = true)]
