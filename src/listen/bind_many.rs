@@ -9,14 +9,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_core::{FusedStream, Stream};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use super::bind::listen_on;
 use crate::backoff::Exponential;
-
-/// The backlog each bound socket gets.
-const BACKLOG: i32 = 1024;
 
 type BindErrorHook = Arc<dyn Fn(SocketAddr, &io::Error) + Send + Sync>;
 
@@ -336,16 +333,12 @@ fn refresh(
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    #[cfg(not(windows))]
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    listen_on(addr, |socket| {
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        Ok(())
+    })
 }
 
 impl Stream for BindMany {

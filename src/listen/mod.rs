@@ -3,6 +3,7 @@
 #[macro_use]
 mod common;
 
+mod bind;
 mod bind_many;
 mod classify;
 mod connection;

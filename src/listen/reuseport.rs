@@ -1,7 +1,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use super::bind::listen_on;
 
 /// Bind `count` listening sockets to one address with `SO_REUSEPORT`, for servers whose single
 /// accept task is the bottleneck: run one accept loop per socket, each on its own thread (a
@@ -41,13 +41,7 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
     let mut addr = addr;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener: std::net::TcpListener = socket.into();
+        let listener = listen_on(addr, |socket| socket.set_reuse_port(true))?;
         // Port 0: the first socket chose the port; the others must ask for that one.
         addr = listener.local_addr()?;
         listeners.push(listener);
