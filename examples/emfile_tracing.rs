@@ -168,7 +168,7 @@ mod storm {
         ticker.await?;
         println!(
             "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-            report.finished, report.cancelled, report.stats
+            report.ended, report.cancelled, report.stats
         );
         anyhow::ensure!(
             served == clients,

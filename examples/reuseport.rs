@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use staunch::{ListenExt, SocketOptions, Stats};
+use staunch::listen::SocketOptions;
+use staunch::{ListenExt, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -35,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => n.parse()?,
         None => std::thread::available_parallelism()?.get(),
     };
-    let listeners = staunch::bind_reuseport(addr, threads)?;
+    let listeners = staunch::listen::bind_reuseport(addr, threads)?;
     println!(
         "listening on {} with {threads} accept loops",
         listeners[0].local_addr()?

@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-        report.finished, report.cancelled, report.stats
+        report.ended, report.cancelled, report.stats
     );
     Ok(())
 }

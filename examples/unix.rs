@@ -68,7 +68,7 @@ mod server {
         std::fs::remove_file(&path)?;
         println!(
             "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-            report.finished, report.cancelled, report.stats
+            report.ended, report.cancelled, report.stats
         );
         Ok(())
     }

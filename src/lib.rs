@@ -6,7 +6,8 @@
 //! - [`ListenExt::listen`] and [`ListenExt::spawn_listen`] replace `tokio::spawn(handle(socket))`:
 //!   at most `n` connections at once with backpressure, failing and panicking connections
 //!   isolated and counted, an optional per-connection time limit, and a graceful shutdown with a
-//!   deadline ([`Listen::with_graceful_shutdown`]).
+//!   deadline ([`Listener::with_graceful_shutdown`](listen::Listener::with_graceful_shutdown)).
+//!   The server's types live in [`listen`].
 //! - [`reconnect`] keeps clients connected; [`backoff`] holds the retry policies both sides use.
 //!
 //! # A server
@@ -15,7 +16,7 @@
 //! use std::time::Duration;
 //! use futures_util::StreamExt;
 //! use staunch::ListenExt;
-//! use tokio::net::{TcpListener, TcpStream};
+//! use tokio::net::TcpStream;
 //! use tokio_stream::wrappers::TcpListenerStream;
 //!
 //! async fn handle(socket: TcpStream) -> std::io::Result<()> {
@@ -26,7 +27,8 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let listener = TcpListener::bind("127.0.0.1:8080").await?;
+//!     // Like tokio's `TcpListener::bind`, with a backlog of 1024 instead of 128.
+//!     let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
 //!     let server = TcpListenerStream::new(listener)
 //!         .sleep_on_error(Duration::from_millis(100))
 //!         .map(handle)
@@ -69,8 +71,9 @@
 //!
 //! # Shutdown without a deadline
 //!
-//! A grace period of `Duration::MAX` drains with no deadline: on the signal the port closes at
-//! once, and the future resolves when the last connection in flight has finished. Any future is
+//! [`with_graceful_drain`](listen::Listener::with_graceful_drain) drains with no deadline: on
+//! the signal the port closes at once, and the future resolves when the last connection in
+//! flight has finished. Any future is
 //! a signal; tokio-util's `CancellationToken` fits as is.
 //!
 //! ```
@@ -88,7 +91,7 @@
 //!     .sleep_on_error(Duration::from_millis(100))
 //!     .map(|_socket| async { std::io::Result::Ok(()) })
 //!     .listen(100)
-//!     .with_graceful_shutdown(token.clone().cancelled_owned(), Duration::MAX);
+//!     .with_graceful_drain(token.clone().cancelled_owned());
 //! token.cancel();
 //! let report = server.await;
 //! assert_eq!(report.cancelled, 0);
@@ -100,19 +103,11 @@
 
 #[macro_use]
 mod log;
+#[macro_use]
+mod sockopt;
 
 pub mod backoff;
-mod listen;
+pub mod listen;
 pub mod reconnect;
 
-#[cfg(all(
-    unix,
-    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
-))]
-pub use listen::bind_reuseport;
-pub use listen::{
-    bind_many, is_connection_error, AcceptAction, AcceptErrorEvent, AddrState, BindHandle,
-    BindMany, ConnectionOutput, Drain, ErrorClass, GracefulShutdown, Listen, ListenExt, NoHook,
-    SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats, StatsSnapshot,
-    MIN_ACCEPT_BACKOFF,
-};
+pub use listen::{is_connection_error, ListenExt, Stats};

@@ -357,7 +357,8 @@ fn reuseport_server(args: &RoleArgs, cmds: UnboundedReceiver<String>) {
                 server.await
             }),
         "reuseport-ct" => {
-            let listeners = staunch::bind_reuseport(local, n).expect("bind_reuseport 127.0.0.1");
+            let listeners =
+                staunch::listen::bind_reuseport(local, n).expect("bind_reuseport 127.0.0.1");
             let port = listeners[0].local_addr().unwrap().port();
             let (tx, rx) = std::sync::mpsc::channel();
             for listener in listeners {

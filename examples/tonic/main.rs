@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 .await;
             println!(
                 "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-                report.finished, report.cancelled, report.stats
+                report.ended, report.cancelled, report.stats
             );
         }
         Some("serve-with-incoming") => {

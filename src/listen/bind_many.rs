@@ -12,28 +12,39 @@ use futures_core::{FusedStream, Stream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::bind::listen_on;
 use crate::backoff::Exponential;
+use crate::sockopt::{listen_on, BACKLOG};
 
 type BindErrorHook = Arc<dyn Fn(SocketAddr, &io::Error) + Send + Sync>;
+
+/// A bind backoff policy, erased: the handle exists before [`BindMany::bind_backoff`] can change
+/// the policy's type.
+type Policy = Box<dyn Iterator<Item = Duration> + Send>;
+
+/// Makes a fresh [`Policy`] for each address that starts failing.
+type MakePolicy = Box<dyn Fn() -> Policy + Send>;
 
 /// One accept stream over a set of addresses that can change while it runs (tk-listen's
 /// `BindMany`), from [`bind_many`]; change the set with its [`BindHandle`].
 ///
-/// - Every address of the set is bound (with `SO_REUSEADDR`, and `IPV6_V6ONLY` for IPv6 so
-///   `0.0.0.0:p` and `[::]:p` can be bound together) and accepted from in turn, so a busy
-///   address cannot starve the others.
+/// - Every address of the set is bound (with `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6 so
+///   `0.0.0.0:p` and `[::]:p` can be bound together, and a backlog of 1024) and accepted from in
+///   turn, so a busy address cannot starve the others.
 /// - [`BindHandle::set`] applies at once, from any thread: a removed address is closed right
 ///   away, even while the listener is full and not polling this stream; connections already
 ///   accepted from it are not touched (this stream does not own them).
 /// - A bind that fails (address in use, address not yet configured) is retried with
-///   exponential backoff (100 ms doubling to 10 s, or [`bind_backoff`](BindMany::bind_backoff)),
+///   exponential backoff (100 ms doubling to 10 s, or any policy given to
+///   [`bind_backoff`](BindMany::bind_backoff)),
 ///   logged, passed to [`on_bind_error`](BindMany::on_bind_error), and shown by
 ///   [`BindHandle::status`]. It never ends the stream.
 /// - Items are `io::Result<TcpStream>`: accept errors are passed on for
 ///   [`sleep_on_error`](crate::ListenExt::sleep_on_error) to classify.
 /// - The stream ends when every [`BindHandle`] is dropped while the set is empty, or when the
 ///   set becomes empty after every handle was dropped.
+/// - Dropping the stream (as a listener does when it stops accepting, at a graceful shutdown or
+///   when it is dropped) closes every listening socket at once, even while handles remain; from
+///   then on [`BindHandle::status`] is empty and [`BindHandle::set`] binds nothing.
 #[must_use = "streams do nothing unless polled"]
 pub struct BindMany {
     shared: Arc<Shared>,
@@ -54,9 +65,13 @@ struct Shared {
 
 struct State {
     addrs: Vec<Entry>,
-    policy: Exponential,
+    policy: MakePolicy,
     on_bind_error: Option<BindErrorHook>,
+    /// Failures of the first binds, made in [`bind_many`] before a hook could be attached.
+    unreported: Failures,
     handles: usize,
+    /// `true` once the stream is dropped: nothing is bound any more.
+    closed: bool,
     waker: Option<Waker>,
 }
 
@@ -73,7 +88,8 @@ enum Slot {
     Bound(TcpListener),
     Failing {
         error: String,
-        policy: Exponential,
+        policy: Policy,
+        attempts: u32,
         retry_at: Instant,
     },
 }
@@ -99,7 +115,9 @@ pub enum AddrState {
 /// Accept on every address of `addrs`, and on the sets given later to the returned
 /// [`BindHandle`]; see [`BindMany`].
 ///
-/// Binding happens here and in [`BindHandle::set`]; must be called inside a tokio runtime.
+/// Binding happens here and in [`BindHandle::set`] (the sockets are registered with the tokio
+/// runtime when the stream is first polled). A bind that fails here is reported to
+/// [`on_bind_error`](BindMany::on_bind_error) once the hook is attached.
 ///
 /// # Examples
 ///
@@ -110,7 +128,7 @@ pub enum AddrState {
 ///
 /// # #[tokio::main]
 /// # async fn main() -> std::io::Result<()> {
-/// let (accepts, handle) = staunch::bind_many(["127.0.0.1:0".parse().unwrap()]);
+/// let (accepts, handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
 /// let port = handle.bound()[0].port();
 /// let server = tokio::spawn(
 ///     accepts
@@ -135,16 +153,19 @@ pub fn bind_many(addrs: impl IntoIterator<Item = SocketAddr>) -> (BindMany, Bind
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             addrs: Vec::new(),
-            policy,
+            policy: make_policy(policy),
             on_bind_error: None,
+            unreported: Failures::new(),
             handles: 1,
+            closed: false,
             waker: None,
         }),
     });
     let handle = BindHandle {
         shared: shared.clone(),
     };
-    handle.set(addrs);
+    let failures = handle.set_and_collect(addrs);
+    shared.lock().unreported = failures;
     let stream = BindMany {
         shared,
         retry: None,
@@ -160,20 +181,43 @@ impl Shared {
 }
 
 impl BindMany {
-    /// Retry failed binds with this policy instead of the default (100 ms doubling to 10 s).
-    /// Applies to binds that fail from now on.
-    pub fn bind_backoff(self, policy: Exponential) -> Self {
-        self.shared.lock().policy = policy;
+    /// Retry failed binds with this policy instead of the default (100 ms doubling to 10 s):
+    /// any `Iterator<Item = Duration> + Clone`, such as the policies in
+    /// [`backoff`](crate::backoff). Each address that starts failing gets a fresh clone. Applies
+    /// to binds that fail from now on; when the policy ends, retries go on every 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::Constant;
+    ///
+    /// let (accepts, _handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+    /// let accepts = accepts.bind_backoff(Constant::new(Duration::from_secs(1)));
+    /// # drop(accepts);
+    /// ```
+    pub fn bind_backoff<B>(self, policy: B) -> Self
+    where
+        B: Iterator<Item = Duration> + Clone + Send + 'static,
+    {
+        self.shared.lock().policy = make_policy(policy);
         self
     }
 
-    /// Call `hook` with every failed bind (it is retried all the same), to count or alert. It
-    /// runs outside the stream's lock, so it may use the [`BindHandle`].
+    /// Call `hook` with every failed bind (it is retried all the same), to count or alert,
+    /// including the binds [`bind_many`] made before the hook was attached (at once, from here).
+    /// It runs outside the stream's lock, so it may use the [`BindHandle`].
     pub fn on_bind_error<F>(self, hook: F) -> Self
     where
         F: Fn(SocketAddr, &io::Error) + Send + Sync + 'static,
     {
-        self.shared.lock().on_bind_error = Some(Arc::new(hook));
+        let hook: BindErrorHook = Arc::new(hook);
+        let earlier = {
+            let mut state = self.shared.lock();
+            state.on_bind_error = Some(hook.clone());
+            std::mem::take(&mut state.unreported)
+        };
+        report(Some(hook), earlier);
         self
     }
 }
@@ -181,10 +225,26 @@ impl BindMany {
 impl BindHandle {
     /// Make `addrs` the set: close the addresses not in it at once, bind the new ones (a failed
     /// bind is retried with backoff), keep the others as they are.
+    ///
+    /// Once the stream is dropped, this binds nothing: no one would accept.
     pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let failures = self.set_and_collect(addrs);
+        let hook = self.shared.lock().on_bind_error.clone();
+        report(hook, failures);
+    }
+
+    /// [`set`](BindHandle::set), returning the failed binds instead of reporting them.
+    fn set_and_collect(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Failures {
         let wanted: Vec<SocketAddr> = addrs.into_iter().collect();
         let mut failures = Failures::new();
         let mut state = self.shared.lock();
+        if state.closed {
+            log_event!(
+                debug,
+                "bind_many: the stream is gone, the address set stays empty"
+            );
+            return failures;
+        }
         state.addrs.retain(|e| {
             let keep = wanted.contains(&e.addr);
             if !keep {
@@ -196,15 +256,13 @@ impl BindHandle {
             if state.addrs.iter().any(|e| e.addr == addr) {
                 continue;
             }
-            let slot = bind_or_fail(addr, state.policy.clone(), &mut failures);
+            let slot = bind_or_fail(addr, &state.policy, None, &mut failures);
             state.addrs.push(Entry { addr, slot });
         }
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
-        let hook = state.on_bind_error.clone();
-        drop(state);
-        report(hook, failures);
+        failures
     }
 
     /// Every address of the set and its state.
@@ -221,9 +279,11 @@ impl BindHandle {
                     Slot::Bound(l) => AddrState::Bound {
                         local: l.local_addr().unwrap_or(e.addr),
                     },
-                    Slot::Failing { error, policy, .. } => AddrState::Failing {
+                    Slot::Failing {
+                        error, attempts, ..
+                    } => AddrState::Failing {
                         error: error.clone(),
-                        attempts: policy.attempts(),
+                        attempts: *attempts,
                     },
                     Slot::Empty => unreachable!("a slot is never left empty"),
                 };
@@ -275,20 +335,39 @@ fn report(hook: Option<BindErrorHook>, failures: Failures) {
     }
 }
 
-fn bind_or_fail(addr: SocketAddr, policy: Exponential, failures: &mut Failures) -> Slot {
+fn make_policy<B>(policy: B) -> MakePolicy
+where
+    B: Iterator<Item = Duration> + Clone + Send + 'static,
+{
+    Box::new(move || Box::new(policy.clone()))
+}
+
+/// Bind `addr`; on failure, go on with the backoff of an address already failing (`failing`:
+/// its policy and attempts so far) or start a fresh one.
+fn bind_or_fail(
+    addr: SocketAddr,
+    make: &MakePolicy,
+    failing: Option<(Policy, u32)>,
+    failures: &mut Failures,
+) -> Slot {
     match bind(addr) {
         Ok(listener) => {
             log_event!(info, %addr, "bind_many: bound");
             Slot::Std(listener)
         }
-        Err(error) => fail(addr, error, policy, failures),
+        Err(error) => fail(
+            addr,
+            error,
+            failing.unwrap_or_else(|| (make(), 0)),
+            failures,
+        ),
     }
 }
 
 fn fail(
     addr: SocketAddr,
     error: io::Error,
-    mut policy: Exponential,
+    (mut policy, attempts): (Policy, u32),
     failures: &mut Failures,
 ) -> Slot {
     // The default policy never ends; a user policy that ends keeps a 10 s retry.
@@ -303,6 +382,7 @@ fn fail(
     let slot = Slot::Failing {
         error: error.to_string(),
         policy,
+        attempts: attempts.saturating_add(1),
         retry_at: Instant::now() + delay,
     };
     failures.push((addr, error));
@@ -314,26 +394,29 @@ fn refresh(
     slot: Slot,
     addr: SocketAddr,
     now: Instant,
-    policy: &Exponential,
+    make: &MakePolicy,
     failures: &mut Failures,
 ) -> Slot {
     let slot = match slot {
         Slot::Failing {
-            retry_at, policy, ..
-        } if retry_at <= now => bind_or_fail(addr, policy, failures),
+            retry_at,
+            policy,
+            attempts,
+            ..
+        } if retry_at <= now => bind_or_fail(addr, make, Some((policy, attempts)), failures),
         other => other,
     };
     match slot {
         Slot::Std(listener) => match TcpListener::from_std(listener) {
             Ok(listener) => Slot::Bound(listener),
-            Err(e) => fail(addr, e, policy.clone(), failures),
+            Err(e) => fail(addr, e, (make(), 0), failures),
         },
         other => other,
     }
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    listen_on(addr, |socket| {
+    listen_on(addr, BACKLOG, |socket| {
         if addr.is_ipv6() {
             socket.set_only_v6(true)?;
         }
@@ -394,6 +477,24 @@ impl Stream for BindMany {
             Some(accepted) => Poll::Ready(Some(accepted)),
             None if ended => Poll::Ready(None),
             None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for BindMany {
+    fn drop(&mut self) {
+        // Nobody accepts any more: close every socket now, handles or not, so new clients are
+        // refused instead of left hanging in a backlog.
+        let mut state = self.shared.lock();
+        state.closed = true;
+        let closed = std::mem::take(&mut state.addrs);
+        drop(state);
+        if !closed.is_empty() {
+            log_event!(
+                info,
+                addresses = closed.len(),
+                "bind_many: stream dropped, listening sockets closed"
+            );
         }
     }
 }

@@ -89,19 +89,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
         let this = self.project();
         let future = this.future;
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Ready(output)) => {
-                return Poll::Ready(match output.failure() {
-                    None => Ending::Finished,
-                    Some(error) => {
-                        // Per-client failures (resets, bad requests) are routine on a public
-                        // server: debug level, and counted in `Stats::failed`.
-                        log_event!(debug, error = %error, "connection failed");
-                        let _ = error;
-                        Ending::Failed
-                    }
-                });
-            }
+        // The output is judged and dropped inside too: both run user code.
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx).map(ending_of))) {
+            Ok(Poll::Ready(ending)) => return Poll::Ready(ending),
             Ok(Poll::Pending) => {}
             Err(payload) => {
                 let message = panic_message(&*payload);
@@ -125,6 +115,32 @@ where
             }
         }
         Poll::Pending
+    }
+}
+
+fn ending_of<O: ConnectionOutput>(output: O) -> Ending {
+    match output.failure() {
+        None => Ending::Finished,
+        Some(error) => {
+            // Per-client failures (resets, bad requests) are routine on a public server: debug
+            // level, and counted in `Stats::failed`.
+            log_event!(debug, error = %NoPanic(error), "connection failed");
+            let _ = error;
+            Ending::Failed
+        }
+    }
+}
+
+/// Displays `T`, or a placeholder if its `Display` panics: logging a failure that is already
+/// counted must not take the listener down with it (and only when logging is on).
+pub(crate) struct NoPanic<'a, T: ?Sized>(pub(crate) &'a T);
+
+impl<T: fmt::Display + ?Sized> fmt::Display for NoPanic<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match catch_unwind(AssertUnwindSafe(|| self.0.fmt(f))) {
+            Ok(result) => result,
+            Err(_) => f.write_str("<its Display panicked>"),
+        }
     }
 }
 

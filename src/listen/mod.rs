@@ -1,25 +1,31 @@
-//! Server side: the [`ListenExt`] combinators.
-
-#[macro_use]
-mod common;
+//! The server side: accept streams that survive errors, and listeners that run connections.
+//!
+//! A server chain reads: accept stream → [`sleep_on_error`](ListenExt::sleep_on_error) →
+//! `map(handle)` → [`listen`](ListenExt::listen) or [`spawn_listen`](ListenExt::spawn_listen),
+//! which return a [`Listener`]. [`ListenExt`], [`Stats`] and [`is_connection_error`] are also at
+//! the crate root.
+//!
+//! Binding: [`bind`] gives a tokio `TcpListener` with a backlog of 1024 (tokio's own `bind` uses
+//! 128), [`bind_many`] accepts on a set of addresses that can change while it runs, and
+//! `bind_reuseport` binds one socket per accept loop.
 
 mod bind;
 mod bind_many;
 mod classify;
 mod connection;
-mod driver;
-mod local;
-#[cfg(all(
-    unix,
-    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
-))]
-mod reuseport;
+mod link;
+mod listener;
+mod mode;
 mod setup_sockets;
-pub(crate) mod shutdown;
+mod shutdown;
 mod sleep_on_error;
 mod socket_options;
-mod spawn_listen;
 mod stats;
+
+cfg_reuseport! {
+    mod reuseport;
+    pub use reuseport::bind_reuseport;
+}
 
 use std::future::Future;
 use std::io;
@@ -27,22 +33,16 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
+pub use bind::{bind, bind_with_backlog};
 pub use bind_many::{bind_many, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
 pub use connection::ConnectionOutput;
-pub use local::Listen;
-#[cfg(all(
-    unix,
-    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
-))]
-pub use reuseport::bind_reuseport;
+pub use listener::{Listen, Listener, SpawnListen};
+pub use mode::{InTask, Mode, Spawned};
 pub use setup_sockets::SetupSockets;
-pub use shutdown::{Drain, GracefulShutdown, ShutdownReport};
-pub use sleep_on_error::{
-    AcceptAction, AcceptErrorEvent, NoHook, SleepOnError, MIN_ACCEPT_BACKOFF,
-};
+pub use shutdown::{GracefulShutdown, ShutdownReport};
+pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
 pub use socket_options::SocketOptions;
-pub use spawn_listen::SpawnListen;
 pub use stats::{Stats, StatsSnapshot};
 
 /// Accept-loop combinators for every [`Stream`].
@@ -61,7 +61,7 @@ pub trait ListenExt: Stream {
     /// ```no_run
     /// use std::time::Duration;
     /// use futures_util::StreamExt;
-    /// use staunch::{ListenExt, SocketOptions};
+    /// use staunch::{listen::SocketOptions, ListenExt};
     /// use tokio_stream::wrappers::TcpListenerStream;
     ///
     /// # #[tokio::main]
@@ -87,8 +87,10 @@ pub trait ListenExt: Stream {
 
     /// Turn a stream of accept results into a stream of accepted items that survives errors.
     ///
-    /// - Per-connection errors ([`ErrorClass::Connection`]: a client that reset before it was
-    ///   accepted, `ECONNABORTED`, `EPROTO`, ...) are counted and skipped at once.
+    /// - Per-connection errors ([`ErrorClass::Connection`]: `ECONNABORTED`, `EPROTO`, ...) are
+    ///   counted and skipped at once. (On Linux a client that resets before it is accepted does
+    ///   not make `accept` fail: the socket is accepted, and the reset shows up at its first
+    ///   read, as a failed connection.)
     /// - Every other error (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, anything unknown) is logged
     ///   and the stream waits `delay` before polling the inner stream again, instead of spinning
     ///   at 100% CPU. Chained into [`listen`](ListenExt::listen) or
@@ -151,14 +153,42 @@ pub trait ListenExt: Stream {
     /// - Connection futures need not be `Send`; this works on a current-thread runtime. To use
     ///   every worker thread, see [`spawn_listen`](ListenExt::spawn_listen).
     ///
-    /// Add [`connection_time_limit`](Listen::connection_time_limit) against slow clients and
-    /// [`with_graceful_shutdown`](Listen::with_graceful_shutdown) to stop on a signal and drain
-    /// with a deadline (or none, with `Duration::MAX`). `take_until(signal)` on the stream also
-    /// stops accepting, but only once the stream is polled again, which a full listener does not
-    /// do: `with_graceful_shutdown` closes the port at once, full or not.
+    /// Add [`connection_time_limit`](Listener::connection_time_limit) against slow clients and
+    /// [`with_graceful_shutdown`](Listener::with_graceful_shutdown) to stop on a signal and drain
+    /// with a deadline (or [`with_graceful_drain`](Listener::with_graceful_drain), with none).
+    /// `take_until(signal)` on the stream also stops accepting, but only once the stream is
+    /// polled again, which a full listener does not do: `with_graceful_shutdown` closes the port
+    /// at once, full or not.
     ///
-    /// A panic is caught where the connection future is polled; one raised while dropping a
-    /// connection future, or while formatting its error, is not, and reaches the listener.
+    /// # Panics in connections
+    ///
+    /// A panic is caught where the connection future is polled (and where its output is judged
+    /// and dropped), counted in [`StatsSnapshot::panicked`], and logged. One raised while
+    /// dropping a connection future that did not finish (at a time limit or shutdown) is not
+    /// caught.
+    ///
+    /// The synchronous part of the closure given to `map` is not part of the connection future:
+    /// it runs while the listener polls its accept stream, so a panic there unwinds out of the
+    /// listener, as it would out of any stream, and the server stops. A stream that panicked
+    /// cannot be trusted to be polled again, so the listener does not try. Do fallible work
+    /// inside the `async` block, where a panic or an error concerns that connection only:
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use staunch::ListenExt;
+    /// # fn serve(accepts: impl futures_util::Stream<Item = tokio::net::TcpStream>) {
+    /// // Not `.map(|s| { let peer = s.peer_addr().unwrap(); ... })`: `peer_addr` fails with
+    /// // ENOTCONN when the client has already reset, and that panic would stop the server.
+    /// let server = accepts
+    ///     .map(|socket| async move {
+    ///         let peer = socket.peer_addr()?; // an error of this connection only
+    ///         # let _ = peer;
+    ///         std::io::Result::Ok(())
+    ///     })
+    ///     .listen(1000);
+    /// # drop(server);
+    /// # }
+    /// ```
     ///
     /// # Panics
     ///
@@ -196,7 +226,7 @@ pub trait ListenExt: Stream {
         Self::Item: Future,
         <Self::Item as Future>::Output: ConnectionOutput,
     {
-        Listen::new(self, max_connections)
+        Listener::new(self, max_connections)
     }
 
     /// Like [`listen`](ListenExt::listen), but each connection future is spawned onto the tokio
@@ -231,7 +261,7 @@ pub trait ListenExt: Stream {
         Self::Item: Future + Send + 'static,
         <Self::Item as Future>::Output: ConnectionOutput,
     {
-        SpawnListen::new(self, max_connections)
+        Listener::new(self, max_connections)
     }
 }
 

@@ -1,13 +1,13 @@
 use std::io;
 use std::net::SocketAddr;
 
-use super::bind::listen_on;
+use crate::sockopt::{listen_on, BACKLOG};
 
 /// Bind `count` listening sockets to one address with `SO_REUSEPORT`, for servers whose single
 /// accept task is the bottleneck: run one accept loop per socket, each on its own thread (a
 /// current-thread runtime per core and [`listen`](crate::ListenExt::listen) is the classic
 /// layout), and the kernel spreads new connections across them. Merge their counters with
-/// [`Stats::merged`](crate::Stats::merged).
+/// [`Stats::merged`](super::Stats::merged). Each socket gets a backlog of 1024.
 ///
 /// If `addr` has port 0, the first socket picks the port and the others share it. The sockets
 /// are non-blocking `std` listeners, so each thread registers its own with
@@ -22,15 +22,11 @@ use super::bind::listen_on;
 /// # Examples
 ///
 /// ```
-/// let listeners = staunch::bind_reuseport("127.0.0.1:0".parse().unwrap(), 2)?;
+/// let listeners = staunch::listen::bind_reuseport("127.0.0.1:0".parse().unwrap(), 2)?;
 /// let port = listeners[0].local_addr()?.port();
 /// assert!(listeners.iter().all(|l| l.local_addr().unwrap().port() == port));
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[cfg_attr(
-    docsrs,
-    doc(cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))
-)]
 pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     if count == 0 {
         return Err(io::Error::new(
@@ -41,7 +37,7 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
     let mut addr = addr;
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count {
-        let listener = listen_on(addr, |socket| socket.set_reuse_port(true))?;
+        let listener = listen_on(addr, BACKLOG, |socket| socket.set_reuse_port(true))?;
         // Port 0: the first socket chose the port; the others must ask for that one.
         addr = listener.local_addr()?;
         listeners.push(listener);

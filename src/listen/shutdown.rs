@@ -7,37 +7,21 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 
+use futures_core::Stream;
+
+use super::listener::Listener;
+use super::mode::Mode;
 use super::stats::{Stats, StatsSnapshot};
 
-pub(crate) mod sealed {
-    use std::pin::Pin;
-
-    use crate::Stats;
-
-    /// What [`GracefulShutdown`](crate::GracefulShutdown) needs of a listener.
-    #[allow(unreachable_pub)] // sealed: public in a private module on purpose
-    pub trait Sealed: std::future::Future<Output = ()> {
-        fn stop_accepting(self: Pin<&mut Self>);
-        fn cancel_all(self: Pin<&mut Self>);
-        fn stats(&self) -> Stats;
-    }
-}
-
-/// A listener that [`GracefulShutdown`] can drive: [`Listen`](crate::Listen) and
-/// [`SpawnListen`](crate::SpawnListen). Sealed.
-pub trait Drain: sealed::Sealed {}
-
 pin_project! {
-    /// Future for the `with_graceful_shutdown` method of [`Listen`](crate::Listen) and
-    /// [`SpawnListen`](crate::SpawnListen).
+    /// Future for the [`with_graceful_shutdown`](Listener::with_graceful_shutdown) and
+    /// [`with_graceful_drain`](Listener::with_graceful_drain) methods of a [`Listener`].
     ///
     /// 1. Until `signal` completes, it runs the listener as usual.
     /// 2. When it does, the accept stream is dropped at once (the listening socket closes, so
     ///    new clients are refused instead of waiting in the backlog) and in-flight connections get
-    ///    `grace` to finish.
+    ///    the grace period to finish (with `with_graceful_drain`, as long as they take).
     /// 3. When the grace period runs out, every connection still running is cancelled.
-    ///
-    /// A `grace` of [`Duration::MAX`] means no deadline: drain until the last connection ends.
     ///
     /// It resolves to a [`ShutdownReport`] saying how many connections finished during the grace
     /// period and how many were cut. If the accept stream ends on its own first, it waits for the
@@ -50,7 +34,7 @@ pin_project! {
         signal: Option<F>,
         #[pin]
         deadline: Option<Sleep>,
-        grace: Duration,
+        grace: Option<Duration>,
         at_signal: Option<StatsSnapshot>,
     }
 }
@@ -63,8 +47,9 @@ pub struct ShutdownReport {
     /// finished before it.
     pub signalled: bool,
     /// Connections that ended on their own after the signal (finished, failed, panicked or
-    /// timed out), within the grace period.
-    pub finished: u64,
+    /// timed out), within the grace period. Not to be confused with
+    /// [`StatsSnapshot::finished`], which counts only connections that ended with `Ok` or `()`.
+    pub ended: u64,
     /// Connections still running when the grace period ran out, and so cancelled.
     pub cancelled: u64,
     /// The listener's counters at the end.
@@ -76,8 +61,8 @@ impl fmt::Display for ShutdownReport {
         if self.signalled {
             write!(
                 f,
-                "shutdown: {} finished and {} cancelled after the signal; ",
-                self.finished, self.cancelled
+                "shutdown: {} ended and {} cancelled after the signal; ",
+                self.ended, self.cancelled
             )?;
         } else {
             f.write_str("stopped: the accept stream ended and every connection finished; ")?;
@@ -86,8 +71,13 @@ impl fmt::Display for ShutdownReport {
     }
 }
 
-impl<L: Drain, F: Future> GracefulShutdown<L, F> {
-    pub(crate) fn new(listener: L, signal: F, grace: Duration) -> Self {
+impl<S, M, F> GracefulShutdown<Listener<S, M>, F>
+where
+    S: Stream,
+    M: Mode<S::Item>,
+    F: Future,
+{
+    pub(crate) fn new(listener: Listener<S, M>, signal: F, grace: Option<Duration>) -> Self {
         GracefulShutdown {
             listener,
             signal: Some(signal),
@@ -97,8 +87,8 @@ impl<L: Drain, F: Future> GracefulShutdown<L, F> {
         }
     }
 
-    /// The grace period.
-    pub fn grace(&self) -> Duration {
+    /// The grace period; `None` waits for every connection with no deadline.
+    pub fn grace(&self) -> Option<Duration> {
         self.grace
     }
 
@@ -108,12 +98,17 @@ impl<L: Drain, F: Future> GracefulShutdown<L, F> {
     }
 
     /// The listener.
-    pub fn get_ref(&self) -> &L {
+    pub fn get_ref(&self) -> &Listener<S, M> {
         &self.listener
     }
 }
 
-impl<L: Drain, F: Future> Future for GracefulShutdown<L, F> {
+impl<S, M, F> Future for GracefulShutdown<Listener<S, M>, F>
+where
+    S: Stream,
+    M: Mode<S::Item>,
+    F: Future,
+{
     type Output = ShutdownReport;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ShutdownReport> {
@@ -126,12 +121,12 @@ impl<L: Drain, F: Future> Future for GracefulShutdown<L, F> {
                 log_event!(
                     info,
                     active = stats.active(),
-                    grace_ms = this.grace.as_millis() as u64,
+                    grace_ms = this.grace.map(|g| g.as_millis() as u64),
                     "graceful shutdown: stop accepting, draining"
                 );
                 this.listener.as_mut().stop_accepting();
-                if *this.grace < Duration::MAX {
-                    this.deadline.set(Some(sleep(*this.grace)));
+                if let Some(grace) = *this.grace {
+                    this.deadline.set(Some(sleep(grace)));
                 }
             }
         }
@@ -143,13 +138,13 @@ impl<L: Drain, F: Future> Future for GracefulShutdown<L, F> {
                 let ended = |s: &StatsSnapshot| s.finished + s.failed + s.panicked + s.timed_out;
                 let report = ShutdownReport {
                     signalled: this.at_signal.is_some(),
-                    finished: ended(&end) - ended(&start),
+                    ended: ended(&end) - ended(&start),
                     cancelled: cut,
                     stats: end,
                 };
                 log_event!(
                     info,
-                    finished = report.finished,
+                    ended = report.ended,
                     cancelled = report.cancelled,
                     "graceful shutdown: done"
                 );

@@ -11,7 +11,9 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
 
-use super::stats::{bump, polling_listener, AcceptShared, ListenShared, Stats};
+use super::connection::NoPanic;
+use super::link::Link;
+use super::stats::{bump, AcceptShared, Stats};
 use super::ErrorClass;
 use crate::backoff::Constant;
 
@@ -26,8 +28,32 @@ const SKIP_BUDGET: u32 = 64;
 /// At most one backoff event a second is logged at `error` level; the others go to `debug`.
 const LOUD_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The type of the error hook of a [`SleepOnError`] without one.
-pub type NoHook = fn(&AcceptErrorEvent<'_>);
+pub(crate) mod hook {
+    #![allow(unreachable_pub)] // sealed: public in a private module on purpose
+
+    use super::AcceptErrorEvent;
+
+    /// The error hook of a [`SleepOnError`](super::SleepOnError): `()` for none, or the closure
+    /// given to [`on_error`](super::SleepOnError::on_error).
+    pub trait ErrorHook {
+        /// `true` for `()`, the absent hook.
+        const IS_NONE: bool = false;
+        fn call(&mut self, event: &AcceptErrorEvent<'_>);
+    }
+
+    impl ErrorHook for () {
+        const IS_NONE: bool = true;
+        fn call(&mut self, _: &AcceptErrorEvent<'_>) {}
+    }
+
+    impl<F: FnMut(&AcceptErrorEvent<'_>)> ErrorHook for F {
+        fn call(&mut self, event: &AcceptErrorEvent<'_>) {
+            self(event)
+        }
+    }
+}
+
+use hook::ErrorHook;
 
 pin_project! {
     /// Stream for the [`sleep_on_error`](crate::ListenExt::sleep_on_error) method.
@@ -38,7 +64,7 @@ pin_project! {
     /// holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or `tokio::pin!`)
     /// to call `next()` directly.
     #[must_use = "streams do nothing unless polled"]
-    pub struct SleepOnError<S, B = Constant, H = NoHook> {
+    pub struct SleepOnError<S, B = Constant, H = ()> {
         #[pin]
         stream: S,
         #[pin]
@@ -47,10 +73,9 @@ pin_project! {
         current: B,
         consecutive: u32,
         give_up_after: Option<u32>,
-        on_error: Option<H>,
+        on_error: H,
         shared: Arc<AcceptShared>,
-        listener: Option<Arc<ListenShared>>,
-        releases_at_sleep: u64,
+        link: Link,
         last_class: ErrorClass,
         loud_log: Option<Instant>,
         done: bool,
@@ -104,6 +129,7 @@ impl<S, T> SleepOnError<S, Constant>
 where
     S: Stream<Item = io::Result<T>>,
 {
+    #[track_caller]
     pub(crate) fn new(stream: S, delay: Duration) -> Self {
         assert!(
             !delay.is_zero(),
@@ -117,10 +143,9 @@ where
             current: policy,
             consecutive: 0,
             give_up_after: None,
-            on_error: None,
+            on_error: (),
             shared: Arc::default(),
-            listener: None,
-            releases_at_sleep: 0,
+            link: Link::default(),
             last_class: ErrorClass::Unknown,
             loud_log: None,
             done: false,
@@ -161,8 +186,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
             give_up_after: self.give_up_after,
             on_error: self.on_error,
             shared: self.shared,
-            listener: self.listener,
-            releases_at_sleep: 0,
+            link: self.link,
             last_class: self.last_class,
             loud_log: self.loud_log,
             done: self.done,
@@ -178,7 +202,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use staunch::{ErrorClass, ListenExt};
+    /// use staunch::{listen::ErrorClass, ListenExt};
     /// # let accepts = futures_util::stream::empty::<std::io::Result<()>>();
     /// let resource_errors = Arc::new(AtomicU64::new(0));
     /// let counter = resource_errors.clone();
@@ -199,10 +223,9 @@ impl<S, B, H> SleepOnError<S, B, H> {
             current: self.current,
             consecutive: self.consecutive,
             give_up_after: self.give_up_after,
-            on_error: Some(hook),
+            on_error: hook,
             shared: self.shared,
-            listener: self.listener,
-            releases_at_sleep: self.releases_at_sleep,
+            link: self.link,
             last_class: self.last_class,
             loud_log: self.loud_log,
             done: self.done,
@@ -259,7 +282,7 @@ impl<S, B, H, T> Stream for SleepOnError<S, B, H>
 where
     S: Stream<Item = io::Result<T>>,
     B: Iterator<Item = Duration> + Clone,
-    H: FnMut(&AcceptErrorEvent<'_>),
+    H: ErrorHook,
 {
     type Item = T;
 
@@ -268,21 +291,12 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        // Look for a listener polling us until one is found: the first polls may come from
-        // outside one (a `select` whose other side yielded first polls us later, inside).
-        if this.listener.is_none() {
-            if let Some(listener) = polling_listener() {
-                listener.link(this.shared.clone());
-                *this.listener = Some(listener);
-            }
-        }
+        this.link.find(this.shared);
         let mut skipped = 0;
         loop {
             if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                let released = this.listener.as_ref().is_some_and(|l| {
-                    *this.last_class == ErrorClass::Resource
-                        && l.releases.load(Relaxed) != *this.releases_at_sleep
-                });
+                let released =
+                    *this.last_class == ErrorClass::Resource && this.link.released_since_backoff();
                 if released {
                     bump(&this.shared.woken_by_release);
                     log_event!(
@@ -315,10 +329,10 @@ where
                 report(this.on_error, &error, class, AcceptAction::Skip, 0);
                 log_event!(
                     debug,
-                    error = %error,
+                    error = %NoPanic(&error),
                     kind = ?error.kind(),
                     errno = ?error.raw_os_error(),
-                    active = ?this.listener.as_ref().map(|l| l.active.load(Relaxed)),
+                    active = ?this.link.active(),
                     "accept: per-connection error skipped"
                 );
                 skipped += 1;
@@ -345,7 +359,7 @@ where
                 );
                 log_event!(
                     error,
-                    error = %error,
+                    error = %NoPanic(&error),
                     kind = ?error.kind(),
                     errno = ?error.raw_os_error(),
                     consecutive = *this.consecutive,
@@ -380,12 +394,10 @@ where
                 class,
                 delay,
                 *this.consecutive,
-                this.listener.as_ref().map(|l| l.active.load(Relaxed)),
+                this.link.active(),
             );
             *this.last_class = class;
-            if let Some(l) = this.listener.as_ref() {
-                *this.releases_at_sleep = l.releases.load(Relaxed);
-            }
+            this.link.backoff_begins();
             this.sleep.set(Some(sleep(delay)));
         }
     }
@@ -414,7 +426,7 @@ fn log_backoff(
         ($level:ident) => {
             log_event!(
                 $level,
-                error = %error,
+                error = %NoPanic(error),
                 kind = ?error.kind(),
                 errno = ?error.raw_os_error(),
                 class = ?class,
@@ -434,35 +446,33 @@ fn log_backoff(
     let _ = (loud, error, class, delay, consecutive, active);
 }
 
-fn report<H: FnMut(&AcceptErrorEvent<'_>)>(
-    hook: &mut Option<H>,
+fn report<H: ErrorHook>(
+    hook: &mut H,
     error: &io::Error,
     class: ErrorClass,
     action: AcceptAction,
     consecutive: u32,
 ) {
-    if let Some(hook) = hook {
-        hook(&AcceptErrorEvent {
-            error,
-            class,
-            action,
-            consecutive,
-        });
-    }
+    hook.call(&AcceptErrorEvent {
+        error,
+        class,
+        action,
+        consecutive,
+    });
 }
 
 impl<S, B, H, T> FusedStream for SleepOnError<S, B, H>
 where
     S: Stream<Item = io::Result<T>>,
     B: Iterator<Item = Duration> + Clone,
-    H: FnMut(&AcceptErrorEvent<'_>),
+    H: ErrorHook,
 {
     fn is_terminated(&self) -> bool {
         self.done
     }
 }
 
-impl<S: fmt::Debug, B: fmt::Debug, H> fmt::Debug for SleepOnError<S, B, H> {
+impl<S: fmt::Debug, B: fmt::Debug, H: ErrorHook> fmt::Debug for SleepOnError<S, B, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SleepOnError")
             .field("stream", &self.stream)
@@ -470,8 +480,8 @@ impl<S: fmt::Debug, B: fmt::Debug, H> fmt::Debug for SleepOnError<S, B, H> {
             .field("backing_off", &self.sleep.is_some())
             .field("consecutive", &self.consecutive)
             .field("give_up_after", &self.give_up_after)
-            .field("has_hook", &self.on_error.is_some())
-            .field("linked_to_listener", &self.listener.is_some())
+            .field("has_hook", &!H::IS_NONE)
+            .field("linked_to_listener", &self.link.is_linked())
             .field("done", &self.done)
             .finish_non_exhaustive()
     }

@@ -1,7 +1,7 @@
 use std::io;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
+use socket2::SockRef;
 use tokio::net::TcpStream;
 
 /// Options applied to each accepted TCP socket, for
@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 ///
 /// ```
 /// use std::time::Duration;
-/// use staunch::SocketOptions;
+/// use staunch::listen::SocketOptions;
 ///
 /// let options = SocketOptions::new()
 ///     .nodelay(true)
@@ -86,15 +86,7 @@ impl SocketOptions {
             socket.set_tcp_nodelay(nodelay)?;
         }
         if let Some(idle) = self.keepalive {
-            let params = TcpKeepalive::new().with_time(idle);
-            #[cfg(any(
-                target_os = "linux",
-                target_os = "android",
-                target_vendor = "apple",
-                windows
-            ))]
-            let params = params.with_interval(idle);
-            socket.set_tcp_keepalive(&params)?;
+            socket.set_tcp_keepalive(&crate::sockopt::keepalive(idle, Some(idle), None))?;
         }
         if let Some(bytes) = self.recv_buffer_size {
             socket.set_recv_buffer_size(bytes)?;

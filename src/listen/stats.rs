@@ -1,4 +1,3 @@
-use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -6,11 +5,10 @@ use std::sync::{Arc, Mutex};
 
 /// A cheap handle to a server's counters, readable while it runs (from any thread).
 ///
-/// Get one from [`SleepOnError::stats`](crate::SleepOnError::stats) (accept counters only) or from
-/// [`Listen::stats`](crate::Listen::stats) / [`SpawnListen::stats`](crate::SpawnListen::stats)
-/// (connection counters, plus the accept counters of every `sleep_on_error` stream the listener
-/// polls, however many adapters sit between them). Cloning it is an `Arc` clone; reading it is a
-/// handful of relaxed atomic loads.
+/// Get one from [`SleepOnError::stats`](super::SleepOnError::stats) (accept counters only) or from
+/// [`Listener::stats`](super::Listener::stats) (connection counters, plus the accept counters of
+/// every `sleep_on_error` stream the listener polls, however many adapters sit between them).
+/// Cloning it is an `Arc` clone; reading it is a handful of relaxed atomic loads.
 ///
 /// # Examples
 ///
@@ -95,10 +93,10 @@ impl Stats {
     }
 
     /// One view over several listeners' counters, for example one accept loop per core (see
-    /// [`bind_reuseport`](crate::bind_reuseport)). Counters are summed; `peak_active` is the sum
-    /// of the peaks, an upper bound on the joint peak. Merge listeners' handles, not a
-    /// listener's with the `sleep_on_error` handle it already includes, or the accept counters
-    /// count twice.
+    /// `bind_reuseport`). Counters are summed; `peak_active` is the sum of the peaks, an upper
+    /// bound on the joint peak. Each set of counters is read once, however often it is reached:
+    /// merging a listener's handle with the `sleep_on_error` handle it already includes (or one
+    /// handle twice) counts nothing twice.
     ///
     /// # Examples
     ///
@@ -124,24 +122,40 @@ impl Stats {
     /// Read every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot::default();
-        self.add_to(&mut s);
+        self.add_to(&mut s, &mut Vec::new());
         s
     }
 
-    fn add_to(&self, s: &mut StatsSnapshot) {
+    /// Add the counters not yet in `seen` (the addresses of those already added).
+    fn add_to(&self, s: &mut StatsSnapshot, seen: &mut Vec<*const ()>) {
+        let first = |seen: &mut Vec<*const ()>, p: *const ()| {
+            let new = !seen.contains(&p);
+            if new {
+                seen.push(p);
+            }
+            new
+        };
         match &self.source {
-            Source::Accept(a) => a.add_to(s),
-            Source::Listen(l) => {
-                l.add_to(s);
-                for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            Source::Accept(a) => {
+                if first(seen, Arc::as_ptr(a).cast()) {
                     a.add_to(s);
+                }
+            }
+            Source::Listen(l) => {
+                if first(seen, Arc::as_ptr(l).cast()) {
+                    l.add_to(s);
+                }
+                for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    if first(seen, Arc::as_ptr(a).cast()) {
+                        a.add_to(s);
+                    }
                 }
             }
             Source::Merged(all) => {
                 let mut peak = 0;
                 for stats in all.iter() {
                     let mut one = StatsSnapshot::default();
-                    stats.add_to(&mut one);
+                    stats.add_to(&mut one, seen);
                     peak += one.peak_active;
                     one.peak_active = 0;
                     s.add(&one);
@@ -156,7 +170,7 @@ impl Stats {
         match &self.source {
             Source::Accept(_) => 0,
             Source::Listen(l) => l.active.load(Relaxed),
-            Source::Merged(all) => all.iter().map(Stats::active).sum(),
+            Source::Merged(_) => self.snapshot().active,
         }
     }
 
@@ -311,29 +325,4 @@ impl ListenShared {
 /// whole.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Relaxed) + 1, Relaxed);
-}
-
-thread_local! {
-    /// The listener whose `poll` is polling its accept stream on this thread right now, so that a
-    /// `sleep_on_error` stream anywhere inside it (behind `map`, `take_until`, ...) can link to it.
-    static POLLING_LISTENER: RefCell<Option<Arc<ListenShared>>> = const { RefCell::new(None) };
-}
-
-/// Run `poll` with `shared` as the listener polling on this thread.
-pub(crate) fn with_polling_listener<R>(shared: &Arc<ListenShared>, poll: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<ListenShared>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            POLLING_LISTENER.with(|c| *c.borrow_mut() = previous);
-        }
-    }
-    let previous = POLLING_LISTENER.with(|c| c.borrow_mut().replace(shared.clone()));
-    let _restore = Restore(previous);
-    poll()
-}
-
-/// The listener polling on this thread, if any.
-pub(crate) fn polling_listener() -> Option<Arc<ListenShared>> {
-    POLLING_LISTENER.with(|c| c.borrow().clone())
 }

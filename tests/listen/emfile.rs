@@ -38,7 +38,7 @@ use futures_util::{stream, StreamExt};
 use staunch::ListenExt;
 
 /// The ignored test that is the child server.
-const CHILD_TEST: &str = "emfile_child";
+const CHILD_TEST: &str = "emfile::emfile_child";
 /// Selects the child's server mode: `staunch` (`listen`), `spawn` (`spawn_listen` on a
 /// multi-thread runtime), `unchained` (`sleep_on_error` polled by a forwarding task) or `naive`
 /// (an accept loop that retries at once).
@@ -614,7 +614,8 @@ mod child {
     use std::time::{Duration, Instant};
 
     use futures_util::StreamExt;
-    use staunch::{AcceptErrorEvent, ListenExt};
+    use staunch::listen::AcceptErrorEvent;
+    use staunch::ListenExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};

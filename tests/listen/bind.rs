@@ -9,56 +9,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use staunch::backoff::Exponential;
-use staunch::{AddrState, ListenExt, SocketOptions, Stats};
+use staunch::listen::{AddrState, SocketOptions};
+use staunch::{ListenExt, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_stream::wrappers::TcpListenerStream;
 
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// Echo one line-less message of up to 64 bytes per read until EOF.
-async fn echo(mut socket: TcpStream) -> io::Result<()> {
-    let mut buf = [0; 64];
-    loop {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        socket.write_all(&buf[..n]).await?;
-    }
-}
-
-async fn round_trip(socket: &mut TcpStream, msg: &[u8]) {
-    socket.write_all(msg).await.unwrap();
-    let mut buf = vec![0; msg.len()];
-    timeout(LIMIT, socket.read_exact(&mut buf))
-        .await
-        .expect("echo timed out")
-        .unwrap();
-    assert_eq!(buf, msg);
-}
-
-/// Poll `check` until it holds, bounded by LIMIT.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use crate::support::{addr, echo, eventually, round_trip, LIMIT};
 
 #[tokio::test]
 async fn bind_many_follows_the_address_set() {
-    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let (accepts, handle) = staunch::listen::bind_many([addr("127.0.0.1:0")]);
     let server = tokio::spawn(
         accepts
             .sleep_on_error(Duration::from_millis(10))
@@ -92,7 +55,7 @@ async fn bind_many_follows_the_address_set() {
 
 #[tokio::test]
 async fn bind_many_closes_a_removed_address_even_while_full() {
-    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let (accepts, handle) = staunch::listen::bind_many([addr("127.0.0.1:0")]);
     let port = handle.bound()[0];
     let server = tokio::spawn(
         accepts
@@ -120,7 +83,7 @@ async fn bind_many_retries_a_failed_bind() {
         .max(Duration::from_millis(50))
         .build()
         .unwrap();
-    let (accepts, handle) = staunch::bind_many([]);
+    let (accepts, handle) = staunch::listen::bind_many([]);
     let failures = Arc::new(AtomicUsize::new(0));
     let f = failures.clone();
     let accepts = accepts.bind_backoff(policy).on_bind_error(move |a, e| {
@@ -154,7 +117,7 @@ async fn bind_many_retries_a_failed_bind() {
 
 #[test]
 fn reuseport_accept_loops_share_a_port_and_merge_stats() {
-    let listeners = staunch::bind_reuseport(addr("127.0.0.1:0"), 2).unwrap();
+    let listeners = staunch::listen::bind_reuseport(addr("127.0.0.1:0"), 2).unwrap();
     let port = listeners[0].local_addr().unwrap().port();
     let mut stops = Vec::new();
     let mut all = Vec::new();
@@ -213,7 +176,7 @@ fn reuseport_accept_loops_share_a_port_and_merge_stats() {
 
 #[test]
 fn reuseport_rejects_zero() {
-    let e = staunch::bind_reuseport(addr("127.0.0.1:0"), 0).unwrap_err();
+    let e = staunch::listen::bind_reuseport(addr("127.0.0.1:0"), 0).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 }
 
@@ -279,7 +242,7 @@ async fn the_chain_serves_ipv6_loopback_and_bind_many_mixes_families() {
     server.abort();
 
     // One stream over both families on the same port number (IPV6_V6ONLY keeps them apart).
-    let (accepts, handle) = staunch::bind_many([addr("127.0.0.1:0")]);
+    let (accepts, handle) = staunch::listen::bind_many([addr("127.0.0.1:0")]);
     let port = handle.bound()[0].port();
     handle.set([
         addr("127.0.0.1:0"),
@@ -297,4 +260,39 @@ async fn the_chain_serves_ipv6_loopback_and_bind_many_mixes_families() {
     round_trip(&mut a, b"v4").await;
     round_trip(&mut b, b"v6").await;
     server.abort();
+}
+
+#[tokio::test]
+async fn bind_many_closes_its_port_at_shutdown_while_a_handle_lives() {
+    let (accepts, handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+    let addr = handle.bound()[0];
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = accepts
+        .sleep_on_error(Duration::from_millis(10))
+        .map(|_s| async {})
+        .listen(4)
+        .with_graceful_shutdown(rx, Duration::from_secs(1));
+    let server = tokio::spawn(server);
+    tx.send(()).unwrap();
+    server.await.unwrap();
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "port still open after shutdown");
+    assert!(handle.bound().is_empty(), "status: {:?}", handle.status());
+}
+
+#[tokio::test]
+async fn on_bind_error_sees_the_first_failure() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = taken.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let (accepts, handle) = staunch::listen::bind_many([addr]);
+    let _accepts = accepts.on_bind_error(move |_, _| {
+        counter.fetch_add(1, SeqCst);
+    });
+    let attempts = match handle.status()[&addr] {
+        staunch::listen::AddrState::Failing { attempts, .. } => attempts,
+        ref other => panic!("{other:?}"),
+    };
+    assert_eq!(seen.load(SeqCst), attempts as usize);
 }

@@ -4,12 +4,11 @@ use std::future::Ready;
 use std::io;
 
 use futures_util::stream::{Empty, Pending};
-use staunch::ListenExt;
-use staunch::{
+use staunch::listen::{
     AcceptAction, AcceptErrorEvent, AddrState, BindHandle, BindMany, ErrorClass, GracefulShutdown,
-    Listen, SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, Stats,
-    StatsSnapshot,
+    Listen, SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, StatsSnapshot,
 };
+use staunch::{ListenExt, Stats};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 

@@ -2,24 +2,20 @@
 //! timing, waker registration, policies, hooks and give-up.
 
 use std::io;
+use std::panic::Location;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use staunch::backoff::Exponential;
-use staunch::{AcceptAction, ErrorClass, ListenExt};
+use staunch::listen::{AcceptAction, ErrorClass};
+use staunch::ListenExt;
 use tokio::time::{self, Instant};
 use tokio_test::{assert_pending, assert_ready_eq, task};
 
+use crate::support::{emfile, panic_location, reset, with_debug_logging, BadDisplay};
+
 const DELAY: Duration = Duration::from_millis(100);
-
-fn emfile() -> io::Error {
-    io::Error::from_raw_os_error(libc::EMFILE)
-}
-
-fn reset() -> io::Error {
-    io::ErrorKind::ConnectionReset.into()
-}
 
 #[test]
 fn classification_table() {
@@ -264,7 +260,7 @@ async fn zero_delays_from_a_policy_are_raised_to_the_minimum() {
         .collect()
         .await;
     assert_eq!(items, [1]);
-    assert_eq!(start.elapsed(), staunch::MIN_ACCEPT_BACKOFF * 10);
+    assert_eq!(start.elapsed(), staunch::listen::MIN_ACCEPT_BACKOFF * 10);
 }
 
 #[test]
@@ -347,4 +343,36 @@ async fn a_long_storm_logs_one_error_a_second_and_the_rest_at_debug() {
         loud, 3,
         "one error-level event per second (at 0 s, 1 s, 2 s):\n{text}"
     );
+}
+
+#[test]
+fn zero_delay_panic_points_at_the_caller() {
+    let here = Location::caller().file();
+    let at = panic_location(|| {
+        let _ = stream::empty::<io::Result<()>>().sleep_on_error(Duration::ZERO);
+    });
+    assert!(at.starts_with(here), "{at}");
+}
+
+#[test]
+fn logging_an_accept_error_whose_display_panics_does_not_kill_the_stream() {
+    with_debug_logging(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let accepts = stream::iter([
+                Err(io::Error::new(io::ErrorKind::ConnectionReset, BadDisplay)),
+                Err(io::Error::other(BadDisplay)),
+                Ok(()),
+            ]);
+            let n = accepts
+                .sleep_on_error(Duration::from_millis(1))
+                .count()
+                .await;
+            assert_eq!(n, 1);
+        });
+    });
 }

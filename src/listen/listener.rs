@@ -1,0 +1,307 @@
+//! [`Listener`]: the accept-and-run loop behind [`listen`](crate::ListenExt::listen) and
+//! [`spawn_listen`](crate::ListenExt::spawn_listen).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use pin_project_lite::pin_project;
+
+use super::connection::Tracked;
+use super::link::Lender;
+use super::mode::sealed::{Pool, Sealed};
+use super::mode::{InTask, Mode, Spawned};
+use super::shutdown::GracefulShutdown;
+use super::stats::Stats;
+
+/// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
+/// starve other tasks.
+const ACCEPT_BUDGET: usize = 64;
+
+/// The future of [`listen`](crate::ListenExt::listen): connections run inside its own task.
+pub type Listen<S> = Listener<S, InTask>;
+
+/// The future of [`spawn_listen`](crate::ListenExt::spawn_listen): each connection runs as its
+/// own tokio task.
+pub type SpawnListen<S> = Listener<S, Spawned>;
+
+pin_project! {
+    /// Future for the [`listen`](crate::ListenExt::listen) and
+    /// [`spawn_listen`](crate::ListenExt::spawn_listen) methods; `M` is where connection futures
+    /// run ([`InTask`] or [`Spawned`]).
+    ///
+    /// It polls the accept stream while fewer than `max_connections` connection futures are in
+    /// flight, and resolves once the stream has ended and every connection has finished.
+    ///
+    /// - [`InTask`] ([`Listen`]): connection futures are polled inside this future's task, so they
+    ///   need not be `Send` and it works on a current-thread runtime. Dropping it drops every
+    ///   connection still in flight.
+    /// - [`Spawned`] ([`SpawnListen`]): every connection future is spawned as its own tokio task,
+    ///   so connections run on every worker thread while this future keeps the count and polls
+    ///   the accept stream. It must be polled inside a tokio runtime. Dropping it aborts every
+    ///   connection task still running.
+    ///
+    /// Either way the stats still add up after a drop: connections cut by it count as
+    /// cancelled.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Listener<S, M>
+    where
+        S: Stream,
+        M: Mode<S::Item>,
+    {
+        #[pin]
+        stream: Option<S>,
+        pool: <M as Sealed<S::Item>>::Pool,
+        link: Lender,
+        max_connections: usize,
+        time_limit: Option<Duration>,
+    }
+}
+
+impl<S, M> Listener<S, M>
+where
+    S: Stream,
+    M: Mode<S::Item>,
+{
+    #[track_caller]
+    pub(crate) fn new(stream: S, max_connections: usize) -> Self {
+        assert!(
+            max_connections > 0,
+            "{}: max_connections must be at least 1 (0 would never accept a connection)",
+            M::METHOD
+        );
+        let pool = <M as Sealed<S::Item>>::Pool::new(Default::default());
+        Listener {
+            stream: Some(stream),
+            link: Lender::new(pool.shared().clone()),
+            pool,
+            max_connections,
+            time_limit: None,
+        }
+    }
+
+    /// Cancel any connection future that runs longer than `limit` (counted as timed out), so
+    /// slow or stalled clients cannot hold every slot forever (Slowloris).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let server = stream::iter([1u64, 60])
+    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+    ///     .listen(10)
+    ///     .connection_time_limit(Duration::from_secs(30));
+    /// let stats = server.stats();
+    /// server.await;
+    /// assert_eq!((stats.snapshot().finished, stats.snapshot().timed_out), (1, 1));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn connection_time_limit(mut self, limit: Duration) -> Self {
+        assert!(
+            !limit.is_zero(),
+            "connection_time_limit: the limit must be greater than zero"
+        );
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Stop accepting when `signal` completes, give in-flight connections `grace` to finish,
+    /// then cancel the rest. Any future is a signal: a `CancellationToken::cancelled_owned()`,
+    /// `tokio::signal::ctrl_c()`, a oneshot receiver. To wait for every connection with no
+    /// deadline, use [`with_graceful_drain`](Listener::with_graceful_drain). See
+    /// [`GracefulShutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let token = CancellationToken::new();
+    /// let server = stream::iter([20u64, 120])
+    ///     .chain(stream::pending()) // a listener that never ends by itself
+    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+    ///     .spawn_listen(10)
+    ///     .with_graceful_shutdown(token.clone().cancelled_owned(), Duration::from_secs(30));
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_secs(10)).await;
+    ///     token.cancel();
+    /// });
+    /// // At 10 s the signal comes; the 20 s connection ends within the 30 s grace period, the
+    /// // 120 s one is cut at 40 s.
+    /// let report = server.await;
+    /// assert_eq!((report.ended, report.cancelled), (1, 1));
+    /// # }
+    /// ```
+    pub fn with_graceful_shutdown<F>(self, signal: F, grace: Duration) -> GracefulShutdown<Self, F>
+    where
+        F: Future,
+    {
+        GracefulShutdown::new(self, signal, Some(grace))
+    }
+
+    /// Stop accepting when `signal` completes, then wait for every in-flight connection to end,
+    /// with no deadline: the port closes at once, and the future resolves when the last
+    /// connection has finished. See [`GracefulShutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let token = CancellationToken::new();
+    /// let server = stream::iter([3600u64])
+    ///     .chain(stream::pending())
+    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+    ///     .listen(10)
+    ///     .with_graceful_drain(token.clone().cancelled_owned());
+    /// token.cancel();
+    /// let report = server.await; // an hour later
+    /// assert_eq!((report.ended, report.cancelled), (1, 0));
+    /// # }
+    /// ```
+    pub fn with_graceful_drain<F>(self, signal: F) -> GracefulShutdown<Self, F>
+    where
+        F: Future,
+    {
+        GracefulShutdown::new(self, signal, None)
+    }
+
+    /// A handle to the listener's counters, including those of every `sleep_on_error` stream it
+    /// polls.
+    pub fn stats(&self) -> Stats {
+        Stats::listen(self.pool.shared().clone())
+    }
+
+    /// The concurrency limit.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// The per-connection time limit, if one was set.
+    pub fn time_limit(&self) -> Option<Duration> {
+        self.time_limit
+    }
+
+    /// Connection futures in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The accept stream, or `None` once it has ended (it is dropped at once then).
+    pub fn get_ref(&self) -> Option<&S> {
+        self.stream.as_ref()
+    }
+
+    /// The pinned accept stream, or `None` once it has ended.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut S>> {
+        self.project().stream.as_pin_mut()
+    }
+
+    /// Drop the accept stream (closing the listening socket) and let connections drain.
+    pub(crate) fn stop_accepting(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if this.stream.is_some() {
+            this.stream.set(None);
+            log_event!(
+                info,
+                active = this.pool.len(),
+                "listener: stopped accepting, draining connections"
+            );
+        }
+    }
+
+    /// Cancel every connection still running.
+    pub(crate) fn cancel_all(self: Pin<&mut Self>) {
+        self.project().pool.cancel_all();
+    }
+}
+
+impl<S, M> Future for Listener<S, M>
+where
+    S: Stream,
+    M: Mode<S::Item>,
+{
+    type Output = ();
+
+    /// Accept and run connections until the stream has ended and every connection has finished.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let mut accepted = 0;
+        loop {
+            let _ = this.pool.poll_endings(cx);
+            let Some(stream) = this.stream.as_mut().as_pin_mut() else {
+                return if this.pool.len() == 0 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            };
+            if this.pool.len() >= *this.max_connections {
+                // Full: leave new clients in the kernel backlog; a connection ending wakes us.
+                return Poll::Pending;
+            }
+            if accepted >= ACCEPT_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // Any `sleep_on_error` inside the stream (behind `map`, `select`, ...) finds us.
+            match this.link.lend(|| stream.poll_next(cx)) {
+                Poll::Ready(Some(connection)) => {
+                    accepted += 1;
+                    let active = this.pool.shared().started();
+                    log_event!(trace, active, "connection accepted");
+                    let _ = active;
+                    this.pool.push(Tracked::new(connection, *this.time_limit));
+                }
+                Poll::Ready(None) => {
+                    this.stream.set(None);
+                    log_event!(
+                        info,
+                        active = this.pool.len(),
+                        "listener: accept stream ended, draining connections"
+                    );
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S, M> fmt::Debug for Listener<S, M>
+where
+    S: Stream + fmt::Debug,
+    M: Mode<S::Item>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(M::NAME)
+            .field("stream", &self.stream)
+            .field("max_connections", &self.max_connections)
+            .field("time_limit", &self.time_limit)
+            .field("in_flight", &self.pool.len())
+            .field("accepting", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,11 @@
+//! The server side (`staunch::listen`), one test binary with a module per subject.
+
+mod auto_traits;
+mod bind;
+mod emfile;
+mod link;
+mod listener;
+mod props;
+mod shutdown;
+mod sleep_on_error;
+mod support;
