@@ -29,7 +29,7 @@ impl ErrorClass {
     ///
     /// ```
     /// use std::io;
-    /// use staunch::ErrorClass;
+    /// use staunch::listen::ErrorClass;
     ///
     /// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
     /// assert_eq!(ErrorClass::of(&reset), ErrorClass::Connection);

@@ -133,6 +133,7 @@ fn ending_of<O: ConnectionOutput>(output: O) -> Ending {
 
 /// Displays `T`, or a placeholder if its `Display` panics: logging a failure that is already
 /// counted must not take the listener down with it (and only when logging is on).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))] // used by log events only
 pub(crate) struct NoPanic<'a, T: ?Sized>(pub(crate) &'a T);
 
 impl<T: fmt::Display + ?Sized> fmt::Display for NoPanic<'_, T> {

@@ -177,9 +177,14 @@ where
     ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
     ///     .listen(10)
     ///     .with_graceful_drain(token.clone().cancelled_owned());
-    /// token.cancel();
-    /// let report = server.await; // an hour later
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     token.cancel();
+    /// });
+    /// let start = tokio::time::Instant::now();
+    /// let report = server.await; // the connection runs its whole hour
     /// assert_eq!((report.ended, report.cancelled), (1, 0));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(3600));
     /// # }
     /// ```
     pub fn with_graceful_drain<F>(self, signal: F) -> GracefulShutdown<Self, F>

@@ -11,6 +11,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
 
+#[cfg(feature = "tracing")]
 use super::connection::NoPanic;
 use super::link::Link;
 use super::stats::{bump, AcceptShared, Stats};

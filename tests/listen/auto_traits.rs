@@ -83,3 +83,32 @@ fn listeners_can_be_spawned() {
         handle.abort();
     });
 }
+
+/// Fails to compile if `$t` is `Unpin` (tokio-stream's `AmbiguousIfImpl` trick: with `Unpin`,
+/// two impls apply and the call is ambiguous).
+macro_rules! assert_not_unpin {
+    ($t:ty) => {
+        const _: fn() = || {
+            #[allow(dead_code)]
+            trait AmbiguousIfUnpin<A> {
+                fn some_item() {}
+            }
+            impl<T: ?Sized> AmbiguousIfUnpin<()> for T {}
+            impl<T: ?Sized + Unpin> AmbiguousIfUnpin<u8> for T {}
+            let _ = <$t as AmbiguousIfUnpin<_>>::some_item;
+        };
+    };
+}
+
+// Documented: `SleepOnError` holds a `Sleep`, so it is `!Unpin` whatever its parts.
+assert_not_unpin!(SleepOnError<Empty<io::Result<()>>>);
+assert_not_unpin!(SleepOnError<TcpListenerStream>);
+// `GracefulShutdown` holds its deadline's `Sleep` too.
+assert_not_unpin!(GracefulShutdown<Listen<Pending<Conn>>, oneshot::Receiver<()>>);
+
+#[test]
+fn listeners_are_unpin_when_their_stream_is() {
+    unpin::<Listen<Empty<Conn>>>();
+    unpin::<SpawnListen<Empty<Conn>>>();
+    send::<staunch::listen::Listener<Empty<Conn>, staunch::listen::InTask>>();
+}

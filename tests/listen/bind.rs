@@ -296,3 +296,68 @@ async fn on_bind_error_sees_the_first_failure() {
     };
     assert_eq!(seen.load(SeqCst), attempts as usize);
 }
+
+/// Connect `clients` at once to a listener nobody accepts from; how many took over `slow`.
+async fn slow_connects(listener: &TcpListener, clients: usize, slow: Duration) -> usize {
+    let addr = listener.local_addr().unwrap();
+    let connects = (0..clients).map(|_| async move {
+        let connected = timeout(slow, TcpStream::connect(addr)).await;
+        connected.map(|c| c.unwrap())
+    });
+    let results = futures_util::future::join_all(connects).await;
+    results.iter().filter(|r| r.is_err()).count()
+}
+
+#[tokio::test]
+async fn bind_has_a_backlog_that_holds_a_burst_against_a_stalled_server() {
+    const CLIENTS: usize = 250;
+    const SLOW: Duration = Duration::from_millis(500);
+    let listener = staunch::listen::bind(addr("127.0.0.1:0")).unwrap();
+    assert_eq!(slow_connects(&listener, CLIENTS, SLOW).await, 0);
+
+    // Control: tokio's own bind (backlog 128) leaves some of the burst waiting for SYN
+    // retransmits (on Linux; other kernels may queue differently).
+    if cfg!(target_os = "linux") {
+        let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(slow_connects(&control, CLIENTS, SLOW).await > 0);
+    }
+}
+
+#[tokio::test]
+async fn bind_with_backlog_sets_a_small_backlog_too() {
+    let listener = staunch::listen::bind_with_backlog(addr("127.0.0.1:0"), 4).unwrap();
+    assert!(slow_connects(&listener, 50, Duration::from_millis(300)).await > 0);
+}
+
+#[tokio::test]
+async fn bind_many_retries_with_any_backoff_policy() {
+    /// 10 ms delays, counting how many were asked for.
+    #[derive(Clone)]
+    struct Counting(Arc<AtomicUsize>);
+    impl Iterator for Counting {
+        type Item = Duration;
+        fn next(&mut self) -> Option<Duration> {
+            self.0.fetch_add(1, SeqCst);
+            Some(Duration::from_millis(10))
+        }
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let delays = Arc::new(AtomicUsize::new(0));
+    let (accepts, handle) = staunch::listen::bind_many([]);
+    let accepts = accepts.bind_backoff(Counting(delays.clone()));
+    handle.set([busy]);
+    let server = tokio::spawn(
+        accepts
+            .sleep_on_error(Duration::from_millis(10))
+            .map(|_socket| async {})
+            .listen(1),
+    );
+    eventually("five retries", || delays.load(SeqCst) >= 5).await;
+    let attempts = match &handle.status()[&busy] {
+        AddrState::Failing { attempts, .. } => *attempts as usize,
+        other => panic!("{other:?}"),
+    };
+    assert!(attempts >= 5, "{attempts}");
+    server.abort();
+}
