@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 
-use super::connection::Tracked;
+use super::connection::{panic_message, Ending, Tracked};
 use super::link::Lender;
 use super::mode::sealed::{Pool, Sealed};
 use super::mode::{InTask, Mode, Spawned};
@@ -20,6 +21,13 @@ use super::stats::Stats;
 /// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
 /// starve other tasks.
 const ACCEPT_BUDGET: usize = 64;
+
+/// Panics in a row from the accept stream, with no item and no `Pending` between them, after
+/// which the stream is taken to be broken (a generator that panics on every poll once it has
+/// panicked) and its panic is let through, instead of catching it forever in a busy loop. High,
+/// because every accepted socket of a reset storm may make a handler's `peer_addr().unwrap()`
+/// panic.
+const STREAM_PANIC_LIMIT: u32 = 10_000;
 
 /// The future of [`listen`](crate::ListenExt::listen): connections run inside its own task.
 pub type Listen<S> = Listener<S, InTask>;
@@ -58,6 +66,8 @@ pin_project! {
         link: Lender,
         max_connections: usize,
         time_limit: Option<Duration>,
+        // Panics in a row from the accept stream (see `STREAM_PANIC_LIMIT`).
+        stream_panics: u32,
     }
 }
 
@@ -80,6 +90,7 @@ where
             pool,
             max_connections,
             time_limit: None,
+            stream_panics: 0,
         }
     }
 
@@ -272,8 +283,35 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Any `sleep_on_error` inside the stream (behind `map`, `select`, ...) finds us.
-            match this.link.lend(|| stream.poll_next(cx)) {
+            // Any `sleep_on_error` inside the stream (behind `map`, `select`, ...) finds us. A
+            // panic in the synchronous part of the `map` closure happens here, not in the
+            // connection future: catch it too, and count it as a connection that panicked.
+            let polled = this
+                .link
+                .lend(|| catch_unwind(AssertUnwindSafe(|| stream.poll_next(cx))));
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(payload) => {
+                    accepted += 1;
+                    *this.stream_panics += 1;
+                    let message = panic_message(&*payload);
+                    log_event!(
+                        error,
+                        panic = message,
+                        "accept stream panicked (in the `map` closure?); counted as a \
+                         connection that panicked, the listener goes on"
+                    );
+                    let _ = message;
+                    if *this.stream_panics >= STREAM_PANIC_LIMIT {
+                        resume_unwind(payload);
+                    }
+                    this.pool.shared().started();
+                    Ending::Panicked.record(this.pool.shared());
+                    continue;
+                }
+            };
+            *this.stream_panics = 0;
+            match polled {
                 Poll::Ready(Some(connection)) => {
                     accepted += 1;
                     let active = this.pool.shared().started();

@@ -163,25 +163,26 @@ pub trait ListenExt: Stream {
     /// # Panics in connections
     ///
     /// A panic is caught where the connection future is polled (and where its output is judged
-    /// and dropped), counted in [`StatsSnapshot::panicked`], and logged. One raised while
-    /// dropping a connection future that did not finish (at a time limit or shutdown) is not
-    /// caught.
+    /// and dropped), counted in [`StatsSnapshot::panicked`], and logged; the other connections
+    /// and the listener go on. One raised while dropping a connection future that did not finish
+    /// (at a time limit or shutdown) is not caught.
     ///
-    /// The synchronous part of the closure given to `map` is not part of the connection future:
-    /// it runs while the listener polls its accept stream, so a panic there unwinds out of the
-    /// listener, as it would out of any stream, and the server stops. A stream that panicked
-    /// cannot be trusted to be polled again, so the listener does not try. Do fallible work
-    /// inside the `async` block, where a panic or an error concerns that connection only:
+    /// The synchronous part of the closure given to `map` runs while the listener polls its
+    /// accept stream, not in the connection future. A panic there (say
+    /// `s.peer_addr().unwrap()` on a client that has already reset) is caught too, and counted
+    /// as a connection that panicked; the socket it held is dropped. Only a stream that panics
+    /// 10,000 times in a row, with no item and no `Pending` between (a generator that panics on
+    /// every poll once it has panicked), is taken to be broken: its panic then unwinds out of
+    /// the listener instead of being caught in a busy loop. Fallible work is still best done
+    /// inside the `async` block, where an error is an error, not a panic:
     ///
     /// ```
     /// # use futures_util::StreamExt;
     /// # use staunch::ListenExt;
     /// # fn serve(accepts: impl futures_util::Stream<Item = tokio::net::TcpStream>) {
-    /// // Not `.map(|s| { let peer = s.peer_addr().unwrap(); ... })`: `peer_addr` fails with
-    /// // ENOTCONN when the client has already reset, and that panic would stop the server.
     /// let server = accepts
     ///     .map(|socket| async move {
-    ///         let peer = socket.peer_addr()?; // an error of this connection only
+    ///         let peer = socket.peer_addr()?; // ENOTCONN if the client has already reset
     ///         # let _ = peer;
     ///         std::io::Result::Ok(())
     ///     })

@@ -69,7 +69,8 @@ pub struct StatsSnapshot {
     pub finished: u64,
     /// Connection futures that completed with `Err` (logged).
     pub failed: u64,
-    /// Connection futures that panicked (caught and logged).
+    /// Connections that panicked (caught and logged): in the connection future, or in the
+    /// synchronous part of the `map` closure that made it.
     pub panicked: u64,
     /// Connection futures cancelled by the per-connection time limit.
     pub timed_out: u64,

@@ -325,3 +325,48 @@ fn debug_logging_a_connection_error_whose_display_panics_does_not_kill_the_liste
         });
     });
 }
+
+#[tokio::test]
+async fn a_panic_in_the_map_closure_is_caught_and_counted() {
+    let handle = |n: u32| {
+        // Like `s.peer_addr().unwrap()` on a client that already reset.
+        assert!(n % 3 != 0, "handler setup failed for {n}");
+        async {}
+    };
+    let server = stream::iter(0..10).map(handle).listen(2);
+    let stats = server.stats();
+    server.await;
+    let s = stats.snapshot();
+    assert_eq!(
+        (s.connections, s.panicked, s.finished, s.active),
+        (10, 4, 6, 0)
+    );
+
+    let server = stream::iter(0..10).map(handle).spawn_listen(2);
+    let stats = server.stats();
+    server.await;
+    let s = stats.snapshot();
+    assert_eq!((s.connections, s.panicked, s.finished), (10, 4, 6));
+}
+
+#[test]
+fn a_stream_that_only_panics_is_let_through_after_ten_thousand_panics() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counter = polls.clone();
+    let broken = stream::poll_fn(
+        move |_| -> std::task::Poll<Option<std::future::Ready<()>>> {
+            counter.fetch_add(1, SeqCst);
+            panic!("resumed after panicking");
+        },
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let server = broken.listen(1);
+    let stats = server.stats();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(server)));
+    assert!(outcome.is_err());
+    assert_eq!(polls.load(SeqCst), 10_000);
+    // Every panic but the last, let through, was counted.
+    assert_eq!(stats.snapshot().panicked, 9_999);
+}
