@@ -68,18 +68,14 @@ pin_project! {
     pub struct SleepOnError<S, B = Constant, H = ()> {
         #[pin]
         stream: S,
+        // Made at the first backoff (a `Sleep` needs a runtime), then reset for each one after.
         #[pin]
         sleep: Option<Sleep>,
-        policy: B,
-        current: B,
-        consecutive: u32,
-        give_up_after: Option<u32>,
+        sleeping: bool,
+        backoff: Backoff<B>,
         on_error: H,
-        shared: Arc<AcceptShared>,
-        link: Link,
-        last_class: ErrorClass,
-        loud_log: Option<Instant>,
-        done: bool,
+        // Carried over as is by the builder methods.
+        state: State,
     }
 }
 
@@ -126,6 +122,34 @@ impl AcceptErrorEvent<'_> {
     }
 }
 
+/// The backoff policy as given, the one running, and the errors that made it run.
+#[derive(Debug)]
+struct Backoff<B> {
+    policy: B,
+    current: B,
+    consecutive: u32,
+}
+
+impl<B: Clone> Backoff<B> {
+    fn new(policy: B) -> Self {
+        Backoff {
+            current: policy.clone(),
+            policy,
+            consecutive: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    give_up_after: Option<u32>,
+    shared: Arc<AcceptShared>,
+    link: Link,
+    last_class: ErrorClass,
+    loud_log: Option<Instant>,
+    done: bool,
+}
+
 impl<S, T> SleepOnError<S, Constant>
 where
     S: Stream<Item = io::Result<T>>,
@@ -136,20 +160,20 @@ where
             !delay.is_zero(),
             "sleep_on_error: the delay must be greater than zero (a zero delay is a busy loop)"
         );
-        let policy = Constant::new(delay);
         SleepOnError {
             stream,
             sleep: None,
-            policy,
-            current: policy,
-            consecutive: 0,
-            give_up_after: None,
+            sleeping: false,
+            backoff: Backoff::new(Constant::new(delay)),
             on_error: (),
-            shared: Arc::default(),
-            link: Link::default(),
-            last_class: ErrorClass::Unknown,
-            loud_log: None,
-            done: false,
+            state: State {
+                give_up_after: None,
+                shared: Arc::default(),
+                link: Link::default(),
+                last_class: ErrorClass::Unknown,
+                loud_log: None,
+                done: false,
+            },
         }
     }
 }
@@ -181,16 +205,10 @@ impl<S, B, H> SleepOnError<S, B, H> {
         SleepOnError {
             stream: self.stream,
             sleep: None,
-            current: policy.clone(),
-            policy,
-            consecutive: 0,
-            give_up_after: self.give_up_after,
+            sleeping: false,
+            backoff: Backoff::new(policy),
             on_error: self.on_error,
-            shared: self.shared,
-            link: self.link,
-            last_class: self.last_class,
-            loud_log: self.loud_log,
-            done: self.done,
+            state: self.state,
         }
     }
 
@@ -220,16 +238,10 @@ impl<S, B, H> SleepOnError<S, B, H> {
         SleepOnError {
             stream: self.stream,
             sleep: self.sleep,
-            policy: self.policy,
-            current: self.current,
-            consecutive: self.consecutive,
-            give_up_after: self.give_up_after,
+            sleeping: self.sleeping,
+            backoff: self.backoff,
             on_error: hook,
-            shared: self.shared,
-            link: self.link,
-            last_class: self.last_class,
-            loud_log: self.loud_log,
-            done: self.done,
+            state: self.state,
         }
     }
 
@@ -244,18 +256,18 @@ impl<S, B, H> SleepOnError<S, B, H> {
     #[track_caller]
     pub fn give_up_after(mut self, errors: u32) -> Self {
         assert!(errors > 0, "give_up_after: the limit must be at least 1");
-        self.give_up_after = Some(errors);
+        self.state.give_up_after = Some(errors);
         self
     }
 
     /// A handle to this stream's counters.
     pub fn stats(&self) -> Stats {
-        Stats::accept(self.shared.clone())
+        Stats::accept(self.state.shared.clone())
     }
 
     /// The backoff policy, as given.
     pub fn policy(&self) -> &B {
-        &self.policy
+        &self.backoff.policy
     }
 
     /// The inner stream.
@@ -289,17 +301,19 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut this = self.project();
-        if *this.done {
+        let state = this.state;
+        let backoff = this.backoff;
+        if state.done {
             return Poll::Ready(None);
         }
-        this.link.find(this.shared);
+        state.link.find(&state.shared);
         let mut skipped = 0;
         loop {
-            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+            if let Some(sleep) = this.sleep.as_mut().as_pin_mut().filter(|_| *this.sleeping) {
                 let released =
-                    *this.last_class == ErrorClass::Resource && this.link.released_since_backoff();
+                    state.last_class == ErrorClass::Resource && state.link.released_since_backoff();
                 if released {
-                    bump(&this.shared.woken_by_release);
+                    bump(&state.shared.woken_by_release);
                     log_event!(
                         debug,
                         "a connection ended and freed resources: accepting again"
@@ -307,18 +321,18 @@ where
                 } else {
                     ready!(sleep.poll(cx));
                 }
-                this.sleep.set(None);
+                *this.sleeping = false;
             }
             let error = match ready!(this.stream.as_mut().poll_next(cx)) {
                 None => {
-                    *this.done = true;
+                    state.done = true;
                     return Poll::Ready(None);
                 }
                 Some(Ok(item)) => {
-                    bump(&this.shared.accepted);
-                    if *this.consecutive > 0 {
-                        *this.consecutive = 0;
-                        *this.current = this.policy.clone();
+                    bump(&state.shared.accepted);
+                    if backoff.consecutive > 0 {
+                        backoff.consecutive = 0;
+                        backoff.current = backoff.policy.clone();
                     }
                     return Poll::Ready(Some(item));
                 }
@@ -326,14 +340,14 @@ where
             };
             let class = ErrorClass::of(&error);
             if class == ErrorClass::Connection {
-                bump(&this.shared.connection_errors);
+                bump(&state.shared.connection_errors);
                 report(this.on_error, &error, class, AcceptAction::Skip, 0);
                 log_event!(
                     debug,
                     error = %NoPanic(&error),
                     kind = ?error.kind(),
                     errno = ?error.raw_os_error(),
-                    active = ?this.link.active(),
+                    active = ?state.link.active(),
                     "accept: per-connection error skipped"
                 );
                 skipped += 1;
@@ -343,12 +357,14 @@ where
                 }
                 continue;
             }
-            *this.consecutive = this.consecutive.saturating_add(1);
-            let limit_reached = this.give_up_after.is_some_and(|n| *this.consecutive >= n);
+            backoff.consecutive = backoff.consecutive.saturating_add(1);
+            let limit_reached = state
+                .give_up_after
+                .is_some_and(|n| backoff.consecutive >= n);
             let delay = if limit_reached {
                 None
             } else {
-                this.current.next().map(|d| d.max(MIN_ACCEPT_BACKOFF))
+                backoff.current.next().map(|d| d.max(MIN_ACCEPT_BACKOFF))
             };
             let Some(delay) = delay else {
                 report(
@@ -356,55 +372,59 @@ where
                     &error,
                     class,
                     AcceptAction::GiveUp,
-                    *this.consecutive,
+                    backoff.consecutive,
                 );
                 log_event!(
                     error,
                     error = %NoPanic(&error),
                     kind = ?error.kind(),
                     errno = ?error.raw_os_error(),
-                    consecutive = *this.consecutive,
+                    consecutive = backoff.consecutive,
                     "accept: giving up after persistent errors; the stream ends"
                 );
-                this.shared.gave_up.store(true, Relaxed);
-                *this
+                state.shared.gave_up.store(true, Relaxed);
+                *state
                     .shared
                     .give_up_error
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(error);
-                *this.done = true;
+                state.done = true;
                 return Poll::Ready(None);
             };
-            bump(&this.shared.backoffs);
+            bump(&state.shared.backoffs);
             report(
                 this.on_error,
                 &error,
                 class,
                 AcceptAction::Backoff(delay),
-                *this.consecutive,
+                backoff.consecutive,
             );
-            let loud = this
+            let loud = state
                 .loud_log
                 .is_none_or(|at| at.elapsed() >= LOUD_LOG_INTERVAL);
             if loud {
-                *this.loud_log = Some(Instant::now());
+                state.loud_log = Some(Instant::now());
             }
             log_backoff(
                 loud,
                 &error,
                 class,
                 delay,
-                *this.consecutive,
-                this.link.active(),
+                backoff.consecutive,
+                state.link.active(),
             );
-            *this.last_class = class;
-            this.link.backoff_begins();
-            this.sleep.set(Some(sleep(delay)));
+            state.last_class = class;
+            state.link.backoff_begins();
+            match this.sleep.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.reset(Instant::now() + delay),
+                None => this.sleep.set(Some(sleep(delay))),
+            }
+            *this.sleeping = true;
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.done {
+        if self.state.done {
             return (0, Some(0));
         }
         // Errors are dropped, so nothing is promised; at most every inner item comes out.
@@ -469,7 +489,7 @@ where
     H: ErrorHook,
 {
     fn is_terminated(&self) -> bool {
-        self.done
+        self.state.done
     }
 }
 
@@ -477,13 +497,13 @@ impl<S: fmt::Debug, B: fmt::Debug, H: ErrorHook> fmt::Debug for SleepOnError<S, 
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SleepOnError")
             .field("stream", &self.stream)
-            .field("policy", &self.policy)
-            .field("backing_off", &self.sleep.is_some())
-            .field("consecutive", &self.consecutive)
-            .field("give_up_after", &self.give_up_after)
+            .field("policy", &self.backoff.policy)
+            .field("backing_off", &self.sleeping)
+            .field("consecutive", &self.backoff.consecutive)
+            .field("give_up_after", &self.state.give_up_after)
             .field("has_hook", &!H::IS_NONE)
-            .field("linked_to_listener", &self.link.is_linked())
-            .field("done", &self.done)
+            .field("linked_to_listener", &self.state.link.is_linked())
+            .field("done", &self.state.done)
             .finish_non_exhaustive()
     }
 }

@@ -370,3 +370,30 @@ fn a_stream_that_only_panics_is_let_through_after_ten_thousand_panics() {
     // Every panic but the last, let through, was counted.
     assert_eq!(stats.snapshot().panicked, 9_999);
 }
+
+#[test]
+fn rejected_arguments_panic_at_the_callers_line() {
+    let here = std::panic::Location::caller().file();
+    for at in [
+        crate::support::panic_location(|| {
+            drop(stream::empty::<std::future::Ready<()>>().listen(0))
+        }),
+        crate::support::panic_location(|| {
+            drop(stream::empty::<std::future::Ready<()>>().spawn_listen(0))
+        }),
+        crate::support::panic_location(|| {
+            drop(
+                stream::empty::<std::future::Ready<()>>()
+                    .listen(1)
+                    .connection_time_limit(Duration::ZERO),
+            )
+        }),
+        crate::support::panic_location(|| {
+            let _ = stream::empty::<io::Result<()>>()
+                .sleep_on_error(Duration::from_secs(1))
+                .give_up_after(0);
+        }),
+    ] {
+        assert!(at.starts_with(here), "{at}");
+    }
+}
