@@ -23,8 +23,8 @@ mod machine;
 /// first operation starts connecting (or, with
 /// [`build_and_connect_in_background`](Builder::build_and_connect_in_background), a task starts
 /// the first attempt at once). `Reconnecting` is `Unpin`, and `Send` when the connector, its
-/// future and the connection are `Send`. It is not `Sync`: every operation needs `&mut self`, and
-/// the halves of [`split`](Reconnecting::split) are `Sync`.
+/// future and the connection are `Send` (and so are the halves of [`split`](Reconnecting::split)).
+/// It is not `Sync`: every operation needs `&mut self`.
 ///
 /// # Examples
 ///

@@ -1,6 +1,7 @@
 //! `Reconnecting` against scripted in-memory connections (`tokio::io::duplex`), on paused time:
 //! backoff schedules, hooks, exhaustion, and every read/write guarantee of the module docs.
 
+use crate::support::*;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,60 +11,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    Action, BoxFuture, ConnState, Disconnected, EofPolicy, Failover, GaveUp, GiveUpCause, ReadMode,
-    Reason, Reconnecting, WriteMode,
+    BoxFuture, ConnState, Decision, Disconnected, EofPolicy, Failover, GaveUp, GiveUpCause,
+    ReadMode, Reason, Reconnecting, WriteMode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready};
 use tokio_util::codec::{Framed, LinesCodec};
-
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// What one connection attempt does; attempts beyond the script succeed.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    Refuse,
-    Hang,
-}
-
-/// The test's side of a scripted connector: how often it was called, and the server half of
-/// every connection it made.
-struct Peers {
-    calls: Arc<AtomicUsize>,
-    rx: mpsc::UnboundedReceiver<DuplexStream>,
-}
-
-impl Peers {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    async fn next(&mut self) -> DuplexStream {
-        self.rx.recv().await.expect("connector dropped")
-    }
-}
-
-fn script(plans: impl IntoIterator<Item = Plan>) -> (Conn, Peers) {
-    let plans = Arc::new(Mutex::new(plans.into_iter().collect::<VecDeque<_>>()));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let counter = Arc::clone(&calls);
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        match plans.lock().unwrap().pop_front() {
-            Some(Plan::Refuse) => Box::pin(async { Err(io::ErrorKind::ConnectionRefused.into()) }),
-            Some(Plan::Hang) => Box::pin(std::future::pending()),
-            None => {
-                let (client, server) = tokio::io::duplex(1024);
-                let _ = tx.send(server);
-                Box::pin(async { Ok(client) })
-            }
-        }
-    });
-    (connector, Peers { calls, rx })
-}
 
 fn exponential() -> Exponential {
     Exponential::builder()
@@ -72,15 +27,6 @@ fn exponential() -> Exponential {
         .factor(2.0)
         .build()
         .unwrap()
-}
-
-fn disconnected(e: &io::Error) -> &Disconnected {
-    Disconnected::from_io_error(e).unwrap_or_else(|| panic!("not a Disconnected error: {e:?}"))
-}
-
-fn gave_up(e: &io::Error) -> &GaveUp {
-    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e:?}");
-    GaveUp::from_io_error(e).unwrap_or_else(|| panic!("not a GaveUp error: {e:?}"))
 }
 
 /// Shut `conn` down, then read the server half of the next connection to its end: it got
@@ -133,7 +79,7 @@ async fn backoff_follows_the_policy_and_starts_over_after_a_stable_connection() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn watch_shows_backoff_with_the_last_error_and_wakes_the_task() {
+async fn watch_shows_backoff_with_the_reason_and_wakes_the_task() {
     let (connector, _peers) = script([Plan::Refuse]);
     let mut conn = Reconnecting::builder(connector)
         .policy(Constant::new(Duration::from_secs(1)))
@@ -145,12 +91,12 @@ async fn watch_shows_backoff_with_the_last_error_and_wakes_the_task() {
         ConnState::Backoff {
             attempt,
             delay,
-            last_error,
+            reason,
         } => {
             assert_eq!(*attempt, 2);
             assert_eq!(*delay, Duration::from_secs(1));
             assert!(
-                matches!(last_error, Reason::ConnectFailed(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+                matches!(reason, Reason::ConnectFailed(e) if e.kind() == io::ErrorKind::ConnectionRefused)
             );
         }
         other => panic!("expected Backoff, got {other:?}"),
@@ -182,7 +128,7 @@ async fn hooks_run_in_order_with_context() {
                 ctx.elapsed(),
                 ctx.uptime(),
             ));
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .on_connect(move |ctx, mut io| {
             on_conn.lock().unwrap().push(format!(
@@ -258,7 +204,7 @@ async fn disconnect_hook_can_change_the_connector() {
                     .ok_or_else(|| io::ErrorKind::ConnectionRefused.into());
                 Box::pin(async move { io })
             });
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build();
     assert_eq!(conn.wait_connected().await.unwrap(), 1);
@@ -295,14 +241,14 @@ async fn exhaustion_is_sticky_and_makes_no_more_attempts() {
     }
     gave_up(&conn.shutdown().await.unwrap_err());
     assert_eq!(peers.calls(), 3);
-    assert!(matches!(*conn.watch().borrow(), ConnState::Exhausted(_)));
+    assert!(matches!(*conn.watch().borrow(), ConnState::GaveUp(_)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_disconnect_hook_can_give_up() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .on_disconnect(|_, _| Box::pin(async { Action::GiveUp }))
+        .on_disconnect(|_, _| Box::pin(async { Decision::GiveUp }))
         .build();
     conn.wait_connected().await.unwrap();
     drop(peers.next().await);
@@ -374,9 +320,15 @@ async fn pending_during_reconnect_accepts_nothing_and_keeps_progress() {
 async fn vectored_writes_reach_the_connection() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::new(connector);
-    assert!(tokio::io::AsyncWrite::is_write_vectored(&conn));
+    assert!(
+        !tokio::io::AsyncWrite::is_write_vectored(&conn),
+        "no connection yet"
+    );
     let bufs = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
     let n = conn.write_vectored(&bufs).await.unwrap();
+    // Forwarded from the live connection.
+    let inner = tokio::io::AsyncWrite::is_write_vectored(conn.get_mut().unwrap());
+    assert_eq!(tokio::io::AsyncWrite::is_write_vectored(&conn), inner);
     assert!(n > 0);
     let mut server = peers.next().await;
     let mut got = vec![0; n];
@@ -389,7 +341,7 @@ async fn vectored_writes_reach_the_connection() {
 async fn reads_get_one_boundary_signal_then_the_new_connection() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .policy(Constant::new(Duration::from_secs(1)))
         .build();
     conn.wait_connected().await.unwrap();
@@ -419,7 +371,7 @@ async fn reads_get_one_boundary_signal_then_the_new_connection() {
 async fn splice_mode_joins_connections_without_a_marker() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .read_mode(ReadMode::Splice)
         .build();
     let feeder = tokio::spawn(async move {
@@ -461,7 +413,7 @@ async fn eof_is_end_of_stream_by_default_and_writes_go_on() {
 async fn a_zero_capacity_read_is_not_eof() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .build();
     conn.wait_connected().await.unwrap();
     let mut server = peers.next().await;
@@ -477,7 +429,7 @@ async fn a_zero_capacity_read_is_not_eof() {
 async fn local_shutdown_never_starts_a_reconnect() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .build();
     conn.wait_connected().await.unwrap();
     let mut server = peers.next().await;
@@ -507,7 +459,7 @@ async fn local_shutdown_never_starts_a_reconnect() {
     );
     tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(peers.calls(), 1);
-    assert!(matches!(*conn.watch().borrow(), ConnState::Closed));
+    assert!(matches!(*conn.watch().borrow(), ConnState::ShutDown));
 }
 
 #[tokio::test(start_paused = true)]
@@ -591,11 +543,11 @@ async fn the_idle_timeout_notices_a_silent_peer() {
 async fn split_halves_each_learn_of_a_loss_once() {
     let (connector, mut peers) = script([]);
     let mut conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .policy(Constant::new(Duration::from_secs(1)))
         .build();
     conn.wait_connected().await.unwrap();
-    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (mut rd, mut wr) = conn.split();
     wr.write_all(b"request").await.unwrap();
     let mut first = peers.next().await;
     let mut got = [0; 7];
@@ -620,7 +572,7 @@ async fn split_halves_each_learn_of_a_loss_once() {
 async fn a_codec_can_reset_at_the_boundary() {
     let (connector, mut peers) = script([]);
     let conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .policy(Constant::new(Duration::from_secs(1)))
         .build();
     let mut framed = Framed::new(conn, LinesCodec::new());
@@ -629,7 +581,12 @@ async fn a_codec_can_reset_at_the_boundary() {
     first.write_all(b"one\ntw").await.unwrap(); // half a line, then the connection dies
     drop(first);
     assert_eq!(framed.next().await.unwrap().unwrap(), "one");
-    assert!(framed.next().await.unwrap().is_err());
+    let err = framed.next().await.unwrap().unwrap_err();
+    let tokio_util::codec::LinesCodecError::Io(err) = err else {
+        panic!("{err:?}")
+    };
+    // One handle, one report: it counts what was written on the lost connection.
+    assert_eq!(disconnected(&err).unconfirmed_bytes(), 3);
 
     // Rebuild the codec: the half line from the old connection is gone.
     let mut framed = Framed::new(framed.into_inner(), LinesCodec::new());
@@ -638,9 +595,7 @@ async fn a_codec_can_reset_at_the_boundary() {
         second.write_all(b"three\n").await.unwrap();
         second
     });
-    // The writer had written on the lost connection too, so it is told once.
-    let err = framed.get_mut().write_all(b"again\n").await.unwrap_err();
-    assert_eq!(disconnected(&err).unconfirmed_bytes(), 3);
+    // The loss was reported to this handle already: the write is not told again.
     framed.get_mut().write_all(b"again\n").await.unwrap();
     assert_eq!(framed.next().await.unwrap().unwrap(), "three");
     drop(server.await.unwrap());
@@ -653,7 +608,7 @@ async fn watch_shows_disconnected_while_the_hook_runs() {
         .on_disconnect(|_, _| {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                Action::Reconnect
+                Decision::Retry
             })
         })
         .build();
@@ -665,7 +620,7 @@ async fn watch_shows_disconnected_while_the_hook_runs() {
         let mut connect = tokio_test::task::spawn(conn.wait_connected());
         assert_pending!(connect.poll());
         match &*state.borrow() {
-            ConnState::Disconnected {
+            ConnState::Failed {
                 generation: 1,
                 reason: Reason::Io(e),
             } => {
@@ -713,7 +668,7 @@ async fn timeouts_and_hooks_register_wakers() {
     assert!(matches!(
         conn.state(),
         ConnState::Backoff {
-            last_error: Reason::ConnectTimeout(_),
+            reason: Reason::ConnectTimeout(_),
             ..
         }
     ));
@@ -739,7 +694,7 @@ async fn timeouts_and_hooks_register_wakers() {
         .on_disconnect(|_, _| {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                Action::GiveUp
+                Decision::GiveUp
             })
         })
         .build();

@@ -3,6 +3,7 @@
 //! and the test counts the reconnects. The connector is a plain closure over turmoil's
 //! `TcpStream`, which shows the adapter is generic over the transport.
 
+use crate::support::*;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -65,7 +66,7 @@ fn simulate(
         let mut builder = Reconnecting::builder(|| TcpStream::connect(("server", PORT)))
             .policy(policy)
             .connect_timeout(Duration::from_millis(500))
-            .eof(EofPolicy::Reconnect);
+            .eof_policy(EofPolicy::Reconnect);
         if let Some(limit) = idle_timeout {
             builder = builder.idle_timeout(limit);
         }

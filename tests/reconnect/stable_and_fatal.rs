@@ -2,6 +2,7 @@
 //! stayed up starts the backoff over) and its give-up on connect errors that retrying cannot fix.
 //! Paused time and in-memory connections, except the `TcpConnector` checks (real clock).
 
+use crate::support::*;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,37 +10,12 @@ use std::time::Duration;
 
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    Action, BoxFuture, ConnState, GaveUp, GiveUpCause, Reason, Reconnecting, TcpConnector,
+    BoxFuture, ConnState, Decision, GaveUp, GiveUpCause, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_test::assert_pending;
-
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// A connector that always connects; the test holds the server halves and decides how long each
-/// connection lives.
-fn accepting() -> (Conn, mpsc::UnboundedReceiver<DuplexStream>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        let (client, server) = tokio::io::duplex(64);
-        let _ = tx.send(server);
-        Box::pin(async { Ok(client) })
-    });
-    (connector, rx)
-}
-
-/// A connector that always fails with `kind`; returns the call counter.
-fn failing(kind: io::ErrorKind) -> (Conn, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move { Err(io::Error::new(kind, "scripted connect error")) })
-    });
-    (connector, calls)
-}
 
 /// 1 s, 2 s, 4 s, … up to 60 s, no jitter.
 fn doubling() -> Exponential {
@@ -56,11 +32,6 @@ async fn give_up(conn: &mut Reconnecting<Conn>) -> io::Error {
         .await
         .expect("still retrying after a minute")
         .unwrap_err()
-}
-
-fn gave_up(e: &io::Error) -> &GaveUp {
-    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e:?}");
-    GaveUp::from_io_error(e).unwrap_or_else(|| panic!("not a GaveUp error: {e:?}"))
 }
 
 /// What one reconnect after a lost connection looked like.
@@ -172,7 +143,7 @@ async fn the_hook_context_counts_attempts_and_time_across_flapping_connections()
             log.lock()
                 .unwrap()
                 .push((ctx.attempt(), ctx.elapsed(), ctx.uptime()));
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build();
     // Up 2 s each (under the default 10 s), then up 10 s.
@@ -219,7 +190,7 @@ async fn an_invalid_input_connect_error_gives_up_after_one_attempt() {
         .policy(Constant::new(Duration::from_secs(1)))
         .on_disconnect(move |_, _| {
             runs.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build();
     let state = conn.watch();
@@ -234,7 +205,7 @@ async fn an_invalid_input_connect_error_gives_up_after_one_attempt() {
         "{g:?}"
     );
     assert_eq!(g.last_reason().unwrap().kind(), io::ErrorKind::InvalidInput);
-    assert!(matches!(&*state.borrow(), ConnState::Exhausted(g) if g.cause() == GiveUpCause::Fatal));
+    assert!(matches!(&*state.borrow(), ConnState::GaveUp(g) if g.cause() == GiveUpCause::Fatal));
 
     // Sticky, like every give-up: the same error, and no more attempts.
     tokio::time::advance(Duration::from_secs(60)).await;
@@ -395,7 +366,7 @@ fn tcp_connector_to_a_name_that_does_not_resolve_keeps_trying() {
         conn.state()
     });
     rt.shutdown_background();
-    assert!(!matches!(state, ConnState::Exhausted(_)), "{state:?}");
+    assert!(!matches!(state, ConnState::GaveUp(_)), "{state:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -404,7 +375,7 @@ async fn reads_see_the_loss_of_a_flapping_connection_once_each_time() {
     let (connector, mut servers) = accepting();
     let mut conn = Reconnecting::builder(connector)
         .policy(doubling())
-        .eof(staunch::reconnect::EofPolicy::Reconnect)
+        .eof_policy(staunch::reconnect::EofPolicy::Reconnect)
         .build();
     let mut buf = [0; 8];
     for generation in 1..=3 {

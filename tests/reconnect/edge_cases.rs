@@ -1,36 +1,18 @@
 //! Regression tests for review findings: wakers with split halves, zero delays, failover with a
 //! connect timeout, shutdown reporting a loss, sticky give-up after shutdown, invalid settings.
 
+use crate::support::*;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use staunch::reconnect::{
-    BoxFuture, Disconnected, EofPolicy, Failover, GaveUp, Reconnecting, RetryLoop, RetryOutcome,
-    SessionEnd,
+    BoxFuture, Decision, Disconnected, EofPolicy, Failover, GaveUp, Reconnecting, RetryLoop,
+    RetryOutcome, SessionEnd,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_test::assert_pending;
-
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// Refuses the first `refusals` attempts, then connects; returns the call counter.
-fn refusing(refusals: usize) -> (Conn, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        if n < refusals {
-            Box::pin(async { Err(io::ErrorKind::ConnectionRefused.into()) })
-        } else {
-            let (client, server) = tokio::io::duplex(64);
-            std::mem::forget(server);
-            Box::pin(async { Ok(client) })
-        }
-    });
-    (connector, calls)
-}
 
 #[tokio::test(start_paused = true)]
 async fn both_split_halves_are_woken_when_the_reconnect_completes() {
@@ -38,7 +20,7 @@ async fn both_split_halves_are_woken_when_the_reconnect_completes() {
     let conn = Reconnecting::builder(connector)
         .policy(std::iter::repeat(Duration::from_secs(1)))
         .build();
-    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (mut rd, mut wr) = conn.split();
     let mut buf = [0; 4];
     let mut read = tokio_test::task::spawn(rd.read(&mut buf));
     assert_pending!(read.poll()); // refused, backing off; the reader waits on the backoff
@@ -71,9 +53,9 @@ async fn a_policy_of_zero_delays_is_not_a_busy_loop() {
 async fn the_retry_loop_does_not_busy_loop_on_zero_delays() {
     let (connector, calls) = refusing(usize::MAX);
     let started = std::time::Instant::now();
-    let run = RetryLoop::<_, ()>::new(connector)
+    let run = RetryLoop::new(connector)
         .policy(std::iter::repeat(Duration::from_secs(1)))
-        .on_delay(|_| Some(Duration::ZERO))
+        .on_disconnect(|_, _| Box::pin(async { Decision::RetryAfter(Duration::ZERO) }))
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) });
     let _ = tokio::time::timeout(Duration::from_millis(100), run).await;
     let elapsed_ms = started.elapsed().as_millis() as usize;
@@ -83,17 +65,6 @@ async fn the_retry_loop_does_not_busy_loop_on_zero_delays() {
         attempts <= elapsed_ms + 2,
         "{attempts} attempts in {elapsed_ms} ms"
     );
-}
-
-/// A connector whose attempts never complete (a blackholed host).
-fn hanging() -> (Conn, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Box::pin(std::future::pending())
-    });
-    (connector, calls)
 }
 
 #[tokio::test(start_paused = true)]
@@ -113,7 +84,7 @@ async fn failover_moves_on_from_a_target_whose_attempt_timed_out() {
 async fn retry_loop_failover_moves_on_after_a_connect_timeout() {
     let (dead, _) = hanging();
     let (up, up_calls) = refusing(0);
-    let outcome = RetryLoop::<_, ()>::new(Failover::new(vec![dead, up]))
+    let outcome = RetryLoop::new(Failover::new(vec![dead, up]))
         .connect_timeout(Duration::from_secs(1))
         .policy(std::iter::repeat_n(Duration::from_secs(1), 5))
         .run(|_io| async { SessionEnd::<u8, ()>::Done(7) })
@@ -131,10 +102,10 @@ async fn shutdown_reports_a_loss_owed_to_the_writer() {
         async move { Ok(client) }
     };
     let conn = Reconnecting::builder(connector)
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         .policy(std::iter::repeat(Duration::from_secs(1)))
         .build();
-    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (mut rd, mut wr) = conn.split();
     wr.write_all(b"last words").await.unwrap();
     drop(peers.recv().await); // the peer dies before reading them
     let _ = rd.read(&mut [0; 8]).await.unwrap_err(); // the reader notices
@@ -174,7 +145,7 @@ fn a_zero_idle_timeout_is_rejected() {
 #[should_panic(expected = "connect_timeout")]
 fn a_zero_retry_loop_connect_timeout_is_rejected() {
     let (connector, _) = refusing(0);
-    let _ = RetryLoop::<_, ()>::new(connector).connect_timeout(Duration::ZERO);
+    let _ = RetryLoop::new(connector).connect_timeout(Duration::ZERO);
 }
 
 #[test]
