@@ -326,3 +326,78 @@ async fn the_unix_connector_reconnects() {
     .await
     .unwrap();
 }
+
+/// Accept one connection, read `n` bytes, then close with `SO_LINGER` 0: the client gets a reset.
+async fn read_then_reset(listener: &TcpListener, n: usize) {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = vec![0; n];
+    stream.read_exact(&mut got).await.unwrap();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+#[tokio::test]
+async fn shutdown_after_an_unnoticed_reset_reports_the_loss() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { read_then_reset(&listener, 5).await });
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        conn.write_all(b"hello").await.unwrap();
+        server.await.unwrap();
+        // Wait until the reset has arrived, without reading: the adapter has not noticed it.
+        conn.get_mut().unwrap().readable().await.unwrap();
+        // write -> shutdown -> drop: the shutdown is the last chance to learn of the loss.
+        let err = conn.shutdown().await.unwrap_err();
+        let lost = disconnected(&err);
+        assert_eq!(
+            (lost.generation(), lost.unconfirmed_bytes()),
+            (1, 5),
+            "{lost}"
+        );
+        assert!(matches!(conn.state(), ConnState::ShutDown));
+        drop(conn);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn tokio_hides_the_reset_from_shutdown_control() {
+    // Control: the same sequence on a plain TcpStream ends in `Ok`, so the test above checks
+    // something tokio alone does not give.
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { read_then_reset(&listener, 5).await });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        server.await.unwrap();
+        stream.readable().await.unwrap();
+        stream.shutdown().await.unwrap();
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn connect_errors_name_the_problem() {
+    let mut conn = Reconnecting::new(TcpConnector::new("localhost"));
+    let err = conn.wait_connected().await.unwrap_err();
+    let gave_up = staunch::reconnect::GaveUp::from_io_error(&err).unwrap();
+    assert_eq!(gave_up.attempts(), 1);
+    let text = gave_up.to_string();
+    assert!(text.contains("missing port"), "{text}");
+    assert!(text.contains("after 1 attempt;"), "{text}");
+
+    let mut conn = Reconnecting::builder(TcpConnector::new("no-such-host.invalid:80"))
+        .policy(Constant::new(Duration::from_millis(1)).take(0))
+        .build();
+    let err = conn.wait_connected().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot resolve host"), "{text}");
+}
