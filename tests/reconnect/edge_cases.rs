@@ -3,15 +3,14 @@
 
 use crate::support::*;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use staunch::reconnect::{
-    BoxFuture, Decision, Disconnected, EofPolicy, Failover, GaveUp, Reconnecting, RetryLoop,
-    RetryOutcome, SessionEnd,
+    Decision, Disconnected, EofPolicy, Failover, GaveUp, Reconnecting, RetryLoop, RetryOutcome,
+    SessionEnd,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_test::assert_pending;
 
 #[tokio::test(start_paused = true)]

@@ -1,7 +1,6 @@
 //! `examples/reconnecting_client.rs` keeps echoing lines across a restart of the server (an
 //! in-test echo server on 127.0.0.1), prints its state changes, and exits when stdin ends.
 
-use crate::support::*;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

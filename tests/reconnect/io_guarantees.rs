@@ -2,20 +2,17 @@
 //! backoff schedules, hooks, exhaustion, and every read/write guarantee of the module docs.
 
 use crate::support::*;
-use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    BoxFuture, ConnState, Decision, Disconnected, EofPolicy, Failover, GaveUp, GiveUpCause,
-    ReadMode, Reason, Reconnecting, WriteMode,
+    BoxFuture, ConnState, Decision, EofPolicy, Failover, GiveUpCause, ReadMode, Reason,
+    Reconnecting, WriteMode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready};
 use tokio_util::codec::{Framed, LinesCodec};

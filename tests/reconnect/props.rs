@@ -3,7 +3,6 @@
 //! peer can read it), and every disconnect error counts exactly the bytes written on that
 //! connection since it was established or confirmed.
 
-use crate::support::*;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};

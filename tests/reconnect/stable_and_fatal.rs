@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    BoxFuture, ConnState, Decision, GaveUp, GiveUpCause, Reason, Reconnecting, TcpConnector,
+    BoxFuture, ConnState, Decision, GiveUpCause, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;

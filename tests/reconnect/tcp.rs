@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use staunch::backoff::Constant;
 use staunch::reconnect::{
-    ConnState, Decision, Disconnected, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
+    ConnState, Decision, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

@@ -3,7 +3,6 @@
 //! and the test counts the reconnects. The connector is a plain closure over turmoil's
 //! `TcpStream`, which shows the adapter is generic over the transport.
 
-use crate::support::*;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;

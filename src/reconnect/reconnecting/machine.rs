@@ -16,6 +16,9 @@ use super::{Half, Reconnecting};
 use crate::reconnect::retry::{settle, ConnectAttempt, Next};
 use crate::reconnect::{BoxFuture, ConnState, Connect, Decision, GaveUp, GiveUpCause, Reason};
 
+/// One attempt with the connect timeout.
+type TimedAttempt<C> = ConnectAttempt<Attempt<<C as Connect>::Future, <C as Connect>::Io>>;
+
 pub(super) enum State<C: Connect> {
     Idle,
     /// A connection was lost (`uptime` is how long it was up) or an attempt failed; what follows
@@ -35,7 +38,7 @@ pub(super) enum State<C: Connect> {
         delay: Duration,
         reason: Reason,
     },
-    Connecting(Pin<Box<ConnectAttempt<Attempt<C::Future, C::Io>>>>),
+    Connecting(Pin<Box<TimedAttempt<C>>>),
     /// The `on_connect` hook runs on the new connection.
     Handshake(BoxFuture<io::Result<C::Io>>),
     Connected(Live<C::Io>),
