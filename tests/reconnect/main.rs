@@ -6,6 +6,7 @@ mod background;
 mod backoff;
 mod edge_cases;
 mod example;
+mod hot_path;
 mod io_guarantees;
 mod props;
 mod retry_loop;
