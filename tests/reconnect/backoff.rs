@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
+use staunch::reconnect::{Decision, Reconnecting, RetryLoop, SessionEnd};
+
 use proptest::prelude::*;
 use staunch::backoff::{BackoffError, Constant, Exponential, Jitter};
 
@@ -262,4 +266,40 @@ async fn max_attempts_counts_connection_attempts() {
     assert_eq!(gave_up.cause(), GiveUpCause::PolicyExhausted);
     assert_eq!(gave_up.attempts(), 6);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_policy_of_zero_delays_is_not_a_busy_loop() {
+    // Real clock: a busy loop would make tens of thousands of attempts in 100 ms.
+    let (connector, calls) = crate::support::refusing(usize::MAX);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(std::iter::repeat(Duration::ZERO))
+        .build();
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_millis(100), conn.wait_connected()).await;
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let attempts = calls.load(Ordering::SeqCst);
+    eprintln!("{attempts} attempts in {elapsed_ms} ms");
+    assert!(
+        attempts <= elapsed_ms + 2,
+        "{attempts} attempts in {elapsed_ms} ms"
+    );
+}
+
+#[tokio::test]
+async fn the_retry_loop_does_not_busy_loop_on_zero_delays() {
+    let (connector, calls) = crate::support::refusing(usize::MAX);
+    let started = std::time::Instant::now();
+    let run = RetryLoop::new(connector)
+        .policy(std::iter::repeat(Duration::from_secs(1)))
+        .on_disconnect(|_, _| Box::pin(async { Decision::RetryAfter(Duration::ZERO) }))
+        .run(|_io| async { SessionEnd::<(), ()>::Done(()) });
+    let _ = tokio::time::timeout(Duration::from_millis(100), run).await;
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let attempts = calls.load(Ordering::SeqCst);
+    eprintln!("{attempts} attempts in {elapsed_ms} ms");
+    assert!(
+        attempts <= elapsed_ms + 2,
+        "{attempts} attempts in {elapsed_ms} ms"
+    );
 }

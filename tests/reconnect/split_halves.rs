@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use staunch::backoff::Constant;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 use crate::support::*;
+use tokio_test::assert_pending;
 
 /// A connector handing out duplex pairs; the server halves arrive on the receiver.
 fn pairs() -> (Conn, mpsc::UnboundedReceiver<DuplexStream>) {
@@ -233,3 +235,49 @@ proptest! {
 
 #[allow(dead_code)]
 fn _uses(_: BoxFuture<io::Result<DuplexStream>>) {}
+
+#[tokio::test(start_paused = true)]
+async fn split_halves_each_learn_of_a_loss_once() {
+    let (connector, mut peers) = script([]);
+    let mut conn = Reconnecting::builder(connector)
+        .eof_policy(EofPolicy::Reconnect)
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    conn.wait_connected().await.unwrap();
+    let (mut rd, mut wr) = conn.split();
+    wr.write_all(b"request").await.unwrap();
+    let mut first = peers.next().await;
+    let mut got = [0; 7];
+    first.read_exact(&mut got).await.unwrap();
+    drop(first);
+
+    // The reader notices the loss and is told.
+    let err = rd.read(&mut [0; 8]).await.unwrap_err();
+    assert_eq!(disconnected(&err).generation(), 1);
+    // The writer had written on that connection: it is told too, once, with the count.
+    let err = wr.write_all(b"x").await.unwrap_err();
+    assert_eq!(disconnected(&err).generation(), 1);
+    assert_eq!(disconnected(&err).unconfirmed_bytes(), 7);
+    wr.write_all(b"retry").await.unwrap();
+    let mut second = peers.next().await;
+    let mut got = [0; 5];
+    second.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_split_halves_are_woken_when_the_reconnect_completes() {
+    let (connector, _calls) = refusing(1);
+    let conn = Reconnecting::builder(connector)
+        .policy(std::iter::repeat(Duration::from_secs(1)))
+        .build();
+    let (mut rd, mut wr) = conn.split();
+    let mut buf = [0; 4];
+    let mut read = tokio_test::task::spawn(rd.read(&mut buf));
+    assert_pending!(read.poll()); // refused, backing off; the reader waits on the backoff
+    let mut write = tokio_test::task::spawn(wr.write(b"x"));
+    assert_pending!(write.poll()); // the writer waits on the same backoff
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(write.is_woken(), "the writer must be woken");
+    assert!(read.is_woken(), "the reader must be woken too");
+}

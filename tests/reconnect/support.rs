@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use staunch::reconnect::{BoxFuture, Disconnected, GaveUp};
+use staunch::backoff::Exponential;
+use staunch::reconnect::{BoxFuture, Disconnected, GaveUp, Reconnecting};
 use tokio::io::DuplexStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 pub(crate) type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
@@ -164,4 +166,27 @@ pub(crate) fn scripted_kinds(script: Vec<Option<io::ErrorKind>>) -> (Conn, Arc<M
         })
     });
     (conn, calls)
+}
+
+pub(crate) fn exponential() -> Exponential {
+    Exponential::builder()
+        .min(Duration::from_millis(100))
+        .max(Duration::from_secs(10))
+        .factor(2.0)
+        .build()
+        .unwrap()
+}
+
+/// Shut `conn` down, then read the server half of the next connection to its end: it got
+/// exactly `expected`.
+pub(crate) async fn shut_down_and_assert_next_peer_got(
+    conn: &mut Reconnecting<Conn>,
+    peers: &mut Peers,
+    expected: &[u8],
+) {
+    let mut server = peers.next().await;
+    conn.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, expected);
 }

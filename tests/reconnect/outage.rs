@@ -1,12 +1,15 @@
-//! `Reconnecting`'s stable period (a flapping server gets growing delays; a connection that
-//! stayed up starts the backoff over) and its give-up on connect errors that retrying cannot fix.
-//! Paused time and in-memory connections, except the `TcpConnector` checks (real clock).
+//! The retry core, seen through `Reconnecting`: the backoff follows the policy and starts over only
+//! after a connection stayed up for the stable period (a flapping server gets growing delays),
+//! attempts are counted per outage, connect and give-up timeouts, cancellation, a sticky give-up,
+//! and the give-up on connect errors that retrying cannot fix. Paused time and in-memory
+//! connections, except the `TcpConnector` checks (real clock).
 
 use crate::support::*;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_test::assert_ready;
 
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
@@ -384,4 +387,129 @@ async fn reads_see_the_loss_of_a_flapping_connection_once_each_time() {
         let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_follows_the_policy_and_starts_over_after_a_stable_connection() {
+    let (connector, mut peers) = script([Plan::Refuse, Plan::Refuse, Plan::Refuse]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(exponential())
+        .build();
+
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 1);
+    // 100 + 200 + 400 ms of backoff before the fourth attempt.
+    assert_eq!(start.elapsed(), Duration::from_millis(700));
+    assert_eq!(peers.calls(), 4);
+
+    // Lose the connection after it stayed up for the (default, 10 s) stable period: the policy
+    // starts over at 100 ms, not 800 ms. (A connection lost sooner would not reset it; see
+    // tests/reconnect_stable_and_fatal.rs.)
+    let server = peers.next().await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    drop(server);
+    let err = conn.write_all(b"x").await.unwrap_err();
+    assert_eq!(disconnected(&err).generation(), 1);
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhaustion_is_sticky_and_makes_no_more_attempts() {
+    let (connector, peers) = script([Plan::Refuse; 10]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(1)).take(2))
+        .build();
+    let err = conn.wait_connected().await.unwrap_err();
+    let g = gave_up(&err);
+    assert_eq!(g.cause(), GiveUpCause::PolicyExhausted);
+    assert_eq!(g.attempts(), 3);
+    assert!(matches!(g.last_reason(), Some(Reason::ConnectFailed(_))));
+    assert_eq!(peers.calls(), 3);
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        gave_up(&conn.write(b"x").await.unwrap_err());
+        gave_up(&conn.read(&mut [0; 4]).await.unwrap_err());
+        gave_up(&conn.flush().await.unwrap_err());
+        gave_up(&conn.wait_connected().await.unwrap_err());
+        // Even operations that need no connection report the give-up.
+        gave_up(&conn.write(b"").await.unwrap_err());
+        gave_up(&conn.read(&mut []).await.unwrap_err());
+    }
+    gave_up(&conn.shutdown().await.unwrap_err());
+    assert_eq!(peers.calls(), 3);
+    assert!(matches!(*conn.watch().borrow(), ConnState::GaveUp(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_cuts_a_backoff_short() {
+    let (connector, peers) = script([Plan::Refuse]);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(3600)))
+        .cancel_on(cancel.clone().cancelled_owned())
+        .build();
+    let start = Instant::now();
+    let task = tokio::spawn(async move { conn.wait_connected().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cancel.cancel();
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(gave_up(&err).cause(), GiveUpCause::Cancelled);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(peers.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_attempt_times_out() {
+    let (connector, _peers) = script([Plan::Hang]);
+    let mut conn = Reconnecting::builder(connector)
+        .connect_timeout(Duration::from_secs(5))
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    let state = conn.watch();
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 1);
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    drop(state);
+
+    // Control: without a timeout the same script never connects.
+    let (connector, _peers) = script([Plan::Hang]);
+    let mut conn = Reconnecting::new(connector);
+    let waited = tokio::time::timeout(Duration::from_secs(3600), conn.wait_connected()).await;
+    assert!(waited.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_shows_backoff_with_the_reason_and_wakes_the_task() {
+    let (connector, _peers) = script([Plan::Refuse]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    let state = conn.watch();
+    let mut task = tokio_test::task::spawn(conn.wait_connected());
+    assert_pending!(task.poll());
+    match &*state.borrow() {
+        ConnState::Backoff {
+            attempt,
+            delay,
+            reason,
+        } => {
+            assert_eq!(*attempt, 2);
+            assert_eq!(*delay, Duration::from_secs(1));
+            assert!(
+                matches!(reason, Reason::ConnectFailed(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+            );
+        }
+        other => panic!("expected Backoff, got {other:?}"),
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(task.is_woken(), "the backoff sleep must register the waker");
+    assert_eq!(assert_ready!(task.poll()).unwrap(), 1);
+    drop(task);
+    assert!(matches!(
+        *state.borrow(),
+        ConnState::Connected { generation: 1 }
+    ));
 }
