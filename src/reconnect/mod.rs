@@ -67,12 +67,17 @@ mod tcp;
 #[cfg(unix)]
 mod unix;
 
+/// The futures of the built-in connectors, named for use in a [`Connect`] impl of your own.
+pub mod future {
+    pub use super::failover::FailoverFuture;
+}
+
 pub use builder::Builder;
 pub use connect::{BoxFuture, Connect};
 pub use error::{
     is_disconnect, is_retryable_connect_error, Disconnected, GaveUp, GiveUpCause, Reason,
 };
-pub use failover::{Failover, FailoverFuture};
+pub use failover::Failover;
 pub use mode::{EofPolicy, ReadMode, WriteMode};
 pub use reconnecting::Reconnecting;
 pub use retry_loop::{RetryLoop, RetryOutcome, SessionEnd};
