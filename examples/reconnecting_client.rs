@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         // Waiting for an echo longer than this means the server is gone without a word.
         .idle_timeout(Duration::from_secs(10))
         // A restarted server closes our connection: that means "reconnect", not "done".
-        .eof(EofPolicy::Reconnect)
+        .eof_policy(EofPolicy::Reconnect)
         // Only a connection that lasted this long starts the backoff (and its 30 s budget) over:
         // a server that accepts and then crashes at once is not hit every 100 ms. (The default.)
         .stable_after(Duration::from_secs(10))

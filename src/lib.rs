@@ -50,12 +50,15 @@
 //!
 //! [`reconnect::Reconnecting`] is an `AsyncRead + AsyncWrite` connection that reconnects with
 //! backoff when the peer goes away, and never reports bytes as written that a live connection
-//! did not accept (see the [`reconnect`] module docs for exactly what is retried and reported).
+//! did not accept: each loss is reported once, with the bytes that may not have arrived (see the
+//! [`reconnect`] module docs for exactly what is retried and reported). Choose what the peer's
+//! close means: a long-lived client wants [`EofPolicy::Reconnect`](reconnect::EofPolicy); the
+//! default, `End`, ends the stream as a plain socket does.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use staunch::backoff::{Exponential, Jitter};
-//! use staunch::reconnect::{Reconnecting, TcpConnector};
+//! use staunch::reconnect::{EofPolicy, Reconnecting, TcpConnector};
 //! use tokio::io::AsyncWriteExt;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,6 +66,7 @@
 //! let mut conn = Reconnecting::builder(connector)
 //!     .policy(Exponential::builder().jitter(Jitter::Proportional(0.2)).build()?)
 //!     .connect_timeout(Duration::from_secs(3))
+//!     .eof_policy(EofPolicy::Reconnect) // a server restart means "reconnect", not "done"
 //!     .build(); // returns at once; the first operation connects
 //! conn.write_all(b"PING\r\n").await?;
 //! # Ok(())

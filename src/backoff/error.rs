@@ -1,4 +1,5 @@
 use std::fmt;
+use std::time::Duration;
 
 /// Why a backoff policy's parameters were rejected.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -12,8 +13,16 @@ pub enum BackoffError {
     InvalidFactor(f64),
     /// The jitter fraction is outside `0.0..=1.0` or not a number.
     InvalidJitter(f64),
-    /// `max_attempts(0)` would give up before the first retry.
+    /// `max_attempts(0)` would allow no attempt at all.
     ZeroAttempts,
+    /// The `max_total` budget is smaller than the largest possible first delay, so the policy
+    /// could give no delay at all.
+    MaxTotalTooSmall {
+        /// The budget given.
+        max_total: Duration,
+        /// The largest first delay: `min`, or `min * (1 + p)` with proportional jitter.
+        first_delay: Duration,
+    },
 }
 
 impl fmt::Display for BackoffError {
@@ -30,6 +39,14 @@ impl fmt::Display for BackoffError {
                 write!(f, "the jitter fraction must be within 0.0..=1.0, got {x}")
             }
             BackoffError::ZeroAttempts => f.write_str("max_attempts must be at least 1"),
+            BackoffError::MaxTotalTooSmall {
+                max_total,
+                first_delay,
+            } => write!(
+                f,
+                "max_total ({max_total:?}) is smaller than the first delay ({first_delay:?}): \
+                 the policy could give no delay at all"
+            ),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::BackoffError;
 /// How much randomness [`Exponential`] adds to each delay, so that many clients that failed
 /// together do not retry together.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// No randomness: the delay is the base delay.
     #[default]
@@ -21,6 +22,11 @@ pub enum Jitter {
 ///
 /// Optional limits end the iterator: a number of attempts, and a budget for the sum of all delays
 /// (the delay that would overrun the budget is not given; the iterator ends instead).
+///
+/// **Randomness.** Each clone draws a fresh random stream, so clients configured with clones of
+/// one policy, and the outages of one client (each starts over from a clone), do not retry in
+/// step. A [seeded](ExponentialBuilder::seed) policy is deterministic instead: its clones repeat
+/// its delays.
 ///
 /// Build one with [`Exponential::builder`]; the defaults are `min` 10 ms, `max` 10 s, `factor` 2,
 /// no jitter, no limits.
@@ -42,17 +48,29 @@ pub enum Jitter {
 /// }
 /// # Ok::<(), staunch::backoff::BackoffError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Exponential {
     min: Duration,
     max: Duration,
     factor: f64,
     jitter: Jitter,
-    max_attempts: Option<u32>,
+    /// Delays to give at most: `max_attempts - 1`, the first attempt needs none.
+    max_delays: Option<u32>,
     max_total: Option<Duration>,
     rng: u64,
+    seeded: bool,
     attempt: u32,
     total: Duration,
+}
+
+impl Clone for Exponential {
+    /// A copy in the same position, with a fresh random stream unless the policy was seeded.
+    fn clone(&self) -> Self {
+        Exponential {
+            rng: if self.seeded { self.rng } else { random_seed() },
+            ..*self
+        }
+    }
 }
 
 /// Builder for [`Exponential`]; parameters are checked by [`build`](ExponentialBuilder::build).
@@ -112,7 +130,7 @@ impl Iterator for Exponential {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        if self.max_attempts.is_some_and(|n| self.attempt >= n) {
+        if self.max_delays.is_some_and(|n| self.attempt >= n) {
             return None;
         }
         let base = self.base_delay(self.attempt);
@@ -161,20 +179,24 @@ impl ExponentialBuilder {
         self
     }
 
-    /// Give up (end the iterator) after this many delays.
+    /// Allow `attempts` attempts in total: the first one needs no delay, so the iterator gives
+    /// `attempts - 1` delays and then ends. `max_attempts(1)` gives none (give up after the
+    /// first failure); `max_attempts(0)` is rejected by [`build`](Self::build).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
         self
     }
 
-    /// Give up once the sum of the delays given would exceed `total`.
+    /// Give up once the sum of the delays given would exceed `total`. A budget smaller than the
+    /// largest possible first delay (jitter included) is rejected by [`build`](Self::build): the
+    /// policy could give no delay at all.
     pub fn max_total(mut self, total: Duration) -> Self {
         self.max_total = Some(total);
         self
     }
 
-    /// Seed the jitter's random numbers, so a test sees the same delays every run. Without a seed,
-    /// each policy built gets a different one.
+    /// Seed the jitter's random numbers, so a test sees the same delays every run, and every clone
+    /// repeats them. Without a seed, each policy built and each clone gets a fresh one.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -199,14 +221,30 @@ impl ExponentialBuilder {
         if self.max_attempts == Some(0) {
             return Err(BackoffError::ZeroAttempts);
         }
+        if let Some(max_total) = self.max_total {
+            let first_delay = match self.jitter {
+                Jitter::Proportional(p) => {
+                    Duration::try_from_secs_f64(self.min.as_secs_f64() * (1.0 + p))
+                        .map_or(self.max, |d| d.min(self.max))
+                }
+                Jitter::None | Jitter::Full => self.min,
+            };
+            if max_total < first_delay {
+                return Err(BackoffError::MaxTotalTooSmall {
+                    max_total,
+                    first_delay,
+                });
+            }
+        }
         Ok(Exponential {
             min: self.min,
             max: self.max,
             factor: self.factor,
             jitter: self.jitter,
-            max_attempts: self.max_attempts,
+            max_delays: self.max_attempts.map(|n| n - 1),
             max_total: self.max_total,
             rng: self.seed.unwrap_or_else(random_seed),
+            seeded: self.seed.is_some(),
             attempt: 0,
             total: Duration::ZERO,
         })

@@ -5,7 +5,12 @@
 //! next attempt, and `None` means "give up". Strategies from other crates (backon, tokio-retry) or
 //! a plain `std::iter::repeat(d).take(5)` plug in unchanged. Where a policy must start over (after
 //! a successful accept, or after a connection stayed up), staunch clones the policy it was given,
-//! so policies are also `Clone`.
+//! so policies are also `Clone`. [`Exponential`]'s clones draw fresh jitter (unless seeded), so
+//! neither the outages of one client nor a fleet configured with clones of one policy retry in
+//! step.
+//!
+//! "Attempts" counts attempts, the first one included: a policy that gives `n - 1` delays allows
+//! `n` attempts ([`ExponentialBuilder::max_attempts`]).
 //!
 //! Built-ins:
 //!
@@ -25,16 +30,14 @@
 //!     .max(Duration::from_secs(1))
 //!     .factor(2.0)
 //!     .jitter(Jitter::None)
-//!     .max_attempts(4)
+//!     .max_attempts(4) // the first attempt and three retries
 //!     .build()
 //!     .unwrap();
 //! let delays: Vec<_> = policy.collect();
-//! assert_eq!(
-//!     delays,
-//!     [10, 20, 40, 80].map(Duration::from_millis).to_vec()
-//! );
+//! assert_eq!(delays, [10, 20, 40].map(Duration::from_millis).to_vec());
 //! ```
 
+mod boxed;
 mod constant;
 mod error;
 mod exponential;
@@ -42,3 +45,5 @@ mod exponential;
 pub use constant::Constant;
 pub use error::BackoffError;
 pub use exponential::{Exponential, ExponentialBuilder, Jitter};
+
+pub(crate) use boxed::{default_policy, DynPolicy};

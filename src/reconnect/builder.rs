@@ -3,57 +3,52 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use super::policy::{default_policy, DynPolicy};
-use super::{Action, BoxFuture, Connect, Context, EofPolicy, ReadMode, Reconnecting, WriteMode};
+use super::retry::RetryConfig;
+use super::{
+    BoxFuture, Connect, Decision, EofPolicy, HookContext, ReadMode, Reconnecting, WriteMode,
+};
 
-/// The default [`Builder::stable_after`], the same as [`RetryLoop`](super::RetryLoop)'s.
-pub(crate) const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
-
-pub(crate) type DisconnectHook<C> = Box<dyn FnMut(&Context, &mut C) -> BoxFuture<Action> + Send>;
-pub(crate) type ConnectHook<Io> = Box<dyn FnMut(&Context, Io) -> BoxFuture<io::Result<Io>> + Send>;
+pub(crate) type ConnectHook<Io> =
+    Box<dyn FnMut(&HookContext, Io) -> BoxFuture<io::Result<Io>> + Send>;
 
 /// Builder for [`Reconnecting`], from [`Reconnecting::builder`].
 ///
 /// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, starting
 /// over once a connection stayed up for 10 s ([`stable_after`](Self::stable_after)), no connect
-/// or idle timeout, [`EofPolicy::End`], [`ReadMode::Boundary`], [`WriteMode::Report`],
-/// [`is_disconnect`](super::is_disconnect), every connect error retried except those
+/// or idle timeout, [`EofPolicy::End`] (choose the [EOF policy](Self::eof_policy) explicitly),
+/// [`ReadMode::Boundary`], [`WriteMode::Report`], [`is_disconnect`](super::is_disconnect), every
+/// connect error retried except those
 /// [`is_retryable_connect_error`](super::is_retryable_connect_error) rejects, no hooks, no
-/// cancellation. The backoff, stable period and connect-error defaults are
-/// [`RetryLoop`](super::RetryLoop)'s.
+/// cancellation.
+///
+/// The settings that decide when to retry ([`policy`](Self::policy),
+/// [`connect_timeout`](Self::connect_timeout), [`stable_after`](Self::stable_after),
+/// [`retry_connect_if`](Self::retry_connect_if), [`on_disconnect`](Self::on_disconnect),
+/// [`cancel_on`](Self::cancel_on)) mean the same for a [`RetryLoop`](super::RetryLoop), which has
+/// the same methods with the same defaults.
 #[must_use = "call .build() to get the adapter"]
 pub struct Builder<C: Connect> {
     pub(crate) connector: C,
-    pub(crate) policy: Box<dyn DynPolicy>,
-    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) retry: RetryConfig<C>,
     pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) eof: EofPolicy,
+    pub(crate) eof_policy: EofPolicy,
     pub(crate) read_mode: ReadMode,
     pub(crate) write_mode: WriteMode,
     pub(crate) is_disconnect: fn(&io::Error) -> bool,
-    pub(crate) stable_after: Duration,
-    pub(crate) retry_connect_if: fn(&io::Error) -> bool,
-    pub(crate) on_disconnect: Option<DisconnectHook<C>>,
     pub(crate) on_connect: Option<ConnectHook<C::Io>>,
-    pub(crate) cancel: Option<BoxFuture<()>>,
 }
 
 impl<C: Connect> Builder<C> {
     pub(crate) fn new(connector: C) -> Self {
         Builder {
             connector,
-            policy: default_policy(),
-            connect_timeout: None,
+            retry: RetryConfig::new(),
             idle_timeout: None,
-            eof: EofPolicy::End,
+            eof_policy: EofPolicy::End,
             read_mode: ReadMode::Boundary,
             write_mode: WriteMode::Report,
             is_disconnect: super::is_disconnect,
-            stable_after: DEFAULT_STABLE_AFTER,
-            retry_connect_if: super::is_retryable_connect_error,
-            on_disconnect: None,
             on_connect: None,
-            cancel: None,
         }
     }
 
@@ -73,7 +68,7 @@ impl<C: Connect> Builder<C> {
     where
         P: Iterator<Item = Duration> + Clone + Send + 'static,
     {
-        self.policy = Box::new(policy);
+        self.retry.policy = Box::new(policy);
         self
     }
 
@@ -89,7 +84,7 @@ impl<C: Connect> Builder<C> {
             !timeout.is_zero(),
             "Builder::connect_timeout: the timeout must be greater than zero"
         );
-        self.connect_timeout = Some(timeout);
+        self.retry.connect_timeout = Some(timeout);
         self
     }
 
@@ -112,9 +107,12 @@ impl<C: Connect> Builder<C> {
         self
     }
 
-    /// What end of stream means; see [`EofPolicy`].
-    pub fn eof(mut self, eof: EofPolicy) -> Self {
-        self.eof = eof;
+    /// What end of stream means; see [`EofPolicy`]. The default, [`EofPolicy::End`], ends the
+    /// stream when the peer closes, as a plain socket does; a long-lived client (a subscriber)
+    /// that should survive a clean server restart wants [`EofPolicy::Reconnect`]. Set it
+    /// explicitly.
+    pub fn eof_policy(mut self, policy: EofPolicy) -> Self {
+        self.eof_policy = policy;
         self
     }
 
@@ -137,15 +135,15 @@ impl<C: Connect> Builder<C> {
     /// When a connection lasted at least `period`, its loss starts a new outage: the
     /// [policy](Self::policy) starts over from its first delay, and the attempt number
     /// ([`ConnState::Connecting`](super::ConnState::Connecting),
-    /// [`ConnState::Backoff`](super::ConnState::Backoff), [`Context::attempt`],
-    /// [`GaveUp::attempts`](super::GaveUp::attempts)) and [`Context::elapsed`] start from zero.
+    /// [`ConnState::Backoff`](super::ConnState::Backoff), [`HookContext::attempt`],
+    /// [`GaveUp::attempts`](super::GaveUp::attempts)) and [`HookContext::elapsed`] start from
+    /// zero.
     /// A connection lost sooner does not end the outage: the attempt number goes on growing and
     /// the next delay is the policy's next one, so a server that accepts and then drops every
     /// connection at once gets ever longer delays (up to the policy's maximum) instead of one
     /// connection per first delay, forever.
     ///
-    /// The default is 10 s, as for [`RetryLoop::stable_after`](super::RetryLoop::stable_after).
-    /// `Duration::ZERO` starts over after every successful connection.
+    /// The default is 10 s. `Duration::ZERO` starts over after every successful connection.
     ///
     /// # Examples
     ///
@@ -167,7 +165,7 @@ impl<C: Connect> Builder<C> {
     ///     .unwrap();
     /// let mut conn = Reconnecting::builder(dead_on_arrival)
     ///     .policy(backoff)
-    ///     .eof(EofPolicy::Reconnect)
+    ///     .eof_policy(EofPolicy::Reconnect)
     ///     .stable_after(Duration::from_secs(30))
     ///     .build();
     /// let mut waited = Vec::new();
@@ -182,7 +180,7 @@ impl<C: Connect> Builder<C> {
     /// # }
     /// ```
     pub fn stable_after(mut self, period: Duration) -> Self {
-        self.stable_after = period;
+        self.retry.stable_after = period;
         self
     }
 
@@ -194,14 +192,13 @@ impl<C: Connect> Builder<C> {
     /// an error.
     ///
     /// The default is [`is_retryable_connect_error`](super::is_retryable_connect_error), which
-    /// gives up on `InvalidInput`, `PermissionDenied` and `Unsupported`, the same as
-    /// [`RetryLoop::retry_connect_if`](super::RetryLoop::retry_connect_if). Only the connector's
+    /// gives up on `InvalidInput`, `PermissionDenied` and `Unsupported`. Only the connector's
     /// own errors are classified: a [connect timeout](Self::connect_timeout) and an error of the
     /// [`on_connect`](Self::on_connect) hook are always retried (the `on_disconnect` hook can
     /// give up on them). With [`Failover`](super::Failover), a target whose error is not retryable
     /// ends the whole adapter, even if other targets would work; pass `|_| true` to keep going.
     pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
-        self.retry_connect_if = retryable;
+        self.retry.retry_connect_if = retryable;
         self
     }
 
@@ -214,16 +211,18 @@ impl<C: Connect> Builder<C> {
     }
 
     /// An async hook run after each lost connection and each failed attempt, before the backoff
-    /// delay. It gets the [`Context`] and `&mut` access to the connector (to change the target),
-    /// and returns a future that may wait and then decides: [`Action::Reconnect`] or
-    /// [`Action::GiveUp`]. The future runs inside the adapter, driven by the caller's operations.
+    /// delay. It gets the [`HookContext`] (with the policy's [next delay](HookContext::next_delay))
+    /// and `&mut` access to the connector (to change the target), and returns a future that may
+    /// wait and then decides: [`Decision::Retry`] after the policy's delay,
+    /// [`Decision::RetryAfter`] a delay of its own, or [`Decision::GiveUp`]. The future runs
+    /// inside the adapter, driven by the caller's operations.
     ///
     /// # Examples
     ///
     /// Move to a standby server, and give up after ten failures in a row:
     ///
     /// ```
-    /// use staunch::reconnect::{Action, Reconnecting, TcpConnector};
+    /// use staunch::reconnect::{Decision, Reconnecting, TcpConnector};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
@@ -232,7 +231,7 @@ impl<C: Connect> Builder<C> {
     ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
     ///         connector.set_addr("standby.internal:7000");
     ///         let give_up = ctx.attempt() >= 10;
-    ///         Box::pin(async move { if give_up { Action::GiveUp } else { Action::Reconnect } })
+    ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
     ///     })
     ///     .build();
     /// # drop(conn);
@@ -240,9 +239,9 @@ impl<C: Connect> Builder<C> {
     /// ```
     pub fn on_disconnect<F>(mut self, hook: F) -> Self
     where
-        F: FnMut(&Context, &mut C) -> BoxFuture<Action> + Send + 'static,
+        F: FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send + 'static,
     {
-        self.on_disconnect = Some(Box::new(hook));
+        self.retry.on_disconnect = Some(Box::new(hook));
         self
     }
 
@@ -250,12 +249,9 @@ impl<C: Connect> Builder<C> {
     /// connection by value and hands it back (after a handshake or authentication, say). An error
     /// counts as a failed attempt ([`Reason::HandshakeFailed`](super::Reason::HandshakeFailed)).
     ///
-    /// By value rather than `&mut`: the hook's future runs inside the adapter across many polls
-    /// (and survives a dropped read or write future), so it cannot borrow a connection the adapter
-    /// also holds; owning it is what lets the future be `'static`. It is also strictly more
-    /// capable than `&mut`: the hook may hand back the same connection after a handshake, or a
-    /// different one of the same type, and it sees the connection before the adapter counts a
-    /// single byte. Dropping it and returning an error discards the attempt.
+    /// The hook owns the connection while it runs, so its future can outlive a dropped read or
+    /// write; it may hand back the same connection or another one. Returning an error discards
+    /// the attempt.
     ///
     /// # Examples
     ///
@@ -291,7 +287,7 @@ impl<C: Connect> Builder<C> {
     /// ```
     pub fn on_connect<F>(mut self, hook: F) -> Self
     where
-        F: FnMut(&Context, C::Io) -> BoxFuture<io::Result<C::Io>> + Send + 'static,
+        F: FnMut(&HookContext, C::Io) -> BoxFuture<io::Result<C::Io>> + Send + 'static,
     {
         self.on_connect = Some(Box::new(hook));
         self
@@ -299,7 +295,7 @@ impl<C: Connect> Builder<C> {
 
     /// Stop reconnecting once `signal` completes: a backoff delay, connection attempt or hook in
     /// progress is cut short and the adapter becomes
-    /// [`Exhausted`](super::ConnState::Exhausted) with
+    /// [`GaveUp`](super::ConnState::GaveUp) with
     /// [`GiveUpCause::Cancelled`](super::GiveUpCause::Cancelled). A live connection is left
     /// alone until it is lost. With tokio-util, pass `token.cancelled_owned()`.
     ///
@@ -329,7 +325,7 @@ impl<C: Connect> Builder<C> {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.cancel = Some(Box::pin(signal));
+        self.retry.cancel = Some(Box::pin(signal));
         self
     }
 
@@ -341,8 +337,7 @@ impl<C: Connect> Builder<C> {
     }
 
     /// Build the adapter and start the first connection attempt at once, in a task spawned on
-    /// the current tokio runtime: this returns without waiting (the non-blocking start of
-    /// stubborn-io#34), and by the time the program first reads or writes, the connection is
+    /// the current tokio runtime: this returns without waiting, and by the time the program first reads or writes, the connection is
     /// usually there already.
     ///
     /// Only the connector's future runs in the task. The adapter takes up its result on its first
@@ -404,15 +399,12 @@ impl<C: Connect> Builder<C> {
 impl<C: Connect> fmt::Debug for Builder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
             .field("idle_timeout", &self.idle_timeout)
-            .field("stable_after", &self.stable_after)
-            .field("eof", &self.eof)
+            .field("eof_policy", &self.eof_policy)
             .field("read_mode", &self.read_mode)
             .field("write_mode", &self.write_mode)
-            .field("on_disconnect", &self.on_disconnect.is_some())
             .field("on_connect", &self.on_connect.is_some())
-            .field("cancel", &self.cancel.is_some())
             .finish_non_exhaustive()
     }
 }

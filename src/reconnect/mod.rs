@@ -6,7 +6,7 @@
 //! [`Reconnecting`] wraps any [`Connect`]or (a closure returning a connect future, or a type with
 //! state such as [`TcpConnector`], [`Failover`] or [`UnixConnector`]) and is itself
 //! `AsyncRead + AsyncWrite`. One state machine (idle → connecting → `on_connect` hook →
-//! connected → `on_disconnect` hook → backoff → connecting … → exhausted) is driven by the
+//! connected → failed → `on_disconnect` hook → backoff → connecting … → gave up) is driven by the
 //! caller's reads and writes; its futures live inside the adapter, so dropping a read or write
 //! future (a timeout, a `select!`) loses no reconnect progress and no data. While it reconnects,
 //! an operation returns `Pending`, and a `Pending` write has accepted none of the caller's bytes.
@@ -23,11 +23,11 @@
 //! | write while there is no connection | waits (`Pending`) for a new connection, accepting nothing meanwhile | – |
 //! | `Ok(n)` from a write | `n` bytes were accepted by the live connection; there is no mode that returns `Ok` for dropped bytes | – |
 //! | read fails, or the connection is lost under a reader | the reader gets the [`Disconnected`] error once (its boundary signal), then bytes of the new connection only; [`Reconnecting::generation`] and [`watch`](Reconnecting::watch) say which connection | [`ReadMode::Splice`]: reads go on from the next connection with no marker (io-tether) |
-//! | split halves | a loss seen by one half is reported to the other on its next operation (a write, flush or `shutdown()` for the writer), if it had used that connection; both halves are woken when a reconnect completes | – |
-//! | peer closes (read returns 0 bytes) | end of stream, no reconnect; writes may go on (half-close) | [`EofPolicy::Reconnect`] |
+//! | a loss, to whom | reported exactly once to each handle that used the lost connection, never about a connection it did not use: once for a whole adapter (to the first operation whose mode reports), once per half after [`Reconnecting::split`], each with its own count (the read half wrote nothing: 0 unconfirmed bytes); both halves are woken when a reconnect completes | – |
+//! | peer closes (read returns 0 bytes) | end of stream, no reconnect; writes may go on (half-close). **Set the [EOF policy](Builder::eof_policy) explicitly**: a long-lived client wants `Reconnect` | [`EofPolicy::Reconnect`] |
 //! | read into a full buffer | `Ok` with nothing read, which is not end of stream | – |
-//! | local `shutdown()` | shuts the write side; never starts a reconnect; after it, a lost connection is not replaced and writes fail with `BrokenPipe` | – |
-//! | give-up (policy ends, hook says so, cancelled, or a connect error that cannot succeed: `InvalidInput` such as a missing port, `PermissionDenied`, `Unsupported`) | sticky [`ConnState::Exhausted`]; every later operation fails with `NotConnected` and a [`GaveUp`] payload whose [`cause`](GaveUp::cause) says which and whose [`last_reason`](GaveUp::last_reason) holds the last error with its own kind | [`Builder::retry_connect_if`] |
+//! | local `shutdown()` | shuts the write side; never starts a reconnect; after it, a lost connection is not replaced and writes fail with `BrokenPipe`. It first asks the connection with an empty write, so a reset the adapter had not noticed yet is reported ([`Disconnected`], with the unconfirmed bytes) instead of hidden behind `Ok` | – |
+//! | give-up (policy ends, hook says so, cancelled, or a connect error that cannot succeed: `InvalidInput` such as a missing port, `PermissionDenied`, `Unsupported`) | sticky [`ConnState::GaveUp`]; every later operation fails with `NotConnected` and a [`GaveUp`] payload whose [`cause`](GaveUp::cause) says which and whose [`last_reason`](GaveUp::last_reason) holds the last error with its own kind | [`Builder::retry_connect_if`] |
 //! | other errors (not [`is_disconnect`]) | returned unchanged, no reconnect | [`Builder::disconnect_if`] |
 //!
 //! Dead peers are detected with a per-attempt [`connect_timeout`](Builder::connect_timeout), an
@@ -38,7 +38,8 @@
 //! at once gets ever longer delays, and the attempt number keeps growing across such connections.
 //! A connect error that retrying cannot fix (an address with no port, say) ends the adapter at
 //! once ([`GiveUpCause::Fatal`], [`Builder::retry_connect_if`]). Hooks:
-//! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, or give up) and
+//! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, and returns a
+//! [`Decision`]: retry, retry after a delay of its own, or give up) and
 //! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
 //! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future. A non-blocking
 //! start: [`build`](Builder::build) never waits, and
@@ -49,56 +50,38 @@
 //!
 //! When each connection is a session of its own (log in, subscribe, stream until it breaks),
 //! [`RetryLoop`] runs `connect → session → wait → connect …` and says how it ended
-//! ([`RetryOutcome`]). Like `Reconnecting`'s, its backoff starts over only once a session stayed
-//! up for a [stable period](RetryLoop::stable_after), so a server that accepts and drops at once
-//! is not hammered, and it stops on the same connect errors
-//! ([`retry_connect_if`](RetryLoop::retry_connect_if), [`is_retryable_connect_error`]).
+//! ([`RetryOutcome`]). It drives the same retry core as `Reconnecting`: the same settings with the
+//! same defaults, the same meaning of "attempt" (one connection attempt), the same
+//! [`on_disconnect`](RetryLoop::on_disconnect) hook shape, and the same [`GaveUp`] when it stops.
 
-mod action;
 mod builder;
-mod conn_state;
 mod connect;
-mod context;
-mod disconnected;
-mod eof_policy;
+mod error;
 mod failover;
-mod failure;
-mod gave_up;
-mod give_up_cause;
-mod policy;
-mod read_mode;
-mod reason;
+mod mode;
 mod reconnecting;
-mod retry_context;
+mod retry;
 mod retry_loop;
-mod retry_outcome;
-mod retry_reason;
-mod session_end;
+mod state;
 mod tcp;
 #[cfg(unix)]
 mod unix;
-mod write_mode;
 
-pub use action::Action;
+/// The futures of the built-in connectors, named for use in a [`Connect`] impl of your own.
+pub mod future {
+    pub use super::failover::FailoverFuture;
+}
+
 pub use builder::Builder;
-pub use conn_state::ConnState;
 pub use connect::{BoxFuture, Connect};
-pub use context::Context;
-pub use disconnected::Disconnected;
-pub use eof_policy::EofPolicy;
-pub use failover::{Failover, FailoverFuture};
-pub use failure::Failure;
-pub use gave_up::GaveUp;
-pub use give_up_cause::GiveUpCause;
-pub use read_mode::ReadMode;
-pub use reason::{is_disconnect, is_retryable_connect_error, Reason};
+pub use error::{
+    is_disconnect, is_retryable_connect_error, Disconnected, GaveUp, GiveUpCause, Reason,
+};
+pub use failover::Failover;
+pub use mode::{EofPolicy, ReadMode, WriteMode};
 pub use reconnecting::Reconnecting;
-pub use retry_context::RetryContext;
-pub use retry_loop::RetryLoop;
-pub use retry_outcome::RetryOutcome;
-pub use retry_reason::RetryReason;
-pub use session_end::SessionEnd;
+pub use retry_loop::{RetryLoop, RetryOutcome, SessionEnd};
+pub use state::{ConnState, Decision, HookContext};
 pub use tcp::TcpConnector;
 #[cfg(unix)]
 pub use unix::UnixConnector;
-pub use write_mode::WriteMode;

@@ -1,18 +1,12 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::marker::PhantomData;
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::builder::DEFAULT_STABLE_AFTER;
-use super::policy::{default_policy, DynPolicy};
-use super::{BoxFuture, Connect, Failure, RetryContext, RetryOutcome, RetryReason, SessionEnd};
-
-type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send>;
+use super::retry::{settle, Next, Outage, RetryConfig};
+use super::{BoxFuture, Connect, Decision, GaveUp, GiveUpCause, HookContext, Reason};
 
 /// A connect-then-run retry loop (the job of schmoozer): connect, run a session on the new
 /// connection, and when the session fails or asks to reconnect (or connecting fails), wait and
@@ -23,17 +17,19 @@ type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send
 /// [stable period](RetryLoop::stable_after) (10 s by default): a server that accepts and drops at
 /// once gets ever longer delays, not one connection per `min` delay.
 ///
-/// Defaults: exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, no connect
-/// timeout, every connect error retryable except `InvalidInput`, `PermissionDenied` and
-/// `Unsupported` ([`is_retryable_connect_error`](super::is_retryable_connect_error)). These are
-/// also [`Reconnecting`](super::Reconnecting)'s defaults.
+/// It is built on the same retry core as [`Reconnecting`](super::Reconnecting): the settings
+/// that decide when to retry have the same names, meanings and defaults as
+/// [`Builder`](super::Builder)'s (exponential backoff from 100 ms to 10 s with ±10 % jitter and no
+/// limit, no connect timeout, a 10 s stable period, every connect error retried except those
+/// [`is_retryable_connect_error`](super::is_retryable_connect_error) rejects), an attempt is one
+/// connection attempt, and the [`on_disconnect`](Self::on_disconnect) hook has the same shape.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
 /// use staunch::backoff::Constant;
-/// use staunch::reconnect::{RetryLoop, RetryOutcome, SessionEnd};
+/// use staunch::reconnect::{Decision, RetryLoop, RetryOutcome, SessionEnd};
 /// use tokio::io::AsyncReadExt;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -42,9 +38,9 @@ type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send
 /// // In-memory connections whose peer has already hung up.
 /// let outcome = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
 ///     .policy(Constant::new(Duration::from_secs(1)).take(5))
-///     .on_delay(|ctx| {
-///         println!("attempt {} ({:?}), waiting {:?}", ctx.attempt(), ctx.reason(), ctx.proposed_delay());
-///         Some(ctx.proposed_delay())
+///     .on_disconnect(|ctx, _connector| {
+///         println!("attempt {} ({:?}), waiting {:?}", ctx.attempt(), ctx.reason(), ctx.next_delay());
+///         Box::pin(async { Decision::Retry })
 ///     })
 ///     .run(|mut conn| {
 ///         sessions += 1;
@@ -64,43 +60,67 @@ type DelayFn<E> = Box<dyn FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send
 /// # }
 /// ```
 #[must_use = "call .run(session) and await it"]
-pub struct RetryLoop<C, E> {
+pub struct RetryLoop<C> {
     connector: C,
-    policy: Box<dyn DynPolicy>,
-    connect_timeout: Option<Duration>,
-    stable_after: Duration,
-    retry_connect_if: fn(&io::Error) -> bool,
-    on_delay: Option<DelayFn<E>>,
-    cancel: Option<BoxFuture<()>>,
-    _error: PhantomData<fn() -> E>,
+    retry: RetryConfig<C>,
 }
 
-impl<C: Connect, E> RetryLoop<C, E> {
+/// How a session run by a [`RetryLoop`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd<T, E> {
+    /// Finished for good: the loop returns [`RetryOutcome::Done`].
+    Done(T),
+    /// The session asks for a new connection (the server said goodbye, say); no error.
+    Reconnect,
+    /// A retryable failure: wait, reconnect and run a new session.
+    Retry(E),
+    /// A permanent failure: the loop gives up ([`GiveUpCause::Fatal`]).
+    Fatal(E),
+}
+
+/// How a [`RetryLoop`] ended.
+#[derive(Debug)]
+#[must_use = "the outcome says whether the loop finished or gave up, and why"]
+#[non_exhaustive]
+pub enum RetryOutcome<T, E> {
+    /// A session returned [`SessionEnd::Done`].
+    Done(T),
+    /// The loop stopped for good: see [`GaveUp::cause`] (the policy ended, the hook gave up,
+    /// cancelled, or a permanent failure: a connect error that
+    /// [`retry_connect_if`](RetryLoop::retry_connect_if) rejects, or [`SessionEnd::Fatal`]).
+    GaveUp {
+        /// Why, after how many attempts, and the last failure
+        /// ([`Reason::SessionEnded`] when a session ended last).
+        gave_up: GaveUp,
+        /// The error of the last session, if it ended with [`SessionEnd::Retry`] or
+        /// [`SessionEnd::Fatal`] and no connection attempt failed after it.
+        session_error: Option<E>,
+    },
+}
+
+impl<C: Connect> RetryLoop<C> {
     /// A loop over `connector` with the defaults.
     pub fn new(connector: C) -> Self {
         RetryLoop {
             connector,
-            policy: default_policy(),
-            connect_timeout: None,
-            stable_after: DEFAULT_STABLE_AFTER,
-            retry_connect_if: super::is_retryable_connect_error,
-            on_delay: None,
-            cancel: None,
-            _error: PhantomData,
+            retry: RetryConfig::new(),
         }
     }
 
     /// The delays between attempts: any `Iterator<Item = Duration> + Clone`; when it ends, the
-    /// loop gives up.
+    /// loop gives up. As [`Builder::policy`](super::Builder::policy).
     pub fn policy<P>(mut self, policy: P) -> Self
     where
         P: Iterator<Item = Duration> + Clone + Send + 'static,
     {
-        self.policy = Box::new(policy);
+        self.retry.policy = Box::new(policy);
         self
     }
 
-    /// Fail a connection attempt that takes longer than `timeout` (with `TimedOut`, retryable).
+    /// Fail a connection attempt that takes longer than `timeout`
+    /// ([`Reason::ConnectTimeout`], retried). As
+    /// [`Builder::connect_timeout`](super::Builder::connect_timeout).
     ///
     /// # Panics
     ///
@@ -111,185 +131,140 @@ impl<C: Connect, E> RetryLoop<C, E> {
             !timeout.is_zero(),
             "RetryLoop::connect_timeout: the timeout must be greater than zero"
         );
-        self.connect_timeout = Some(timeout);
+        self.retry.connect_timeout = Some(timeout);
         self
     }
 
     /// How long a session must stay up before the backoff (and the attempt count) start over
-    /// (10 s by default, as for [`Builder::stable_after`](super::Builder::stable_after)).
+    /// (10 s by default). As [`Builder::stable_after`](super::Builder::stable_after).
     pub fn stable_after(mut self, period: Duration) -> Self {
-        self.stable_after = period;
+        self.retry.stable_after = period;
         self
     }
 
-    /// Which connect errors are worth retrying; others end the loop with
-    /// [`RetryOutcome::Fatal`]. The default is
-    /// [`is_retryable_connect_error`](super::is_retryable_connect_error), the same as
-    /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if)'s.
+    /// Which connect errors are worth retrying; on others the loop gives up
+    /// ([`GiveUpCause::Fatal`]). As
+    /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if).
     pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
-        self.retry_connect_if = retryable;
+        self.retry.retry_connect_if = retryable;
         self
     }
 
-    /// Called before each wait with the [`RetryContext`] (attempt, reason, elapsed time, error,
-    /// the policy's proposed delay); returns the delay to use, or `None` to give up. A zero delay
-    /// still goes through tokio's timer (about 1 ms); it is not a busy loop, but it is no backoff
-    /// either.
-    pub fn on_delay<F>(mut self, callback: F) -> Self
+    /// An async hook run after each failed attempt and each ended session (except
+    /// [`SessionEnd::Done`] and [`SessionEnd::Fatal`]), before the delay: it gets the
+    /// [`HookContext`] and the connector, and decides ([`Decision`]). As
+    /// [`Builder::on_disconnect`](super::Builder::on_disconnect). The session's own error stays
+    /// with the session: a session that should stop the loop returns [`SessionEnd::Fatal`].
+    pub fn on_disconnect<F>(mut self, hook: F) -> Self
     where
-        F: FnMut(&RetryContext<'_, E>) -> Option<Duration> + Send + 'static,
+        F: FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send + 'static,
     {
-        self.on_delay = Some(Box::new(callback));
+        self.retry.on_disconnect = Some(Box::new(hook));
         self
     }
 
     /// Stop once `signal` completes, whatever the loop is doing (connecting, running a session,
-    /// waiting): the session future is dropped and the loop returns
-    /// [`RetryOutcome::Cancelled`].
+    /// waiting, running the hook): the session future is dropped and the loop gives up
+    /// ([`GiveUpCause::Cancelled`]). As [`Builder::cancel_on`](super::Builder::cancel_on).
     pub fn cancel_on<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.cancel = Some(Box::pin(signal));
+        self.retry.cancel = Some(Box::pin(signal));
         self
     }
 
     /// Run the loop: `session` is called with each new connection.
-    pub async fn run<T, S, Fut>(mut self, mut session: S) -> RetryOutcome<T, E>
+    pub async fn run<T, E, S, Fut>(mut self, mut session: S) -> RetryOutcome<T, E>
     where
         S: FnMut(C::Io) -> Fut,
         Fut: Future<Output = SessionEnd<T, E>>,
     {
-        let start = Instant::now();
-        let mut policy = self.policy.fresh();
-        let mut attempt: u32 = 0;
-        let mut last_error: Option<Failure<E>> = None;
+        let mut outage = Outage::new(&self.retry);
+        let mut sessions = 0;
+        let mut session_error = None;
+        let give_up = |outage: &mut Outage, cause, last, session_error| RetryOutcome::GaveUp {
+            gave_up: outage.give_up(cause, last),
+            session_error,
+        };
         loop {
-            log_event!(
-                debug,
-                attempt = attempt + 1,
-                "staunch::reconnect::RetryLoop: connecting"
-            );
-            let connect = self.connector.connect();
-            let connect_timeout = self.connect_timeout;
-            let connected = race(&mut self.cancel, async move {
-                match connect_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, connect).await {
-                        Ok(result) => result,
-                        Err(_) => Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("connect timed out after {limit:?}"),
-                        )),
-                    },
-                    None => connect.await,
+            let attempt = outage.begin_attempt();
+            log_event!(debug, attempt, "retry loop: connecting");
+            let connect = self.retry.attempt(self.connector.connect());
+            let (reason, uptime) = match self.retry.cancellable(connect).await {
+                None => return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error),
+                Some(Err(reason)) if self.retry.is_fatal(&reason) => {
+                    return give_up(&mut outage, GiveUpCause::Fatal, Some(reason), None);
                 }
-            })
-            .await;
-            // (why, how long the session ran, whether this failure has an error of its own)
-            let (reason, uptime, has_error) = match connected {
-                None => return RetryOutcome::Cancelled { last_error },
-                Some(Err(e)) if !(self.retry_connect_if)(&e) => {
-                    return RetryOutcome::Fatal(Failure::Connect(e));
-                }
-                Some(Err(e)) => {
-                    log_event!(debug, error = %e, "staunch::reconnect::RetryLoop: connect failed");
-                    last_error = Some(Failure::Connect(e));
-                    (RetryReason::ConnectFailed, None, true)
+                Some(Err(reason)) => {
+                    log_event!(debug, reason = %reason, "retry loop: connect failed");
+                    session_error = None;
+                    (reason, None)
                 }
                 Some(Ok(io)) => {
-                    log_event!(
-                        info,
-                        "staunch::reconnect::RetryLoop: connected, running session"
-                    );
+                    sessions += 1;
+                    log_event!(info, sessions, "retry loop: connected, running the session");
                     let began = Instant::now();
-                    let end = race(&mut self.cancel, session(io)).await;
+                    let end = self.retry.cancellable(session(io)).await;
                     let uptime = began.elapsed();
-                    if uptime >= self.stable_after {
-                        policy = self.policy.fresh();
-                        attempt = 0;
-                    }
-                    let has_error = match end {
-                        None => return RetryOutcome::Cancelled { last_error },
+                    outage.connection_lost(uptime, &self.retry);
+                    log_event!(debug, ?uptime, "retry loop: session ended");
+                    session_error = match end {
+                        None => {
+                            return give_up(
+                                &mut outage,
+                                GiveUpCause::Cancelled,
+                                None,
+                                session_error,
+                            )
+                        }
                         Some(SessionEnd::Done(value)) => return RetryOutcome::Done(value),
                         Some(SessionEnd::Fatal(e)) => {
-                            return RetryOutcome::Fatal(Failure::Session(e));
+                            let last = Some(Reason::SessionEnded);
+                            return give_up(&mut outage, GiveUpCause::Fatal, last, Some(e));
                         }
-                        Some(SessionEnd::Retry(e)) => {
-                            last_error = Some(Failure::Session(e));
-                            true
-                        }
-                        Some(SessionEnd::Reconnect) => false,
+                        Some(SessionEnd::Retry(e)) => Some(e),
+                        Some(SessionEnd::Reconnect) => None,
                     };
-                    log_event!(
-                        debug,
-                        ?uptime,
-                        "staunch::reconnect::RetryLoop: session ended"
-                    );
-                    (RetryReason::SessionEnded, Some(uptime), has_error)
+                    (Reason::SessionEnded, Some(uptime))
                 }
             };
-            attempt = attempt.saturating_add(1);
-            let Some(proposed) = policy.next_delay() else {
-                return RetryOutcome::GaveUp {
-                    attempts: attempt,
-                    last_error,
-                };
-            };
-            let delay = match self.on_delay.as_mut() {
-                Some(callback) => callback(&RetryContext {
-                    attempt,
-                    reason,
-                    elapsed: start.elapsed(),
-                    error: last_error.as_ref().filter(|_| has_error),
-                    proposed,
-                    session_uptime: uptime,
-                }),
-                None => Some(proposed),
-            };
-            let Some(delay) = delay else {
-                return RetryOutcome::GaveUp {
-                    attempts: attempt,
-                    last_error,
-                };
-            };
-            log_event!(
-                debug,
-                ?delay,
-                attempt,
-                "staunch::reconnect::RetryLoop: waiting"
+            let next = outage.after_failure(
+                &mut self.retry,
+                &mut self.connector,
+                sessions,
+                reason,
+                uptime,
             );
-            if race(&mut self.cancel, tokio::time::sleep(delay))
+            let delay = match next {
+                Next::Decided(delay) => delay,
+                Next::Ask(hook, next_delay) => match self.retry.cancellable(hook).await {
+                    Some(decision) => settle(decision, next_delay),
+                    None => Err(GiveUpCause::Cancelled),
+                },
+            };
+            let delay = match delay {
+                Ok(delay) => delay,
+                Err(cause) => return give_up(&mut outage, cause, None, session_error),
+            };
+            log_event!(debug, ?delay, "retry loop: waiting");
+            if self
+                .retry
+                .cancellable(tokio::time::sleep(delay))
                 .await
                 .is_none()
             {
-                return RetryOutcome::Cancelled { last_error };
+                return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error);
             }
         }
     }
 }
 
-/// Resolve `fut`, or `None` if the cancellation signal completes first.
-async fn race<F: Future>(cancel: &mut Option<BoxFuture<()>>, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Some(signal) = cancel.as_mut() {
-            if signal.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-        }
-        fut.as_mut().poll(cx).map(Some)
-    })
-    .await
-}
-
-impl<C: fmt::Debug, E> fmt::Debug for RetryLoop<C, E> {
+impl<C: fmt::Debug> fmt::Debug for RetryLoop<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLoop")
             .field("connector", &self.connector)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("stable_after", &self.stable_after)
-            .field("on_delay", &self.on_delay.is_some())
-            .field("cancel", &self.cancel.is_some())
-            .finish_non_exhaustive()
+            .field("retry", &self.retry)
+            .finish()
     }
 }

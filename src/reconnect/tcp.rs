@@ -124,8 +124,22 @@ impl TcpConnector {
     }
 
     async fn open(self) -> io::Result<TcpStream> {
+        if !has_port(&self.addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("missing port in {:?}: expected host:port", self.addr),
+            ));
+        }
+        let addrs = tokio::net::lookup_host(self.addr.as_str())
+            .await
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot resolve host {:?}: {e}", self.addr),
+                )
+            })?;
         let mut last = None;
-        for addr in tokio::net::lookup_host(self.addr.as_str()).await? {
+        for addr in addrs {
             match self.open_one(addr).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
@@ -184,5 +198,43 @@ impl Connect for TcpConnector {
 
     fn connect(&mut self) -> Self::Future {
         Box::pin(self.clone().open())
+    }
+}
+
+/// Whether `addr` ends in a port: `host:port`, `1.2.3.4:port` or `[v6]:port` (a bare IPv6
+/// address has colons but no port).
+fn has_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let bare_v6 = host.contains(':') && !host.starts_with('[');
+    !bare_v6 && port.parse::<u16>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_port;
+
+    #[test]
+    fn a_port_is_recognised_in_every_address_form() {
+        for addr in [
+            "localhost:80",
+            "127.0.0.1:8080",
+            "[::1]:443",
+            "example.com:0",
+        ] {
+            assert!(has_port(addr), "{addr}");
+        }
+        for addr in [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "host:",
+            "host:http",
+            "host:70000",
+        ] {
+            assert!(!has_port(addr), "{addr}");
+        }
     }
 }

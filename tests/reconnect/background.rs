@@ -1,47 +1,17 @@
 //! `Builder::build_and_connect_in_background`: the first attempt starts at build time, runs
 //! without the adapter being polled, and keeps every guarantee of a lazy start.
 
+use crate::support::*;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use staunch::reconnect::{Action, BoxFuture, ConnState, GaveUp, GiveUpCause, Reason, Reconnecting};
+use staunch::reconnect::{
+    BoxFuture, ConnState, Decision, GaveUp, GiveUpCause, Reason, Reconnecting,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
-
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// Attempts take `delay`; the first `refusals` are refused. Counts calls and completed attempts.
-fn slow(
-    delay: Duration,
-    refusals: usize,
-) -> (
-    Conn,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-    tokio::sync::mpsc::UnboundedReceiver<DuplexStream>,
-) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (c, d) = (Arc::clone(&calls), Arc::clone(&done));
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        let n = c.fetch_add(1, Ordering::SeqCst);
-        let (d, tx) = (Arc::clone(&d), tx.clone());
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            d.fetch_add(1, Ordering::SeqCst);
-            if n < refusals {
-                return Err(io::ErrorKind::ConnectionRefused.into());
-            }
-            let (client, server) = tokio::io::duplex(64);
-            let _ = tx.send(server);
-            Ok(client)
-        })
-    });
-    (connector, calls, done, rx)
-}
 
 #[tokio::test(start_paused = true)]
 async fn the_first_attempt_runs_without_the_adapter_being_polled() {
@@ -113,7 +83,7 @@ async fn a_failed_background_attempt_goes_through_the_hook_and_the_backoff() {
         .policy(std::iter::repeat(Duration::from_secs(5)))
         .on_disconnect(move |ctx, _| {
             r.lock().unwrap().push(ctx.reason().cloned());
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build_and_connect_in_background();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -190,7 +160,7 @@ async fn shutdown_and_cancellation_abort_the_background_attempt() {
     conn.shutdown().await.unwrap();
     tokio::task::yield_now().await;
     assert!(dropped.load(Ordering::SeqCst));
-    assert!(matches!(conn.state(), ConnState::Closed));
+    assert!(matches!(conn.state(), ConnState::ShutDown));
 
     let (connector, dropped) = watched_hang();
     let mut conn = Reconnecting::builder(connector)

@@ -1,8 +1,9 @@
 use std::time::Duration;
 
-use crate::backoff::{Exponential, Jitter};
+use super::{Exponential, Jitter};
 
-/// The default policy of [`Reconnecting`](super::Reconnecting) and [`RetryLoop`](super::RetryLoop):
+/// The default policy of the reconnecting client
+/// ([`Reconnecting`](crate::reconnect::Reconnecting), [`RetryLoop`](crate::reconnect::RetryLoop)):
 /// exponential from 100 ms to 10 s, ±10 % jitter, no limit.
 pub(crate) fn default_policy() -> Box<dyn DynPolicy> {
     let policy = Exponential::builder()
@@ -14,7 +15,8 @@ pub(crate) fn default_policy() -> Box<dyn DynPolicy> {
     Box::new(policy)
 }
 
-/// A backoff policy behind a box: the delays, and a way to start over from the template.
+/// A backoff policy behind a box: the delays, and a way to start over from the template (a clone,
+/// so with fresh jitter).
 pub(crate) trait DynPolicy: Send {
     fn next_delay(&mut self) -> Option<Duration>;
     fn fresh(&self) -> Box<dyn DynPolicy>;

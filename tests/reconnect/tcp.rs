@@ -1,13 +1,14 @@
 //! `Reconnecting` over real loopback TCP (127.0.0.1 only), on the real clock; every test is bounded
 //! by a timeout.
 
+use crate::support::*;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use staunch::backoff::Constant;
 use staunch::reconnect::{
-    Action, ConnState, Disconnected, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
+    ConnState, Decision, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -30,10 +31,6 @@ fn quick() -> Constant {
     Constant::new(Duration::from_millis(20))
 }
 
-fn disconnected(e: &io::Error) -> &Disconnected {
-    Disconnected::from_io_error(e).unwrap_or_else(|| panic!("not a Disconnected error: {e:?}"))
-}
-
 /// Echo every byte of one connection.
 async fn echo_one(listener: &TcpListener) {
     let (mut stream, _) = listener.accept().await.unwrap();
@@ -49,7 +46,7 @@ async fn survives_a_server_restart_on_the_same_port() {
         let server = tokio::spawn(async move { echo_one(&listener).await });
 
         let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()).nodelay(true))
-            .eof(EofPolicy::Reconnect)
+            .eof_policy(EofPolicy::Reconnect)
             .policy(quick())
             .build();
         let mut buf = [0; 2];
@@ -66,7 +63,7 @@ async fn survives_a_server_restart_on_the_same_port() {
         // Restart on the same port.
         let listener = listen(addr);
         let _server = tokio::spawn(async move { echo_one(&listener).await });
-        conn.write_all(b"b\n").await.unwrap_err(); // the writer's boundary: it wrote on gen 1
+        // One handle, one report: the read above was it; the write is not told again.
         conn.write_all(b"b\n").await.unwrap();
         conn.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"b\n");
@@ -251,12 +248,12 @@ async fn splice_mode_reproduces_the_io_tether_example() {
         });
 
         let mut conn = Reconnecting::builder(TcpConnector::new(first_addr.to_string()))
-            .eof(EofPolicy::Reconnect)
+            .eof_policy(EofPolicy::Reconnect)
             .read_mode(ReadMode::Splice)
             .policy(quick())
             .on_disconnect(move |_, connector| {
                 connector.set_addr(second_addr.to_string());
-                Box::pin(async { Action::Reconnect })
+                Box::pin(async { Decision::Retry })
             })
             .build();
         let mut buf = [0; 6];
@@ -316,7 +313,7 @@ async fn the_unix_connector_reconnects() {
             }
         });
         let mut conn = Reconnecting::builder(UnixConnector::new(&path))
-            .eof(EofPolicy::Reconnect)
+            .eof_policy(EofPolicy::Reconnect)
             .read_mode(ReadMode::Splice)
             .policy(quick())
             .build();
@@ -328,4 +325,79 @@ async fn the_unix_connector_reconnects() {
     })
     .await
     .unwrap();
+}
+
+/// Accept one connection, read `n` bytes, then close with `SO_LINGER` 0: the client gets a reset.
+async fn read_then_reset(listener: &TcpListener, n: usize) {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = vec![0; n];
+    stream.read_exact(&mut got).await.unwrap();
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+#[tokio::test]
+async fn shutdown_after_an_unnoticed_reset_reports_the_loss() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { read_then_reset(&listener, 5).await });
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        conn.write_all(b"hello").await.unwrap();
+        server.await.unwrap();
+        // Wait until the reset has arrived, without reading: the adapter has not noticed it.
+        conn.get_mut().unwrap().readable().await.unwrap();
+        // write -> shutdown -> drop: the shutdown is the last chance to learn of the loss.
+        let err = conn.shutdown().await.unwrap_err();
+        let lost = disconnected(&err);
+        assert_eq!(
+            (lost.generation(), lost.unconfirmed_bytes()),
+            (1, 5),
+            "{lost}"
+        );
+        assert!(matches!(conn.state(), ConnState::ShutDown));
+        drop(conn);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn tokio_hides_the_reset_from_shutdown_control() {
+    // Control: the same sequence on a plain TcpStream ends in `Ok`, so the test above checks
+    // something tokio alone does not give.
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { read_then_reset(&listener, 5).await });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        server.await.unwrap();
+        stream.readable().await.unwrap();
+        stream.shutdown().await.unwrap();
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn connect_errors_name_the_problem() {
+    let mut conn = Reconnecting::new(TcpConnector::new("localhost"));
+    let err = conn.wait_connected().await.unwrap_err();
+    let gave_up = staunch::reconnect::GaveUp::from_io_error(&err).unwrap();
+    assert_eq!(gave_up.attempts(), 1);
+    let text = gave_up.to_string();
+    assert!(text.contains("missing port"), "{text}");
+    assert!(text.contains("after 1 attempt;"), "{text}");
+
+    let mut conn = Reconnecting::builder(TcpConnector::new("no-such-host.invalid:80"))
+        .policy(Constant::new(Duration::from_millis(1)).take(0))
+        .build();
+    let err = conn.wait_connected().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot resolve host"), "{text}");
 }

@@ -5,30 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use staunch::backoff::{Constant, Exponential};
-use staunch::reconnect::{BoxFuture, Failure, RetryLoop, RetryOutcome, RetryReason, SessionEnd};
+use staunch::reconnect::{
+    BoxFuture, Decision, GiveUpCause, Reason, RetryLoop, RetryOutcome, SessionEnd,
+};
 use tokio::io::DuplexStream;
 use tokio::time::Instant;
 
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// Connect attempts follow `script` (`Some(kind)` fails with that kind, `None` succeeds; past the
-/// end, attempts succeed); also returns the number of calls.
-fn connector(script: Vec<Option<io::ErrorKind>>) -> (Conn, Arc<Mutex<usize>>) {
-    let calls = Arc::new(Mutex::new(0));
-    let counter = Arc::clone(&calls);
-    let conn: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        let mut n = counter.lock().unwrap();
-        let outcome = script.get(*n).copied().flatten();
-        *n += 1;
-        Box::pin(async move {
-            match outcome {
-                Some(kind) => Err(kind.into()),
-                None => Ok(tokio::io::duplex(64).0),
-            }
-        })
-    });
-    (conn, calls)
-}
+use crate::support::scripted_kinds;
 
 fn exponential() -> Exponential {
     Exponential::builder()
@@ -38,25 +21,35 @@ fn exponential() -> Exponential {
         .unwrap()
 }
 
-/// One line per delay callback: attempt, reason, has error, proposed delay.
-type Log = Arc<Mutex<Vec<(u32, RetryReason, bool, Duration)>>>;
+/// One line per hook call: attempt, whether a session ended (rather than an attempt failing),
+/// whether the session had been up, the next delay.
+type Log = Arc<Mutex<Vec<(u32, bool, bool, Duration)>>>;
+
+fn ended(ctx: &staunch::reconnect::HookContext) -> bool {
+    matches!(ctx.reason(), Some(Reason::SessionEnded))
+}
 
 #[tokio::test(start_paused = true)]
 async fn connect_failures_are_retried_until_the_policy_gives_up() {
     let refused = Some(io::ErrorKind::ConnectionRefused);
-    let (conn, calls) = connector(vec![refused; 10]);
+    let (conn, calls) = scripted_kinds(vec![refused; 10]);
     let start = Instant::now();
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let outcome = RetryLoop::new(conn)
         .policy(Constant::new(Duration::from_secs(1)).take(3))
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;
     match outcome {
         RetryOutcome::GaveUp {
-            attempts,
-            last_error: Some(Failure::Connect(e)),
+            gave_up,
+            session_error: None,
         } => {
-            assert_eq!(attempts, 4);
-            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+            // Four connection attempts: the first and one after each of the three delays.
+            assert_eq!(gave_up.attempts(), 4);
+            assert_eq!(gave_up.cause(), GiveUpCause::PolicyExhausted);
+            let last = gave_up.last_reason().unwrap();
+            assert!(
+                matches!(last, Reason::ConnectFailed(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -66,12 +59,17 @@ async fn connect_failures_are_retried_until_the_policy_gives_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_permanent_connect_error_stops_at_once() {
-    let (conn, calls) = connector(vec![Some(io::ErrorKind::PermissionDenied)]);
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let (conn, calls) = scripted_kinds(vec![Some(io::ErrorKind::PermissionDenied)]);
+    let outcome = RetryLoop::new(conn)
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;
+    let RetryOutcome::GaveUp { gave_up, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(gave_up.cause(), GiveUpCause::Fatal);
+    assert_eq!(gave_up.attempts(), 1);
     assert!(
-        matches!(outcome, RetryOutcome::Fatal(Failure::Connect(ref e)) if e.kind() == io::ErrorKind::PermissionDenied)
+        matches!(gave_up.last_reason(), Some(Reason::ConnectFailed(e)) if e.kind() == io::ErrorKind::PermissionDenied)
     );
     assert_eq!(*calls.lock().unwrap(), 1);
 }
@@ -79,8 +77,8 @@ async fn a_permanent_connect_error_stops_at_once() {
 #[tokio::test(start_paused = true)]
 async fn retry_connect_if_replaces_the_classification() {
     // The same name, shape and default as `Reconnecting`'s `Builder::retry_connect_if`.
-    let (conn, calls) = connector(vec![Some(io::ErrorKind::PermissionDenied); 2]);
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let (conn, calls) = scripted_kinds(vec![Some(io::ErrorKind::PermissionDenied); 2]);
+    let outcome = RetryLoop::new(conn)
         .policy(Constant::new(Duration::from_secs(1)))
         .retry_connect_if(|_| true)
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
@@ -88,13 +86,13 @@ async fn retry_connect_if_replaces_the_classification() {
     assert!(matches!(outcome, RetryOutcome::Done(())), "{outcome:?}");
     assert_eq!(*calls.lock().unwrap(), 3);
 
-    let (conn, calls) = connector(vec![Some(io::ErrorKind::ConnectionRefused)]);
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let (conn, calls) = scripted_kinds(vec![Some(io::ErrorKind::ConnectionRefused)]);
+    let outcome = RetryLoop::new(conn)
         .retry_connect_if(|e| e.kind() != io::ErrorKind::ConnectionRefused)
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;
     assert!(
-        matches!(outcome, RetryOutcome::Fatal(Failure::Connect(_))),
+        matches!(&outcome, RetryOutcome::GaveUp { gave_up, .. } if gave_up.cause() == GiveUpCause::Fatal),
         "{outcome:?}"
     );
     assert_eq!(*calls.lock().unwrap(), 1);
@@ -102,7 +100,7 @@ async fn retry_connect_if_replaces_the_classification() {
 
 #[tokio::test(start_paused = true)]
 async fn sessions_run_until_one_is_done_or_fatal() {
-    let (conn, _) = connector(vec![]);
+    let (conn, _) = scripted_kinds(vec![]);
     let mut n = 0;
     let outcome = RetryLoop::new(conn)
         .policy(Constant::new(Duration::from_secs(1)))
@@ -120,35 +118,41 @@ async fn sessions_run_until_one_is_done_or_fatal() {
         .await;
     assert!(matches!(outcome, RetryOutcome::Done(3)));
 
-    let (conn, _) = connector(vec![]);
+    let (conn, _) = scripted_kinds(vec![]);
     let outcome = RetryLoop::new(conn)
         .run(|_io| async { SessionEnd::<(), _>::Fatal("bad credentials") })
         .await;
-    assert!(matches!(
-        outcome,
-        RetryOutcome::Fatal(Failure::Session("bad credentials"))
-    ));
+    match outcome {
+        RetryOutcome::GaveUp {
+            gave_up,
+            session_error: Some("bad credentials"),
+        } => {
+            assert_eq!(gave_up.cause(), GiveUpCause::Fatal);
+            assert!(matches!(gave_up.last_reason(), Some(Reason::SessionEnded)));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_delay_callback_gets_the_context() {
+async fn the_hook_gets_the_context() {
     let refused = Some(io::ErrorKind::ConnectionRefused);
-    let (conn, _) = connector(vec![refused, None, None, None]);
+    let (conn, _) = scripted_kinds(vec![refused, None, None, None]);
     let log: Log = Arc::default();
     let seen = Arc::clone(&log);
     let start = Instant::now();
     let mut n = 0;
     let outcome = RetryLoop::new(conn)
         .policy(exponential())
-        .on_delay(move |ctx| {
+        .on_disconnect(move |ctx, _connector| {
             assert!(ctx.elapsed() <= start.elapsed());
             seen.lock().unwrap().push((
                 ctx.attempt(),
-                ctx.reason(),
-                ctx.error().is_some(),
-                ctx.proposed_delay(),
+                ended(ctx),
+                ctx.uptime().is_some(),
+                ctx.next_delay().unwrap(),
             ));
-            Some(ctx.proposed_delay())
+            Box::pin(async { Decision::Retry })
         })
         .run(|_io| {
             n += 1;
@@ -167,27 +171,30 @@ async fn the_delay_callback_gets_the_context() {
     assert_eq!(
         *log.lock().unwrap(),
         [
-            (1, RetryReason::ConnectFailed, true, ms(100)),
-            (2, RetryReason::SessionEnded, true, ms(200)),
-            (3, RetryReason::SessionEnded, false, ms(400)),
+            (1, false, false, ms(100)),
+            (2, true, true, ms(200)),
+            (3, true, true, ms(400)),
         ]
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_backoff_resets_only_after_a_stable_session() {
-    let (conn, _) = connector(vec![]);
+    let (conn, _) = scripted_kinds(vec![]);
     let log: Log = Arc::default();
     let seen = Arc::clone(&log);
     let mut n = 0u32;
     let outcome = RetryLoop::new(conn)
         .policy(exponential())
         .stable_after(Duration::from_secs(30))
-        .on_delay(move |ctx| {
-            seen.lock()
-                .unwrap()
-                .push((ctx.attempt(), ctx.reason(), false, ctx.proposed_delay()));
-            Some(ctx.proposed_delay())
+        .on_disconnect(move |ctx, _connector| {
+            seen.lock().unwrap().push((
+                ctx.attempt(),
+                ended(ctx),
+                false,
+                ctx.next_delay().unwrap(),
+            ));
+            Box::pin(async { Decision::Retry })
         })
         .run(|_io| {
             n += 1;
@@ -212,48 +219,69 @@ async fn the_backoff_resets_only_after_a_stable_session() {
         .iter()
         .map(|e| (e.0, e.3.as_millis()))
         .collect();
-    // A flapping server gets ever longer delays; the stable session starts them over.
-    assert_eq!(delays, [(1, 100), (2, 200), (3, 400), (1, 100), (2, 200)]);
+    // A flapping server gets ever longer delays; the stable session starts them over (and the
+    // attempt count: 0 attempts in the outage its loss began).
+    assert_eq!(delays, [(1, 100), (2, 200), (3, 400), (0, 100), (1, 200)]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_delay_callback_can_give_up() {
-    let (conn, calls) = connector(vec![Some(io::ErrorKind::ConnectionRefused); 5]);
-    let outcome = RetryLoop::<_, ()>::new(conn)
-        .on_delay(|ctx| (ctx.attempt() < 2).then_some(ctx.proposed_delay()))
+async fn the_hook_can_give_up_or_choose_the_delay() {
+    let (conn, calls) = scripted_kinds(vec![Some(io::ErrorKind::ConnectionRefused); 5]);
+    let start = Instant::now();
+    let outcome = RetryLoop::new(conn)
+        .on_disconnect(|ctx, _connector| {
+            let decision = if ctx.attempt() < 2 {
+                Decision::RetryAfter(Duration::from_secs(7))
+            } else {
+                Decision::GiveUp
+            };
+            Box::pin(async move { decision })
+        })
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;
-    assert!(matches!(outcome, RetryOutcome::GaveUp { attempts: 2, .. }));
+    let RetryOutcome::GaveUp { gave_up, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(gave_up.cause(), GiveUpCause::Hook);
+    assert_eq!(gave_up.attempts(), 2);
+    assert_eq!(start.elapsed(), Duration::from_secs(7));
     assert_eq!(*calls.lock().unwrap(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn cancellation_stops_a_delay_and_a_session() {
-    let (conn, _) = connector(vec![Some(io::ErrorKind::ConnectionRefused)]);
+    let (conn, _) = scripted_kinds(vec![Some(io::ErrorKind::ConnectionRefused)]);
     let start = Instant::now();
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let outcome = RetryLoop::new(conn)
         .policy(Constant::new(Duration::from_secs(3600)))
         .cancel_on(tokio::time::sleep(Duration::from_secs(2)))
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;
-    assert!(matches!(
-        outcome,
-        RetryOutcome::Cancelled {
-            last_error: Some(Failure::Connect(_))
+    match outcome {
+        RetryOutcome::GaveUp { gave_up, .. } => {
+            assert_eq!(gave_up.cause(), GiveUpCause::Cancelled);
+            assert!(matches!(
+                gave_up.last_reason(),
+                Some(Reason::ConnectFailed(_))
+            ));
         }
-    ));
+        other => panic!("{other:?}"),
+    }
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 
-    let (conn, _) = connector(vec![]);
+    let (conn, _) = scripted_kinds(vec![]);
     let start = Instant::now();
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let outcome = RetryLoop::new(conn)
         .cancel_on(tokio::time::sleep(Duration::from_secs(2)))
         .run(|_io| async { std::future::pending::<SessionEnd<(), ()>>().await })
         .await;
-    assert!(matches!(
-        outcome,
-        RetryOutcome::Cancelled { last_error: None }
-    ));
+    match outcome {
+        RetryOutcome::GaveUp { gave_up, .. } => {
+            assert_eq!(gave_up.cause(), GiveUpCause::Cancelled);
+            assert!(gave_up.last_reason().is_none());
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
 
@@ -270,14 +298,14 @@ async fn a_hanging_connect_times_out_and_is_retried() {
     let start = Instant::now();
     let errors = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&errors);
-    let outcome = RetryLoop::<_, ()>::new(conn)
+    let outcome = RetryLoop::new(conn)
         .connect_timeout(Duration::from_secs(5))
         .policy(Constant::new(Duration::from_secs(1)))
-        .on_delay(move |ctx| {
-            if let Some(Failure::Connect(e)) = ctx.error() {
-                seen.lock().unwrap().push(e.kind());
+        .on_disconnect(move |ctx, _connector| {
+            if let Some(reason) = ctx.reason() {
+                seen.lock().unwrap().push(reason.kind());
             }
-            Some(ctx.proposed_delay())
+            Box::pin(async { Decision::Retry })
         })
         .run(|_io| async { SessionEnd::<(), ()>::Done(()) })
         .await;

@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
+use staunch::reconnect::{Decision, Reconnecting, RetryLoop, SessionEnd};
+
 use proptest::prelude::*;
 use staunch::backoff::{BackoffError, Constant, Exponential, Jitter};
 
@@ -92,14 +96,15 @@ proptest! {
     }
 
     #[test]
-    fn limits_end_the_iterator(attempts in 1u32..50, total_ms in 1u64..100_000) {
+    fn limits_end_the_iterator(attempts in 1u32..50, total_ms in 10u64..100_000) {
         let policy = Exponential::builder()
             .min(Duration::from_millis(10))
             .max(Duration::from_secs(1))
             .max_attempts(attempts)
             .build()
             .unwrap();
-        prop_assert_eq!(policy.count(), attempts as usize);
+        // `attempts` attempts in all: the first needs no delay.
+        prop_assert_eq!(policy.count(), attempts as usize - 1);
 
         let policy = Exponential::builder()
             .min(Duration::from_millis(10))
@@ -180,4 +185,121 @@ fn the_formula_is_min_times_factor_to_the_n() {
         .unwrap();
     let ms: Vec<_> = policy.take(4).map(|d| d.as_millis()).collect();
     assert_eq!(ms, [50, 150, 450, 1350]);
+}
+
+#[test]
+fn clones_of_an_unseeded_policy_draw_fresh_jitter() {
+    let policy = Exponential::builder()
+        .min(Duration::from_millis(1000))
+        .max(Duration::from_secs(10))
+        .jitter(Jitter::Proportional(0.5))
+        .build()
+        .unwrap();
+    // The jitter range of the first delay is 500..=1500 ms.
+    let firsts: Vec<u128> = (0..1000)
+        .map(|_| policy.clone().next().unwrap().as_millis())
+        .collect();
+    let (lo, hi) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+    assert!(
+        hi - lo >= 500,
+        "first delays spread over {lo}..={hi} ms only"
+    );
+    let distinct: std::collections::HashSet<_> = firsts.iter().collect();
+    assert!(
+        distinct.len() > 500,
+        "{} distinct first delays",
+        distinct.len()
+    );
+}
+
+#[test]
+fn clones_of_a_seeded_policy_repeat_it() {
+    let policy = Exponential::builder()
+        .jitter(Jitter::Full)
+        .seed(42)
+        .build()
+        .unwrap();
+    let first: Vec<_> = policy.clone().take(10).collect();
+    for _ in 0..100 {
+        assert_eq!(policy.clone().take(10).collect::<Vec<_>>(), first);
+    }
+}
+
+#[test]
+fn a_max_total_that_allows_no_delay_is_rejected() {
+    let build = |total_ms, jitter| {
+        Exponential::builder()
+            .min(Duration::from_millis(100))
+            .jitter(jitter)
+            .max_total(Duration::from_millis(total_ms))
+            .build()
+    };
+    for (total, jitter, first) in [
+        (0, Jitter::None, 100),
+        (99, Jitter::None, 100),
+        (120, Jitter::Proportional(0.5), 150),
+    ] {
+        assert_eq!(
+            build(total, jitter).unwrap_err(),
+            BackoffError::MaxTotalTooSmall {
+                max_total: Duration::from_millis(total),
+                first_delay: Duration::from_millis(first),
+            }
+        );
+    }
+    // The smallest budget accepted yields its first delay.
+    assert_eq!(build(100, Jitter::None).unwrap().count(), 1);
+    assert!(build(0, Jitter::None)
+        .unwrap_err()
+        .to_string()
+        .contains("max_total"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_attempts_counts_connection_attempts() {
+    use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
+    let (connector, calls) = crate::support::failing(std::io::ErrorKind::ConnectionRefused);
+    let policy = Exponential::builder().max_attempts(6).build().unwrap();
+    let mut conn = Reconnecting::builder(connector).policy(policy).build();
+    let err = conn.wait_connected().await.unwrap_err();
+    let gave_up = GaveUp::from_io_error(&err).unwrap();
+    assert_eq!(gave_up.cause(), GiveUpCause::PolicyExhausted);
+    assert_eq!(gave_up.attempts(), 6);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_policy_of_zero_delays_is_not_a_busy_loop() {
+    // Real clock: a busy loop would make tens of thousands of attempts in 100 ms.
+    let (connector, calls) = crate::support::refusing(usize::MAX);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(std::iter::repeat(Duration::ZERO))
+        .build();
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_millis(100), conn.wait_connected()).await;
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let attempts = calls.load(Ordering::SeqCst);
+    eprintln!("{attempts} attempts in {elapsed_ms} ms");
+    assert!(
+        attempts <= elapsed_ms + 2,
+        "{attempts} attempts in {elapsed_ms} ms"
+    );
+}
+
+#[tokio::test]
+async fn the_retry_loop_does_not_busy_loop_on_zero_delays() {
+    let (connector, calls) = crate::support::refusing(usize::MAX);
+    let started = std::time::Instant::now();
+    let run = RetryLoop::new(connector)
+        .policy(std::iter::repeat(Duration::from_secs(1)))
+        .on_disconnect(|_, _| Box::pin(async { Decision::RetryAfter(Duration::ZERO) }))
+        .run(|_io| async { SessionEnd::<(), ()>::Done(()) });
+    let _ = tokio::time::timeout(Duration::from_millis(100), run).await;
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let attempts = calls.load(Ordering::SeqCst);
+    eprintln!("{attempts} attempts in {elapsed_ms} ms");
+    assert!(
+        attempts <= elapsed_ms + 2,
+        "{attempts} attempts in {elapsed_ms} ms"
+    );
 }

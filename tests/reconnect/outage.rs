@@ -1,45 +1,24 @@
-//! `Reconnecting`'s stable period (a flapping server gets growing delays; a connection that
-//! stayed up starts the backoff over) and its give-up on connect errors that retrying cannot fix.
-//! Paused time and in-memory connections, except the `TcpConnector` checks (real clock).
+//! The retry core, seen through `Reconnecting`: the backoff follows the policy and starts over only
+//! after a connection stayed up for the stable period (a flapping server gets growing delays),
+//! attempts are counted per outage, connect and give-up timeouts, cancellation, a sticky give-up,
+//! and the give-up on connect errors that retrying cannot fix. Paused time and in-memory
+//! connections, except the `TcpConnector` checks (real clock).
 
+use crate::support::*;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_test::assert_ready;
 
 use staunch::backoff::{Constant, Exponential};
 use staunch::reconnect::{
-    Action, BoxFuture, ConnState, GaveUp, GiveUpCause, Reason, Reconnecting, TcpConnector,
+    BoxFuture, ConnState, Decision, GiveUpCause, Reason, Reconnecting, TcpConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_test::assert_pending;
-
-type Conn = Box<dyn FnMut() -> BoxFuture<io::Result<DuplexStream>> + Send>;
-
-/// A connector that always connects; the test holds the server halves and decides how long each
-/// connection lives.
-fn accepting() -> (Conn, mpsc::UnboundedReceiver<DuplexStream>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        let (client, server) = tokio::io::duplex(64);
-        let _ = tx.send(server);
-        Box::pin(async { Ok(client) })
-    });
-    (connector, rx)
-}
-
-/// A connector that always fails with `kind`; returns the call counter.
-fn failing(kind: io::ErrorKind) -> (Conn, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let connector: Conn = Box::new(move || -> BoxFuture<io::Result<DuplexStream>> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move { Err(io::Error::new(kind, "scripted connect error")) })
-    });
-    (connector, calls)
-}
 
 /// 1 s, 2 s, 4 s, … up to 60 s, no jitter.
 fn doubling() -> Exponential {
@@ -56,11 +35,6 @@ async fn give_up(conn: &mut Reconnecting<Conn>) -> io::Error {
         .await
         .expect("still retrying after a minute")
         .unwrap_err()
-}
-
-fn gave_up(e: &io::Error) -> &GaveUp {
-    assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e:?}");
-    GaveUp::from_io_error(e).unwrap_or_else(|| panic!("not a GaveUp error: {e:?}"))
 }
 
 /// What one reconnect after a lost connection looked like.
@@ -172,7 +146,7 @@ async fn the_hook_context_counts_attempts_and_time_across_flapping_connections()
             log.lock()
                 .unwrap()
                 .push((ctx.attempt(), ctx.elapsed(), ctx.uptime()));
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build();
     // Up 2 s each (under the default 10 s), then up 10 s.
@@ -219,7 +193,7 @@ async fn an_invalid_input_connect_error_gives_up_after_one_attempt() {
         .policy(Constant::new(Duration::from_secs(1)))
         .on_disconnect(move |_, _| {
             runs.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Action::Reconnect })
+            Box::pin(async { Decision::Retry })
         })
         .build();
     let state = conn.watch();
@@ -234,7 +208,7 @@ async fn an_invalid_input_connect_error_gives_up_after_one_attempt() {
         "{g:?}"
     );
     assert_eq!(g.last_reason().unwrap().kind(), io::ErrorKind::InvalidInput);
-    assert!(matches!(&*state.borrow(), ConnState::Exhausted(g) if g.cause() == GiveUpCause::Fatal));
+    assert!(matches!(&*state.borrow(), ConnState::GaveUp(g) if g.cause() == GiveUpCause::Fatal));
 
     // Sticky, like every give-up: the same error, and no more attempts.
     tokio::time::advance(Duration::from_secs(60)).await;
@@ -395,7 +369,7 @@ fn tcp_connector_to_a_name_that_does_not_resolve_keeps_trying() {
         conn.state()
     });
     rt.shutdown_background();
-    assert!(!matches!(state, ConnState::Exhausted(_)), "{state:?}");
+    assert!(!matches!(state, ConnState::GaveUp(_)), "{state:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -404,7 +378,7 @@ async fn reads_see_the_loss_of_a_flapping_connection_once_each_time() {
     let (connector, mut servers) = accepting();
     let mut conn = Reconnecting::builder(connector)
         .policy(doubling())
-        .eof(staunch::reconnect::EofPolicy::Reconnect)
+        .eof_policy(staunch::reconnect::EofPolicy::Reconnect)
         .build();
     let mut buf = [0; 8];
     for generation in 1..=3 {
@@ -413,4 +387,129 @@ async fn reads_see_the_loss_of_a_flapping_connection_once_each_time() {
         let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_follows_the_policy_and_starts_over_after_a_stable_connection() {
+    let (connector, mut peers) = script([Plan::Refuse, Plan::Refuse, Plan::Refuse]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(exponential())
+        .build();
+
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 1);
+    // 100 + 200 + 400 ms of backoff before the fourth attempt.
+    assert_eq!(start.elapsed(), Duration::from_millis(700));
+    assert_eq!(peers.calls(), 4);
+
+    // Lose the connection after it stayed up for the (default, 10 s) stable period: the policy
+    // starts over at 100 ms, not 800 ms. (A connection lost sooner would not reset it; see
+    // tests/reconnect_stable_and_fatal.rs.)
+    let server = peers.next().await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    drop(server);
+    let err = conn.write_all(b"x").await.unwrap_err();
+    assert_eq!(disconnected(&err).generation(), 1);
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 2);
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhaustion_is_sticky_and_makes_no_more_attempts() {
+    let (connector, peers) = script([Plan::Refuse; 10]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(1)).take(2))
+        .build();
+    let err = conn.wait_connected().await.unwrap_err();
+    let g = gave_up(&err);
+    assert_eq!(g.cause(), GiveUpCause::PolicyExhausted);
+    assert_eq!(g.attempts(), 3);
+    assert!(matches!(g.last_reason(), Some(Reason::ConnectFailed(_))));
+    assert_eq!(peers.calls(), 3);
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    for _ in 0..3 {
+        gave_up(&conn.write(b"x").await.unwrap_err());
+        gave_up(&conn.read(&mut [0; 4]).await.unwrap_err());
+        gave_up(&conn.flush().await.unwrap_err());
+        gave_up(&conn.wait_connected().await.unwrap_err());
+        // Even operations that need no connection report the give-up.
+        gave_up(&conn.write(b"").await.unwrap_err());
+        gave_up(&conn.read(&mut []).await.unwrap_err());
+    }
+    gave_up(&conn.shutdown().await.unwrap_err());
+    assert_eq!(peers.calls(), 3);
+    assert!(matches!(*conn.watch().borrow(), ConnState::GaveUp(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_cuts_a_backoff_short() {
+    let (connector, peers) = script([Plan::Refuse]);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(3600)))
+        .cancel_on(cancel.clone().cancelled_owned())
+        .build();
+    let start = Instant::now();
+    let task = tokio::spawn(async move { conn.wait_connected().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cancel.cancel();
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(gave_up(&err).cause(), GiveUpCause::Cancelled);
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(peers.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_attempt_times_out() {
+    let (connector, _peers) = script([Plan::Hang]);
+    let mut conn = Reconnecting::builder(connector)
+        .connect_timeout(Duration::from_secs(5))
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    let state = conn.watch();
+    let start = Instant::now();
+    assert_eq!(conn.wait_connected().await.unwrap(), 1);
+    assert_eq!(start.elapsed(), Duration::from_secs(6));
+    drop(state);
+
+    // Control: without a timeout the same script never connects.
+    let (connector, _peers) = script([Plan::Hang]);
+    let mut conn = Reconnecting::new(connector);
+    let waited = tokio::time::timeout(Duration::from_secs(3600), conn.wait_connected()).await;
+    assert!(waited.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_shows_backoff_with_the_reason_and_wakes_the_task() {
+    let (connector, _peers) = script([Plan::Refuse]);
+    let mut conn = Reconnecting::builder(connector)
+        .policy(Constant::new(Duration::from_secs(1)))
+        .build();
+    let state = conn.watch();
+    let mut task = tokio_test::task::spawn(conn.wait_connected());
+    assert_pending!(task.poll());
+    match &*state.borrow() {
+        ConnState::Backoff {
+            attempt,
+            delay,
+            reason,
+        } => {
+            assert_eq!(*attempt, 2);
+            assert_eq!(*delay, Duration::from_secs(1));
+            assert!(
+                matches!(reason, Reason::ConnectFailed(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+            );
+        }
+        other => panic!("expected Backoff, got {other:?}"),
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(task.is_woken(), "the backoff sleep must register the waker");
+    assert_eq!(assert_ready!(task.poll()).unwrap(), 1);
+    drop(task);
+    assert!(matches!(
+        *state.borrow(),
+        ConnState::Connected { generation: 1 }
+    ));
 }

@@ -65,7 +65,7 @@ fn simulate(
         let mut builder = Reconnecting::builder(|| TcpStream::connect(("server", PORT)))
             .policy(policy)
             .connect_timeout(Duration::from_millis(500))
-            .eof(EofPolicy::Reconnect);
+            .eof_policy(EofPolicy::Reconnect);
         if let Some(limit) = idle_timeout {
             builder = builder.idle_timeout(limit);
         }

@@ -1,0 +1,247 @@
+//! The retry core that both front ends drive: [`Reconnecting`](super::Reconnecting) from its
+//! `poll` methods, [`RetryLoop`](super::RetryLoop) from an `async fn`.
+//!
+//! [`RetryConfig`] holds the settings both builders share; [`Outage`] counts attempts, starts the
+//! backoff over after a stable connection, and turns a failure into the next delay or a give-up
+//! (asking the `on_disconnect` hook, if any). "Attempt" means one connection attempt, the same
+//! everywhere: in [`ConnState`](super::ConnState), [`HookContext`] and [`GaveUp`].
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use super::{BoxFuture, Decision, GaveUp, GiveUpCause, HookContext, Reason};
+use crate::backoff::{default_policy, DynPolicy};
+
+/// The default stable period of both front ends.
+const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
+
+pub(crate) type DisconnectHook<C> =
+    Box<dyn FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send>;
+
+/// The settings both front ends share.
+pub(crate) struct RetryConfig<C> {
+    pub(crate) policy: Box<dyn DynPolicy>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) stable_after: Duration,
+    pub(crate) retry_connect_if: fn(&io::Error) -> bool,
+    pub(crate) on_disconnect: Option<DisconnectHook<C>>,
+    pub(crate) cancel: Option<BoxFuture<()>>,
+}
+
+impl<C> RetryConfig<C> {
+    pub(crate) fn new() -> Self {
+        RetryConfig {
+            policy: default_policy(),
+            connect_timeout: None,
+            stable_after: DEFAULT_STABLE_AFTER,
+            retry_connect_if: super::is_retryable_connect_error,
+            on_disconnect: None,
+            cancel: None,
+        }
+    }
+
+    /// `connect`, failing with [`Reason::ConnectTimeout`] after the connect timeout.
+    pub(crate) fn attempt<F>(&self, connect: F) -> ConnectAttempt<F> {
+        ConnectAttempt {
+            connect,
+            deadline: self.connect_timeout.map(tokio::time::sleep),
+            limit: self.connect_timeout.unwrap_or_default(),
+        }
+    }
+
+    /// Whether a failed attempt is one that retrying cannot fix. Only the connector's own errors
+    /// are classified: timeouts and `on_connect` failures are always retried.
+    pub(crate) fn is_fatal(&self, reason: &Reason) -> bool {
+        matches!(reason, Reason::ConnectFailed(e) if !(self.retry_connect_if)(e))
+    }
+
+    /// Whether the cancellation signal has completed.
+    pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> bool {
+        self.cancel
+            .as_mut()
+            .is_some_and(|signal| signal.as_mut().poll(cx).is_ready())
+    }
+
+    /// Resolve `fut`, or `None` if the cancellation signal completes first.
+    pub(crate) async fn cancellable<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            if self.poll_cancelled(cx) {
+                return Poll::Ready(None);
+            }
+            fut.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+}
+
+impl<C> fmt::Debug for RetryConfig<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("stable_after", &self.stable_after)
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("cancel", &self.cancel.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One connection attempt with the connect timeout.
+    pub(crate) struct ConnectAttempt<F> {
+        #[pin]
+        connect: F,
+        #[pin]
+        deadline: Option<Sleep>,
+        limit: Duration,
+    }
+}
+
+impl<F, Io> Future for ConnectAttempt<F>
+where
+    F: Future<Output = io::Result<Io>>,
+{
+    type Output = Result<Io, Reason>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.connect.poll(cx) {
+            return Poll::Ready(result.map_err(|e| Reason::ConnectFailed(Arc::new(e))));
+        }
+        match this.deadline.as_pin_mut() {
+            Some(deadline) => {
+                ready!(deadline.poll(cx));
+                Poll::Ready(Err(Reason::ConnectTimeout(*this.limit)))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What follows a failure: decided at once, or once the hook's future resolves.
+pub(crate) enum Next {
+    Decided(Result<Duration, GiveUpCause>),
+    Ask(BoxFuture<Decision>, Option<Duration>),
+}
+
+/// The bookkeeping of one outage: from the first attempt (or the loss of the last connection that
+/// stayed up for the stable period) to the next stable connection.
+pub(crate) struct Outage {
+    policy: Box<dyn DynPolicy>,
+    attempt: u32,
+    total_attempts: u64,
+    started: Option<Instant>,
+    last_reason: Option<Reason>,
+}
+
+impl Outage {
+    pub(crate) fn new<C>(config: &RetryConfig<C>) -> Self {
+        Outage {
+            policy: config.policy.fresh(),
+            attempt: 0,
+            total_attempts: 0,
+            started: None,
+            last_reason: None,
+        }
+    }
+
+    /// Attempts in this outage so far.
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Count a new attempt; returns its number in the outage (1-based).
+    pub(crate) fn begin_attempt(&mut self) -> u32 {
+        self.attempt = self.attempt.saturating_add(1);
+        self.total_attempts += 1;
+        self.started.get_or_insert_with(Instant::now);
+        self.attempt
+    }
+
+    /// A connection that was up for `uptime` is gone. If it was stable, it ended the outage:
+    /// its loss starts a new one, with the policy and the attempt count started over (a fresh
+    /// clone of the policy, so fresh jitter).
+    pub(crate) fn connection_lost<C>(&mut self, uptime: Duration, config: &RetryConfig<C>) {
+        if uptime >= config.stable_after {
+            self.policy = config.policy.fresh();
+            self.attempt = 0;
+            self.started = Some(Instant::now());
+        } else {
+            log_event!(
+                debug,
+                ?uptime,
+                attempt = self.attempt,
+                "connection lost before the stable period, backoff goes on"
+            );
+        }
+    }
+
+    /// A failure (a lost connection, a failed attempt, an ended session): take the policy's next
+    /// delay and let the hook, if any, decide.
+    pub(crate) fn after_failure<C>(
+        &mut self,
+        config: &mut RetryConfig<C>,
+        connector: &mut C,
+        generation: u64,
+        reason: Reason,
+        uptime: Option<Duration>,
+    ) -> Next {
+        let next_delay = self.policy.next_delay();
+        self.last_reason = Some(reason.clone());
+        match config.on_disconnect.as_mut() {
+            None => Next::Decided(settle(Decision::Retry, next_delay)),
+            Some(hook) => {
+                let ctx = HookContext {
+                    next_delay,
+                    uptime,
+                    ..self.context(generation, Some(reason))
+                };
+                Next::Ask(hook(&ctx, connector), next_delay)
+            }
+        }
+    }
+
+    pub(crate) fn context(&self, generation: u64, reason: Option<Reason>) -> HookContext {
+        HookContext {
+            attempt: self.attempt,
+            total_attempts: self.total_attempts,
+            generation,
+            reason,
+            elapsed: self.started.map_or(Duration::ZERO, |t| t.elapsed()),
+            uptime: None,
+            next_delay: None,
+        }
+    }
+
+    /// The give-up, with this outage's count and last failure.
+    pub(crate) fn give_up(&mut self, cause: GiveUpCause, last: Option<Reason>) -> GaveUp {
+        if last.is_some() {
+            self.last_reason = last;
+        }
+        log_event!(warn, cause = ?cause, attempts = self.attempt, "giving up");
+        GaveUp {
+            cause,
+            attempts: self.attempt,
+            last_reason: self.last_reason.clone(),
+        }
+    }
+}
+
+/// The delay a decision leads to, or why there is none.
+pub(crate) fn settle(
+    decision: Decision,
+    next_delay: Option<Duration>,
+) -> Result<Duration, GiveUpCause> {
+    match decision {
+        Decision::Retry => next_delay.ok_or(GiveUpCause::PolicyExhausted),
+        Decision::RetryAfter(delay) => Ok(delay),
+        Decision::GiveUp => Err(GiveUpCause::Hook),
+    }
+}
