@@ -2,7 +2,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
+use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::{BoxFuture, Connect};
@@ -90,8 +90,8 @@ impl TcpConnector {
         self
     }
 
-    /// Time between keepalive probes (Linux, Android, macOS, iOS, FreeBSD, NetBSD; ignored
-    /// elsewhere). Only used with [`keepalive`](Self::keepalive).
+    /// Time between keepalive probes (where the platform sets it per socket: Linux, Android, the
+    /// Apple systems, the BSDs, illumos, Windows; ignored elsewhere). Only used with [`keepalive`](Self::keepalive).
     ///
     /// # Panics
     ///
@@ -162,33 +162,12 @@ impl TcpConnector {
             TcpSocket::new_v6()?
         };
         if let Some(time) = self.keepalive {
-            SockRef::from(&socket).set_tcp_keepalive(&self.keepalive_params(time))?;
+            let params = crate::sockopt::keepalive(time, self.keepalive_interval, self.keepalive_retries);
+            SockRef::from(&socket).set_tcp_keepalive(&params)?;
         }
         let stream = socket.connect(addr).await?;
         stream.set_nodelay(self.nodelay)?;
         Ok(stream)
-    }
-
-    fn keepalive_params(&self, time: Duration) -> TcpKeepalive {
-        #[allow(unused_mut)]
-        let mut params = TcpKeepalive::new().with_time(time);
-        #[cfg(any(
-            target_os = "linux",
-            target_os = "android",
-            target_os = "macos",
-            target_os = "ios",
-            target_os = "freebsd",
-            target_os = "netbsd"
-        ))]
-        {
-            if let Some(interval) = self.keepalive_interval {
-                params = params.with_interval(interval);
-            }
-            if let Some(retries) = self.keepalive_retries {
-                params = params.with_retries(retries);
-            }
-        }
-        params
     }
 }
 
