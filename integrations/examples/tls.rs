@@ -34,10 +34,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
 
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
-
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
 /// No connection lives longer than this.
@@ -130,5 +126,30 @@ fn env_number<T: std::str::FromStr + PartialOrd + Default>(
             Ok(n) if n > T::default() => Ok(n),
             _ => anyhow::bail!("{name} must be a positive integer, not {value:?}"),
         },
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
     }
 }

@@ -21,7 +21,7 @@ mod servers;
 mod soak;
 mod sys;
 
-#[path = "../../benches/micro/workloads.rs"]
+#[path = "../benches/micro/workloads.rs"]
 mod workloads;
 
 use std::path::PathBuf;
