@@ -2,8 +2,8 @@
 //! hyper-util's HTTP/1.1 + HTTP/2 builder, with a graceful shutdown that drains requests in flight.
 //!
 //! ```text
-//! cargo run --example axum                     # listens on 127.0.0.1:3000
-//! cargo run --example axum -- 127.0.0.1:9000   # or on the address given
+//! cargo run -p staunch-integrations --example axum                    # listens on 127.0.0.1:3000
+//! cargo run -p staunch-integrations --example axum -- 127.0.0.1:9000  # or on the address given
 //! curl http://127.0.0.1:3000/
 //! curl http://127.0.0.1:3000/slow/5000         # answers after 5 s; Ctrl-C meanwhile: it still does
 //! ```

@@ -2,8 +2,8 @@
 //! knowledge, "h2c") on the same port.
 //!
 //! ```text
-//! cargo run --example hyper                     # listens on 127.0.0.1:3000
-//! cargo run --example hyper -- 127.0.0.1:9000   # or on the address given
+//! cargo run -p staunch-integrations --example hyper                    # listens on 127.0.0.1:3000
+//! cargo run -p staunch-integrations --example hyper -- 127.0.0.1:9000  # or on the address given
 //! curl http://127.0.0.1:3000/
 //! curl --http2-prior-knowledge http://127.0.0.1:3000/
 //! ```

@@ -2,7 +2,7 @@
 //! development) through the `listenfd` crate, and bind one when none was passed.
 //!
 //! ```text
-//! cargo run --example listenfd                     # nothing passed: binds 127.0.0.1:8080
+//! cargo run -p staunch-integrations --example listenfd  # nothing passed: binds 127.0.0.1:8080
 //! systemfd --no-pid -s tcp::127.0.0.1:8080 -- cargo watch -x 'run --example listenfd'
 //!                                                  # the port stays open across rebuilds
 //! nc 127.0.0.1 8080                                # from another terminal: an echo server

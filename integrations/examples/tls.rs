@@ -2,8 +2,8 @@
 //! certificate for `localhost` generated at start (rcgen), and a handshake timeout.
 //!
 //! ```text
-//! cargo run --example tls                      # listens on 127.0.0.1:8443
-//! cargo run --example tls -- 127.0.0.1:9443    # or on the address given
+//! cargo run -p staunch-integrations --example tls                    # listens on 127.0.0.1:8443
+//! cargo run -p staunch-integrations --example tls -- 127.0.0.1:9443  # or on the address given
 //! # from another terminal, trusting the certificate it wrote:
 //! openssl s_client -quiet -connect 127.0.0.1:8443 -CAfile /tmp/staunch-tls-example.pem
 //! ```

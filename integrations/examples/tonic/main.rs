@@ -2,9 +2,9 @@
 //! `greeter.rs`).
 //!
 //! ```text
-//! cargo run --example tonic                                         # 127.0.0.1:50051
-//! cargo run --example tonic -- 127.0.0.1:9000                       # or the address given
-//! cargo run --example tonic -- 127.0.0.1:9000 serve-with-incoming   # tonic's own server
+//! cargo run -p staunch-integrations --example tonic  # 127.0.0.1:50051
+//! cargo run -p staunch-integrations --example tonic -- 127.0.0.1:9000  # or the address given
+//! cargo run -p staunch-integrations --example tonic -- 127.0.0.1:9000 serve-with-incoming  # tonic's own server
 //! ```
 //!
 //! Two ways to put staunch in front of tonic:
