@@ -1,5 +1,5 @@
-//! Shared by the test binaries that run examples as child processes (tests/examples.rs here,
-//! integrations/tests/integrations in the workspace member): building and locating the examples
+//! Shared by the test binaries that run examples as child processes (examples/tests/examples.rs
+//! and integrations/tests/integrations): building and locating the examples
 //! of the package under test, bounded waits on a child, reading
 //! its pipes, and probing a listener until it closes. Included with `#[path = ...] mod`.
 

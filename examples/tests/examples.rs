@@ -17,7 +17,7 @@ use std::sync::{mpsc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-#[path = "support/example_process.rs"]
+#[path = "../../tests/support/example_process.rs"]
 mod example_process;
 use example_process::{lines, read_all, wait_timeout, wait_until_refused, IO, STARTUP};
 
