@@ -19,11 +19,8 @@ use tokio::io::{self, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
-use tracing_subscriber::EnvFilter;
-
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 /// A client that sends nothing for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,11 +46,18 @@ async fn echo(mut socket: TcpStream) -> io::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+    // RUST_LOG as `info` or `info,staunch=debug` (no span or field filters: tracing-subscriber's
+    // `env-filter` feature would add a regex engine to the build).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => directives
+            .parse::<Targets>()
+            .with_context(|| format!("RUST_LOG={directives:?}"))?,
+        Err(_) => Targets::new().with_default(tracing::Level::INFO),
+    };
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry().with(log).with(filter).init();
 
     let addr = std::env::args().nth(1);
     let addr = addr.as_deref().unwrap_or("127.0.0.1:8080");
@@ -80,4 +84,29 @@ async fn main() -> anyhow::Result<()> {
 
     println!("{report}");
     Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }

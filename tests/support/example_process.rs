@@ -1,5 +1,6 @@
-//! Shared by the test binaries that run examples as child processes (tests/examples.rs and
-//! tests/integrations): building and locating the examples, bounded waits on a child, reading
+//! Shared by the test binaries that run examples as child processes (examples/tests/examples.rs
+//! and integrations/tests/integrations): building and locating the examples
+//! of the package under test, bounded waits on a child, reading
 //! its pipes, and probing a listener until it closes. Included with `#[path = ...] mod`.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read};

@@ -1,7 +1,8 @@
-//! Scenario 7 of issue 4: the cost of `sleep_on_error` and `listen` over synthetic streams,
+//! Scenario 7 of the benchmark program: the cost of `sleep_on_error` and `listen` over synthetic streams,
 //! against the bare stream and `buffer_unordered`, in ns per item.
 //!
-//! `cargo bench --bench combinators` (criterion); `examples/compare` runs the same workloads.
+//! `cargo bench -p staunch-perf` (criterion); the benchmark program (`perf/src/main.rs`) runs the
+//! same workloads.
 
 use criterion::{criterion_main, Criterion, Throughput};
 

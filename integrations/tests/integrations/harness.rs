@@ -10,13 +10,21 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-#[path = "../support/example_process.rs"]
+#[path = "../../../tests/support/example_process.rs"]
 mod example_process;
 use example_process::{lines, wait_timeout};
 pub(crate) use example_process::{wait_until_refused, IO, STARTUP};
 
 /// The examples these tests run (built together, once).
-const EXAMPLES: &[&str] = &["axum", "tonic", "tls", "unix", "listenfd", "emfile_tracing"];
+const EXAMPLES: &[&str] = &[
+    "axum",
+    "hyper",
+    "tonic",
+    "tls",
+    "unix",
+    "listenfd",
+    "emfile_tracing",
+];
 
 /// A running example; killed on drop if it is still running.
 pub(crate) struct Example {
@@ -199,11 +207,18 @@ impl Exit {
             .find_map(|l| l.strip_prefix("shutdown: "))
             .unwrap_or_else(|| panic!("no stats line: {self:?}"));
         let (summary, totals) = line.split_once("; totals: ").expect(line);
-        let words: Vec<&str> = summary.split_whitespace().collect();
-        let number = |i: usize| -> u64 { words[i].parse().expect(line) };
+        // "F finished and C cancelled" (`ShutdownReport`'s `Display`) or "F connections
+        // finished and C were cancelled" (written out by some examples): F, then C.
+        let numbers: Vec<u64> = summary
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [finished, cancelled] = numbers[..] else {
+            panic!("expected two counts: {line}")
+        };
         Report {
-            finished: number(0),
-            cancelled: number(4),
+            finished,
+            cancelled,
             totals: parse_totals(totals),
         }
     }

@@ -2,8 +2,8 @@
 //! knowledge, "h2c") on the same port.
 //!
 //! ```text
-//! cargo run --example hyper                     # listens on 127.0.0.1:3000
-//! cargo run --example hyper -- 127.0.0.1:9000   # or on the address given
+//! cargo run -p staunch-integrations --example hyper                    # listens on 127.0.0.1:3000
+//! cargo run -p staunch-integrations --example hyper -- 127.0.0.1:9000  # or on the address given
 //! curl http://127.0.0.1:3000/
 //! curl --http2-prior-knowledge http://127.0.0.1:3000/
 //! ```
@@ -28,10 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
 
 /// After Ctrl-C, open connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(10);
@@ -116,4 +112,29 @@ async fn main() -> anyhow::Result<()> {
 
     println!("{report}");
     Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }

@@ -2,7 +2,7 @@
 //! development) through the `listenfd` crate, and bind one when none was passed.
 //!
 //! ```text
-//! cargo run --example listenfd                     # nothing passed: binds 127.0.0.1:8080
+//! cargo run -p staunch-integrations --example listenfd  # nothing passed: binds 127.0.0.1:8080
 //! systemfd --no-pid -s tcp::127.0.0.1:8080 -- cargo watch -x 'run --example listenfd'
 //!                                                  # the port stays open across rebuilds
 //! nc 127.0.0.1 8080                                # from another terminal: an echo server
@@ -24,10 +24,6 @@ use staunch::ListenExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
-
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
@@ -87,4 +83,29 @@ fn main() -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }

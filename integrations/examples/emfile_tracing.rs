@@ -2,8 +2,8 @@
 //! by `tracing-subscriber`, and a periodic stats line read from the `Stats` handle.
 //!
 //! ```text
-//! cargo run --example emfile_tracing                  # a storm on 127.0.0.1, about a second
-//! RUST_LOG=info cargo run --example emfile_tracing    # without the debug events
+//! cargo run -p staunch-integrations --example emfile_tracing  # a storm on 127.0.0.1, about a second
+//! RUST_LOG=info cargo run -p staunch-integrations --example emfile_tracing  # without the debug events
 //! ```
 //!
 //! The example provokes the storm itself, on loopback only and bounded in time: it lowers its

@@ -2,9 +2,9 @@
 //! `greeter.rs`).
 //!
 //! ```text
-//! cargo run --example tonic                                         # 127.0.0.1:50051
-//! cargo run --example tonic -- 127.0.0.1:9000                       # or the address given
-//! cargo run --example tonic -- 127.0.0.1:9000 serve-with-incoming   # tonic's own server
+//! cargo run -p staunch-integrations --example tonic  # 127.0.0.1:50051
+//! cargo run -p staunch-integrations --example tonic -- 127.0.0.1:9000  # or the address given
+//! cargo run -p staunch-integrations --example tonic -- 127.0.0.1:9000 serve-with-incoming  # tonic's own server
 //! ```
 //!
 //! Two ways to put staunch in front of tonic:
@@ -37,10 +37,6 @@ use tonic::service::Routes;
 use tracing_subscriber::EnvFilter;
 
 use crate::greeter::GreeterServer;
-
-#[path = "../shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(10);
@@ -124,4 +120,29 @@ async fn serve(
         () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
     }
     conn.await
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }

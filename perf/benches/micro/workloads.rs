@@ -1,6 +1,6 @@
 // Workloads of the combinator-overhead microbenchmark, shared by `benches/combinators.rs`
-// (criterion) and `examples/compare` (scenario 7). Each returns a checksum so nothing is
-// optimised away.
+// (criterion) and the benchmark program `src/main.rs` (scenario 7). Each returns a checksum so
+// nothing is optimised away.
 #![allow(dead_code)]
 
 use std::future::ready;

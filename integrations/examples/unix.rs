@@ -1,8 +1,8 @@
 //! An echo server on a Unix domain socket: `UnixListenerStream` through the same chain as TCP.
 //!
 //! ```text
-//! cargo run --example unix                              # listens on $TMPDIR/staunch-echo.sock
-//! cargo run --example unix -- /run/user/1000/echo.sock  # or on the path given
+//! cargo run -p staunch-integrations --example unix  # listens on $TMPDIR/staunch-echo.sock
+//! cargo run -p staunch-integrations --example unix -- /run/user/1000/echo.sock  # or on the path given
 //! nc -U /tmp/staunch-echo.sock                          # from another terminal
 //! ```
 //!

@@ -2,8 +2,8 @@
 //! hyper-util's HTTP/1.1 + HTTP/2 builder, with a graceful shutdown that drains requests in flight.
 //!
 //! ```text
-//! cargo run --example axum                     # listens on 127.0.0.1:3000
-//! cargo run --example axum -- 127.0.0.1:9000   # or on the address given
+//! cargo run -p staunch-integrations --example axum                    # listens on 127.0.0.1:3000
+//! cargo run -p staunch-integrations --example axum -- 127.0.0.1:9000  # or on the address given
 //! curl http://127.0.0.1:3000/
 //! curl http://127.0.0.1:3000/slow/5000         # answers after 5 s; Ctrl-C meanwhile: it still does
 //! ```
@@ -30,10 +30,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(10);
@@ -129,4 +125,29 @@ async fn main() -> anyhow::Result<()> {
         report.ended, report.cancelled, report.stats
     );
     Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
+    }
 }

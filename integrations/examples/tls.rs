@@ -2,8 +2,8 @@
 //! certificate for `localhost` generated at start (rcgen), and a handshake timeout.
 //!
 //! ```text
-//! cargo run --example tls                      # listens on 127.0.0.1:8443
-//! cargo run --example tls -- 127.0.0.1:9443    # or on the address given
+//! cargo run -p staunch-integrations --example tls                    # listens on 127.0.0.1:8443
+//! cargo run -p staunch-integrations --example tls -- 127.0.0.1:9443  # or on the address given
 //! # from another terminal, trusting the certificate it wrote:
 //! openssl s_client -quiet -connect 127.0.0.1:8443 -CAfile /tmp/staunch-tls-example.pem
 //! ```
@@ -33,10 +33,6 @@ use tokio_rustls::rustls::{crypto::ring, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::EnvFilter;
-
-#[path = "shared/shutdown_signal.rs"]
-mod shutdown_signal;
-use shutdown_signal::shutdown_signal;
 
 /// After the signal, connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
@@ -130,5 +126,30 @@ fn env_number<T: std::str::FromStr + PartialOrd + Default>(
             Ok(n) if n > T::default() => Ok(n),
             _ => anyhow::bail!("{name} must be a positive integer, not {value:?}"),
         },
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
+/// server announces itself, so a signal sent right after "listening on" cannot kill the process
+/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+        Ok(async move {
+            ctrl_c.recv().await;
+        })
     }
 }

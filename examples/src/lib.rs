@@ -1,0 +1,1 @@
+//! Nothing here: this package holds the examples of staunch that need only tokio, and their tests.
