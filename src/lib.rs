@@ -103,6 +103,7 @@ mod log;
 
 pub mod backoff;
 mod listen;
+pub mod overload;
 pub mod reconnect;
 
 #[cfg(all(
