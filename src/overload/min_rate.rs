@@ -89,9 +89,9 @@ pin_project! {
         #[pin]
         io: T,
         // Armed at the first wait, then re-armed with `reset` only when it fires before the
-        // deadline (which only moves later), so most reads touch no timer.
-        #[pin]
-        sleep: Option<Sleep>,
+        // deadline (which only moves later), so most reads touch no timer. Boxed so that the
+        // wrapper is `Unpin` when the connection is, as hyper requires.
+        sleep: Option<Pin<Box<Sleep>>>,
         bytes_per_sec: u32,
         grace: Duration,
         clock: Clock,
@@ -190,7 +190,7 @@ impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
             Clock::Paused { deadline, since } => deadline + (now - since),
             Clock::Failed => return Poll::Ready(Err(self.error())),
         };
-        let mut this = self.as_mut().project();
+        let this = self.as_mut().project();
         let filled = buf.filled().len();
         if let Poll::Ready(result) = this.io.poll_read(cx, buf) {
             let read = buf.filled().len() - filled;
@@ -203,10 +203,9 @@ impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
         }
         *this.clock = Clock::Waiting { deadline };
         if now < deadline {
-            if this.sleep.is_none() {
-                this.sleep.set(Some(sleep_until(deadline)));
-            }
-            let mut sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
             loop {
                 if sleep.is_elapsed() && sleep.deadline() < deadline {
                     // It fired for an earlier deadline: the peer has sent since.
@@ -228,7 +227,11 @@ impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
             grace_ms = this.grace.as_millis() as u64,
             "read slower than the minimum rate: failing the connection"
         );
-        reject(this.rejections.as_ref(), RejectReason::MinReadRate, *this.peer);
+        reject(
+            this.rejections.as_ref(),
+            RejectReason::MinReadRate,
+            *this.peer,
+        );
         Poll::Ready(Err(self.error()))
     }
 }

@@ -84,8 +84,14 @@ pub trait OverloadExt: Stream {
     /// next token is due: it never polls on a timer. After 4 items in a row it yields to the
     /// runtime once ([`max_per_wake`](LimitRate::max_per_wake)).
     ///
-    /// The limit is an upper bound: when the runtime runs late, the items are late too, and the
-    /// lost time is not made up with a burst.
+    /// A token is charged from when it was due, not from when the runtime woke the stream, so
+    /// timer resolution (1 ms) and a busy runtime do not lower the rate: after a late wake-up
+    /// the next item may pass at once. In any window of length `d`, at most
+    /// `burst + 1 + d / interval` items pass. Time the inner stream spends without an item is
+    /// not banked beyond the burst.
+    ///
+    /// The end of the inner stream is seen when the next token is due: to stop accepting on a
+    /// signal, chain `take_until` after `limit_rate`, not before.
     ///
     /// # Panics
     ///

@@ -250,7 +250,10 @@ impl<S> LimitPerPeer<S> {
     /// Panics if `bits` is over 128.
     #[track_caller]
     pub fn ipv6_prefix(mut self, bits: u8) -> Self {
-        assert!(bits <= 128, "ipv6_prefix: {bits} bits is more than an address");
+        assert!(
+            bits <= 128,
+            "ipv6_prefix: {bits} bits is more than an address"
+        );
         self.ipv6_prefix = bits;
         self
     }
@@ -292,7 +295,9 @@ impl<S> LimitPerPeer<S> {
 fn key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) if ipv6_prefix < 128 => {
-            let mask = u128::MAX.checked_shl(u32::from(128 - ipv6_prefix)).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(u32::from(128 - ipv6_prefix))
+                .unwrap_or(0);
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
         }
         other => other,
@@ -339,7 +344,11 @@ where
             // Dropping the socket closes it: a FIN, or a reset if the client had already sent
             // data, which the kernel discards. Either way the client learns at once.
             drop(io);
-            reject(this.rejections.as_ref(), RejectReason::PeerLimit, Some(peer));
+            reject(
+                this.rejections.as_ref(),
+                RejectReason::PeerLimit,
+                Some(peer),
+            );
         }
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -381,7 +390,10 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(key(ip("10.0.0.1"), 64), ip("10.0.0.1"));
         assert_eq!(key(ip("::ffff:10.0.0.1"), 64), ip("10.0.0.1"));
-        assert_eq!(key(ip("2001:db8:1:2:3:4:5:6"), 128), ip("2001:db8:1:2:3:4:5:6"));
+        assert_eq!(
+            key(ip("2001:db8:1:2:3:4:5:6"), 128),
+            ip("2001:db8:1:2:3:4:5:6")
+        );
         assert_eq!(key(ip("2001:db8:1:2:3:4:5:6"), 64), ip("2001:db8:1:2::"));
         assert_eq!(key(ip("2001:db8:1:2:3:4:5:6"), 0), ip("::"));
     }

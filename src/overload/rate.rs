@@ -32,6 +32,8 @@ pin_project! {
         tat: Option<Instant>,
         max_per_wake: u32,
         in_a_row: u32,
+        // The last `Pending` was a wait for a token (not for the inner stream).
+        waited_for_token: bool,
         done: bool,
     }
 }
@@ -53,6 +55,7 @@ impl<S: Stream> LimitRate<S> {
             tat: None,
             max_per_wake: DEFAULT_MAX_PER_WAKE,
             in_a_row: 0,
+            waited_for_token: false,
             done: false,
         }
     }
@@ -142,7 +145,8 @@ impl<S: Stream> Stream for LimitRate<S> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let mut now = Instant::now();
+        let now = Instant::now();
+        let mut charge_from = now;
         if let Some(due) = this.tat.and_then(|tat| tat.checked_sub(*this.slack)) {
             if now < due {
                 // No token: leave the inner stream unpolled (new clients wait in the kernel's
@@ -154,11 +158,19 @@ impl<S: Stream> Stream for LimitRate<S> {
                 let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
                 if sleep.poll(cx).is_pending() {
                     *this.in_a_row = 0;
+                    *this.waited_for_token = true;
                     return Poll::Pending;
                 }
-                now = Instant::now().max(due);
+                *this.waited_for_token = true;
+            }
+            if *this.waited_for_token {
+                // Charge the token from when it was due, not from when the runtime got round
+                // to waking us: timer resolution (1 ms) and a busy runtime must not lower the
+                // rate. At most one item comes early this way (the next one is due at once).
+                charge_from = due;
             }
         }
+        *this.waited_for_token = false;
         match this.stream.poll_next(cx) {
             Poll::Pending => {
                 *this.in_a_row = 0;
@@ -169,7 +181,7 @@ impl<S: Stream> Stream for LimitRate<S> {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(item)) => {
-                let from = this.tat.map_or(now, |tat| tat.max(now));
+                let from = this.tat.map_or(charge_from, |tat| tat.max(charge_from));
                 *this.tat = Some(from + *this.interval);
                 *this.in_a_row += 1;
                 Poll::Ready(Some(item))
@@ -197,9 +209,15 @@ impl<S: fmt::Debug> fmt::Debug for LimitRate<S> {
         f.debug_struct("LimitRate")
             .field("stream", &self.stream)
             .field("interval", &self.interval)
-            .field("burst", &(self.slack.as_nanos() / self.interval.as_nanos() + 1))
+            .field(
+                "burst",
+                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
+            )
             .field("max_per_wake", &self.max_per_wake)
-            .field("waiting", &self.sleep.as_ref().is_some_and(|s| !s.is_elapsed()))
+            .field(
+                "waiting",
+                &self.sleep.as_ref().is_some_and(|s| !s.is_elapsed()),
+            )
             .finish_non_exhaustive()
     }
 }
