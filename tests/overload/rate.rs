@@ -178,3 +178,34 @@ async fn real_sockets_are_accepted_at_the_rate_within_ten_percent() {
         "unlimited accepts took {unlimited:?}: the check above would not see a missing limit"
     );
 }
+
+/// The order in which two bursting listeners on one thread pass 12 items each.
+async fn turns(max_per_wake: u32) -> String {
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let listener = |name: char| {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut accepts = Box::pin(
+                stream::iter(0..12)
+                    .limit_rate(1000, Duration::from_secs(1))
+                    .burst(1000)
+                    .max_per_wake(max_per_wake),
+            );
+            while accepts.next().await.is_some() {
+                log.lock().unwrap().push(name);
+            }
+        })
+    };
+    let (a, b) = (listener('a'), listener('b'));
+    a.await.unwrap();
+    b.await.unwrap();
+    let log = log.lock().unwrap().clone();
+    log
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn two_bursting_listeners_on_one_thread_take_turns() {
+    assert_eq!(turns(4).await, "aaaabbbbaaaabbbbaaaabbbb");
+    // Control: with a cap above the burst, the first takes everything before the second runs.
+    assert_eq!(turns(100).await, "aaaaaaaaaaaabbbbbbbbbbbb");
+}
