@@ -34,8 +34,10 @@ pin_project! {
     ///
     /// # The rule
     ///
-    /// Time counts only while a read is pending, that is, while the handler waits for data that
-    /// does not come; time the handler spends on what it read does not. The connection starts
+    /// Time counts only while a read is pending: from a read that returned `Pending` until the
+    /// next read returns data, that is, while the handler waits for data that does not come.
+    /// Time from a read that returned data to the next read (the handler busy with what it
+    /// read) does not count. The clock starts at the first read. The connection starts
     /// with `grace` of credit, each byte read adds `1 / bytes_per_sec` seconds, and the credit
     /// never exceeds `grace`, so a fast start cannot be banked for a long silence later. When
     /// the credit runs out during a read, the read fails with an [`io::Error`] of kind
@@ -46,9 +48,10 @@ pin_project! {
     /// So a peer sending nothing is cut `grace` after the handler starts waiting, and a peer
     /// trickling 1 byte a second at `bytes_per_sec = 240` a few milliseconds later. An idle
     /// keep-alive connection whose handler waits for the next request is waiting too: it is
-    /// closed within `grace`, like a keep-alive timeout. A protocol that keeps a read pending
-    /// while the server works on a request (HTTP/2) needs a grace longer than its slowest
-    /// response.
+    /// closed within `grace`, like a keep-alive timeout. A handler that leaves a read pending
+    /// while it works on a request (HTTP/2 always does; a `select!` between reading and
+    /// writing does) is charged for that time, while its peer, rightly, sends nothing: give
+    /// it a grace longer than its slowest response.
     ///
     /// # The slowloris arithmetic
     ///
