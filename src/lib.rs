@@ -112,6 +112,7 @@ mod sockopt;
 
 pub mod backoff;
 pub mod listen;
+pub mod overload;
 pub mod reconnect;
 
 pub use listen::{is_connection_error, ListenExt, Stats};
