@@ -71,6 +71,7 @@ use futures_core::Stream;
 pub use min_rate::{MinReadRate, ReadTooSlow};
 pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
 pub use rate::LimitRate;
+pub(crate) use reject::reject;
 pub use reject::{RejectEvent, RejectReason, Rejections};
 
 /// Overload-control combinators for every [`Stream`] of accepted connections.

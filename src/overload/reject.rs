@@ -42,6 +42,13 @@ impl RejectReason {
         self as usize
     }
 
+    /// `true` for the reasons a listener counts itself, as endings of connections it ran
+    /// ([`StatsSnapshot::timed_out`](crate::listen::StatsSnapshot::timed_out) and
+    /// [`cancelled`](crate::listen::StatsSnapshot::cancelled)).
+    fn is_ending(self) -> bool {
+        matches!(self, RejectReason::TimeLimit | RejectReason::Shutdown)
+    }
+
     /// A short `snake_case` name, for logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,6 +96,14 @@ type Hook = dyn Fn(&RejectEvent) + Send + Sync;
 /// control that should count into it (their `rejections` methods); without one they count
 /// nothing and only log. The hook runs on the thread that rejected the connection, inside its
 /// `poll`, so it must be quick and must not block.
+///
+/// Give it to the listener too, with [`Listener::rejections`](crate::listen::Listener::rejections):
+/// the listener's [`Stats`](crate::Stats) then include these counters (each set of counters is
+/// read once, however many listeners and streams it is given to), and the listener reports the
+/// connections it cancels at their time limit ([`RejectReason::TimeLimit`]) or at the end of a
+/// graceful shutdown ([`RejectReason::Shutdown`]) to the hook, without a peer address. Those two
+/// reasons are counted here only when the listener reports them; in `Stats` they are the
+/// listener's own `timed_out` and `cancelled`.
 ///
 /// # Examples
 ///
@@ -142,6 +157,26 @@ impl Rejections {
     /// Connections rejected for any reason so far.
     pub fn total(&self) -> u64 {
         RejectReason::ALL.iter().map(|&r| self.count(r)).sum()
+    }
+
+    /// Add the counters a listener does not count itself to `s`.
+    pub(crate) fn add_to(&self, s: &mut crate::listen::StatsSnapshot) {
+        for reason in RejectReason::ALL {
+            if !reason.is_ending() {
+                s.add_rejected(reason, self.count(reason));
+            }
+        }
+    }
+
+    /// The address of the shared counters, so that a set is read once however often it is
+    /// reached.
+    pub(crate) fn id(&self) -> *const () {
+        Arc::as_ptr(&self.shared).cast()
+    }
+
+    /// Count one rejection and call the hook (without logging it: the caller did).
+    pub(crate) fn report(&self, reason: RejectReason, peer: Option<SocketAddr>) {
+        self.record(&RejectEvent { reason, peer });
     }
 
     fn record(&self, event: &RejectEvent) {
