@@ -10,6 +10,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -52,21 +53,36 @@ impl<S> Shed<S> {
     /// Accept and reset up to `bound` queued connections, in the slot the reserve frees; return
     /// how many. Without a reserve it only tries to open one again: shedding without it would
     /// take a descriptor that just came free, one a connection could be served with.
-    pub(crate) fn shed(&mut self, stream: &S, rejections: Option<&Rejections>) -> u64 {
+    ///
+    /// When the backlog is empty before the bound, `then` runs (with the slot still free) and
+    /// its result comes back: the caller polls its accept stream there, which finds the backlog
+    /// empty and waits for the next client, so that the next one is shed when it arrives
+    /// instead of after a backoff.
+    pub(crate) fn shed<R>(
+        &mut self,
+        stream: Pin<&mut S>,
+        rejections: Option<&Rejections>,
+        then: impl FnOnce(Pin<&mut S>) -> R,
+    ) -> (u64, Option<R>) {
         let Some(reserve) = self.reserve.take() else {
             self.reserve = open_reserve();
-            return 0;
+            return (0, None);
         };
         drop(reserve);
         let mut shed = 0;
+        let mut drained = None;
         while shed < self.bound as u64 {
-            match (self.shed_one)(stream) {
+            match (self.shed_one)(stream.as_ref().get_ref()) {
                 Ok(peer) => {
                     shed += 1;
                     reject(rejections, RejectReason::Shed, peer);
                 }
-                // WouldBlock: the backlog is empty. EMFILE/ENFILE: another thread took the slot.
-                // Anything else: leave it to the next accept, which classifies it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = Some(then(stream));
+                    break;
+                }
+                // EMFILE/ENFILE: another thread took the slot. Anything else: the next accept
+                // meets it, and classifies it.
                 Err(_) => break,
             }
         }
@@ -74,11 +90,11 @@ impl<S> Shed<S> {
         if self.reserve.is_none() {
             log_event!(
                 warn,
-                "shed_on_emfile: another thread took the spare descriptor; shedding pauses until \
-                 one is free"
+                "shed_on_emfile: the spare descriptor could not be opened again (another thread \
+                 or a connection took the slot); shedding pauses until one is free"
             );
         }
-        shed
+        (shed, drained)
     }
 }
 

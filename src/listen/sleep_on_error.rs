@@ -323,10 +323,14 @@ where
     /// The stream keeps one spare descriptor open (`/dev/null`) from now on. On each such error
     /// it closes it, accepts queued connections one by one into the slot it freed and resets
     /// each (`SO_LINGER` 0: the client reads `ECONNRESET`, not an EOF it could take for an empty
-    /// answer, and the socket leaves no `TIME_WAIT` behind), then opens the spare again and
-    /// backs off as usual. A client that connects during a backoff learns when it ends, so keep
-    /// the delay short (100 ms or less). Service resumes as before once descriptors free up: the
-    /// spare is only given up while `accept` is failing.
+    /// answer, and the socket leaves no `TIME_WAIT` behind), then opens the spare again. Once the
+    /// backlog is empty, the stream polls its listener with the slot still free, so it waits for
+    /// the next client instead of backing off: each later client is shed as it arrives, and
+    /// nothing runs while none does (the error still counts as a backoff in
+    /// [`Stats`](super::Stats), and the hook sees it as one). A client that arrives just then
+    /// takes the slot and is served. If the round ends otherwise (the bound was reached, or
+    /// another thread took the slot) the stream backs off as usual. Service resumes as before
+    /// once descriptors free up: the spare is only given up while `accept` is failing.
     ///
     /// Each reset connection is counted as [`RejectReason::Shed`](crate::overload::RejectReason::Shed)
     /// ([`StatsSnapshot::shed`](super::StatsSnapshot::shed)), logged, and reported with its peer
@@ -523,13 +527,33 @@ where
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                let n = shed.shed(this.stream.as_ref().get_ref(), rejections.as_ref());
+                let (n, drained) = shed.shed(this.stream.as_mut(), rejections.as_ref(), |s| {
+                    s.poll_next(cx)
+                });
                 if n > 0 {
                     log_event!(
                         info,
                         shed = n,
                         "accept: out of descriptors; queued connections reset"
                     );
+                }
+                match drained {
+                    // The backlog is empty and the stream waits for the next client, who is shed
+                    // (or served, if a descriptor frees meanwhile) when it arrives: no backoff.
+                    Some(Poll::Pending) => return Poll::Pending,
+                    // A client came in the slot the reserve freed: serve it.
+                    Some(Poll::Ready(Some(Ok(item)))) => {
+                        bump(&state.shared.accepted);
+                        backoff.consecutive = 0;
+                        backoff.current = backoff.policy.clone();
+                        return Poll::Ready(Some(item));
+                    }
+                    Some(Poll::Ready(None)) => {
+                        state.done = true;
+                        return Poll::Ready(None);
+                    }
+                    // An error: back off, and meet it again at the next accept.
+                    Some(Poll::Ready(Some(Err(_)))) | None => {}
                 }
             }
             state.last_class = class;
