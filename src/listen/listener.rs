@@ -223,7 +223,7 @@ where
     /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
     /// use staunch::ListenExt;
     ///
-    /// # #[tokio::main(flavor = "current_thread")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let rejections = Rejections::with_hook(|event| {
     ///     println!("rejected {:?}: {}", event.peer(), event.reason());
@@ -232,7 +232,10 @@ where
     /// let server = stream::iter([((), peer), ((), peer)])
     ///     .limit_per_peer(1)
     ///     .rejections(rejections.clone())
-    ///     .map(|permit| async move { drop(permit) })
+    ///     .map(|permit| async move {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///         drop(permit);
+    ///     })
     ///     .listen(10)
     ///     .rejections(rejections);
     /// let stats = server.stats();
