@@ -9,11 +9,10 @@ use futures_util::{stream, StreamExt};
 use staunch::overload::{OverloadExt, RejectReason, Rejections};
 use staunch::{ListenExt, Stats};
 
+type Seen = Arc<Mutex<Vec<(RejectReason, Option<SocketAddr>)>>>;
+
 /// A `Rejections` whose hook records every event.
-fn recorded() -> (
-    Rejections,
-    Arc<Mutex<Vec<(RejectReason, Option<SocketAddr>)>>>,
-) {
+fn recorded() -> (Rejections, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let rejections = Rejections::with_hook(move |event| {
