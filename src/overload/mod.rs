@@ -11,7 +11,13 @@
 //!   grace period (Kestrel's minimum data rate), the defence against slowloris clients.
 //! - [`Rejections`]: counters of rejected connections by [`RejectReason`], and a hook that
 //!   sees each one with its peer's address. Every control above counts into one when given it,
-//!   and logs each rejection (a `tracing` event at `debug`) either way.
+//!   and logs each rejection (a `tracing` event at `debug`) either way. Given to the listener
+//!   too ([`Listener::rejections`](crate::listen::Listener::rejections)), its counters are in
+//!   the listener's [`Stats`](crate::Stats), and the listener reports its time-limit and
+//!   shutdown cancels to the hook.
+//! - Shedding the backlog when descriptors run out is
+//!   [`SleepOnError::shed_on_emfile`](crate::listen::SleepOnError::shed_on_emfile), since it
+//!   needs the accept error.
 //!
 //! Each is opt-in: a server that does not use one pays nothing for it.
 //!
@@ -46,15 +52,18 @@
 //!     let rejections = Rejections::new();
 //!     let listener = TcpListener::bind("127.0.0.1:8080").await?;
 //!     let counted = rejections.clone();
-//!     TcpListenerStream::new(listener)
+//!     let server = TcpListenerStream::new(listener)
 //!         .sleep_on_error(Duration::from_millis(100))
 //!         .limit_rate(1000, Duration::from_secs(1))
 //!         .limit_per_peer(16)
 //!         .rejections(rejections.clone())
 //!         .map(move |socket| handle(socket, counted.clone()))
 //!         .listen(10_000)
-//!         .await;
-//!     println!("rejected: {rejections:?}");
+//!         .rejections(rejections);
+//!     let stats = server.stats();
+//!     server.await;
+//!     let s = stats.snapshot();
+//!     println!("rejected: {} ({} per-peer, {} too slow)", s.rejected_total(), s.peer_limit, s.min_read_rate);
 //!     Ok(())
 //! }
 //! ```

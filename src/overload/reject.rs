@@ -7,8 +7,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// Accepted and closed at once because the process ran out of descriptors, so that a queued
-    /// client learns at once instead of waiting out its connect timeout.
+    /// Accepted and reset at once because the process ran out of descriptors, so that a queued
+    /// client learns at once instead of waiting out its connect timeout
+    /// ([`shed_on_emfile`](crate::listen::SleepOnError::shed_on_emfile)).
     Shed,
     /// Closed at once because its peer already held the most connections allowed per peer
     /// ([`limit_per_peer`](super::OverloadExt::limit_per_peer)).
