@@ -281,6 +281,15 @@ async fn emfile_server(listener: TcpListener, args: &RoleArgs) {
                 .spawn_listen(args.max)
                 .await
         }
+        // The same, shedding the backlog on EMFILE.
+        "staunch-shed" => {
+            TcpListenerStream::new(listener)
+                .sleep_on_error(Duration::from_millis(100))
+                .shed_on_emfile(1024)
+                .map(hold)
+                .spawn_listen(args.max)
+                .await
+        }
         other => panic!("unknown emfile contender {other}"),
     }
 }
