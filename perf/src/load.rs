@@ -238,7 +238,7 @@ pub(crate) struct Queued {
     /// Each queued client's wait, from its connect until it was served or told (reset or EOF),
     /// or `limit` if neither came by then; and whether it was told.
     pub(crate) waits: Vec<(Duration, Outcome)>,
-    /// CPU seconds per second (schedstat) while the queued clients waited.
+    /// CPU seconds per second (schedstat) over `limit` from the first queued connect.
     pub(crate) cpu_share_ns: f64,
 }
 
@@ -310,6 +310,8 @@ pub(crate) async fn queued(server: &ChildServer, nofile: u64, n: usize, limit: D
     for c in clients {
         waits.push(c.await.expect("client task"));
     }
+    // CPU over a fixed window (`limit`), so that a burst of shedding is not read as a rate.
+    tokio::time::sleep_until((t0 + limit).into()).await;
     let cpu_share_ns = (server.cpu_ns() - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
     release_tx.send_replace(true);
     for h in holders {

@@ -733,7 +733,7 @@ fn scenario_shed(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
             let count = |o: load::Outcome| q.waits.iter().filter(|w| w.1 == o).count();
             let told = count(load::Outcome::Told);
             println!(
-                "  round {round} {:<48} wait p50 {:>7.1} ms, p99 {:>7.1} ms, max {:>7.1} ms; {told} told, {} served, {} still waiting; CPU {:.3}% of a core",
+                "  round {round} {:<48} wait p50 {:>7.1} ms, p99 {:>7.1} ms, max {:>7.1} ms; {told} told, {} served, {} still waiting; CPU {:.3}% of a core over the window",
                 names(c),
                 pct(50),
                 pct(99),
