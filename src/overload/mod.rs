@@ -8,7 +8,8 @@
 //!   address (or per IPv6 prefix); the excess is closed at once. Each connection holds its slot
 //!   in a [`PeerPermit`] until it is dropped.
 //! - [`MinReadRate`]: fails a connection whose peer sends slower than a minimum rate after a
-//!   grace period (Kestrel's minimum data rate), the defence against slowloris clients.
+//!   grace period (Kestrel's minimum data rate), the defence against slowloris clients;
+//!   [`min_read_rate`](OverloadExt::min_read_rate) wraps every accepted connection in one.
 //! - [`Rejections`]: counters of rejected connections by [`RejectReason`], and a hook that
 //!   sees each one with its peer's address. Every control above counts into one when given it,
 //!   and logs each rejection (a `tracing` event at `debug`) either way. Given to the listener
@@ -69,6 +70,7 @@
 //! ```
 
 mod min_rate;
+mod min_rate_stream;
 mod peer;
 mod rate;
 mod reject;
@@ -78,6 +80,7 @@ use std::time::Duration;
 use futures_core::Stream;
 
 pub use min_rate::{MinReadRate, ReadTooSlow};
+pub use min_rate_stream::MinReadRates;
 pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
 pub use rate::LimitRate;
 pub(crate) use reject::reject;
@@ -178,6 +181,60 @@ pub trait OverloadExt: Stream {
         Self::Item: PeerAddr,
     {
         LimitPerPeer::new(self, max)
+    }
+
+    /// Wrap each accepted connection in a [`MinReadRate`] (with its peer's address, for the
+    /// report): after `grace`, a connection whose peer sends slower than `bytes_per_sec` on
+    /// average fails its next read with [`ReadTooSlow`]. Count the failures with
+    /// [`rejections`](MinReadRates::rejections). Chain it after
+    /// [`limit_per_peer`](OverloadExt::limit_per_peer) if you use both, so the handler gets a
+    /// `MinReadRate<PeerPermit<TcpStream>>`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `bytes_per_sec` or `grace` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::overload::{MinReadRate, OverloadExt, Rejections};
+    /// use staunch::ListenExt;
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::net::TcpStream;
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// async fn handle(mut socket: MinReadRate<TcpStream>) -> std::io::Result<()> {
+    ///     let mut request = Vec::new();
+    ///     socket.read_to_end(&mut request).await?; // fails if the client trickles
+    ///     Ok(())
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let rejections = Rejections::new();
+    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
+    /// let server = TcpListenerStream::new(listener)
+    ///     .sleep_on_error(Duration::from_millis(100))
+    ///     .min_read_rate(240, Duration::from_secs(5)) // Kestrel's default
+    ///     .rejections(rejections.clone())
+    ///     .map(handle)
+    ///     .spawn_listen(10_000)
+    ///     .rejections(rejections);
+    /// let stats = server.stats();
+    /// server.await;
+    /// println!("too slow: {}", stats.snapshot().min_read_rate);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    fn min_read_rate(self, bytes_per_sec: u32, grace: Duration) -> MinReadRates<Self>
+    where
+        Self: Sized,
+        Self::Item: PeerAddr,
+    {
+        MinReadRates::new(self, bytes_per_sec, grace)
     }
 }
 

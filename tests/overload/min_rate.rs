@@ -206,3 +206,56 @@ async fn fifty_trickling_clients_cannot_hold_their_slots_past_grace_plus_one_sec
     }
     server.abort();
 }
+
+/// `min_read_rate` on the accept stream: a silent client on loopback is cut after the grace and
+/// counted in the listener's stats with its address; a client that sends its request at once
+/// (the control) is served.
+#[tokio::test]
+async fn min_read_rate_on_the_stream_cuts_a_silent_client_and_counts_it_in_stats() {
+    let _serial = super::serial().await;
+    let (listener, addr) = loopback().await;
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    let rejections = Rejections::with_hook(move |event| {
+        seen.lock().unwrap().push((event.reason(), event.peer()));
+    });
+    let grace = Duration::from_millis(300);
+    let server = TcpListenerStream::new(listener)
+        .sleep_on_error(Duration::from_millis(10))
+        .min_read_rate(1000, grace)
+        .rejections(rejections.clone())
+        .map(|mut socket| async move {
+            let mut request = Vec::new();
+            socket.read_to_end(&mut request).await?;
+            socket.write_all(b"ok").await
+        })
+        .listen(10)
+        .rejections(rejections);
+    let stats = server.stats();
+    let server = tokio::spawn(server);
+
+    let mut fast = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    fast.write_all(&[b'x'; 2000]).await.unwrap();
+    fast.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    within(grace, "the fast client's answer", fast.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer, b"ok");
+
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    // Cut: EOF or a reset, without an answer.
+    let _ = within(grace * 4, "the silent client's cut", silent.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "the silent client was answered");
+    eprintln!("silent client cut {:?} after the fast one was served", start.elapsed());
+    let s = stats.snapshot();
+    assert_eq!((s.min_read_rate, s.failed, s.finished), (1, 1, 1), "{s}");
+    assert_eq!(
+        *peers.lock().unwrap(),
+        [(RejectReason::MinReadRate, Some(silent_addr))]
+    );
+    server.abort();
+}
