@@ -322,3 +322,60 @@ pub(crate) async fn queued(server: &ChildServer, nofile: u64, n: usize, limit: D
         cpu_share_ns,
     }
 }
+
+/// Run `limit_rate(rate, 1 s)` (`None`: no limit, the control) on a loopback listener in this
+/// process while `loops` clients reconnect as fast as they can for `window`; return the
+/// connections accepted per second (measured from the first accept to the end of the window).
+pub(crate) async fn rate_limited(rate: Option<u32>, loops: usize, window: Duration) -> f64 {
+    use staunch::overload::OverloadExt;
+    use staunch::ListenExt;
+    let listener = staunch::listen::bind(addr(0)).expect("bind 127.0.0.1");
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(Mutex::new(None::<Instant>));
+    let (count, at) = (accepted.clone(), first.clone());
+    let accepts = tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .sleep_on_error(Duration::from_millis(10));
+    let accepts = match rate {
+        Some(rate) => accepts
+            .limit_rate(rate, Duration::from_secs(1))
+            .left_stream(),
+        None => accepts.right_stream(),
+    };
+    let server = tokio::spawn(
+        accepts
+            .map(move |socket| {
+                at.lock().unwrap().get_or_insert_with(Instant::now);
+                count.fetch_add(1, Relaxed);
+                async move { drop(socket) }
+            })
+            .spawn_listen(10_000),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..loops)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    let Ok(Ok(mut s)) =
+                        timeout(Duration::from_secs(1), TcpStream::connect(addr(port))).await
+                    else {
+                        continue;
+                    };
+                    let _ = timeout(Duration::from_secs(1), s.read(&mut [0u8; 1])).await;
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let n = accepted.load(Relaxed);
+    let since = first.lock().unwrap().map_or(start, |t| t);
+    let rate = n.saturating_sub(1) as f64 / since.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    server.abort();
+    for c in clients {
+        let _ = c.await;
+    }
+    rate
+}

@@ -8,7 +8,8 @@
 //!
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
-//! 9 queued clients at EMFILE with and without `shed_on_emfile`.
+//! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 the accept rate limit's
+//! accuracy.
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--out DIR` (default `docs/perf`,
 //! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
@@ -149,6 +150,9 @@ fn main() {
     }
     if cfg.wants(9) {
         scenario_shed(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(10) {
+        scenario_rate(&cfg, &rt, &mut rep);
     }
 
     let table = rep.table();
@@ -783,6 +787,46 @@ fn scenario_shed(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
         higher_is_better: false,
         goal: "< 100 ms with shedding; without, clients wait for the cut".into(),
         paired: true,
+    });
+}
+
+/// The accept rate limiter's accuracy: connections accepted per second against the limit,
+/// under a flood of reconnecting clients.
+fn scenario_rate(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "10 accept rate limit";
+    let window = cfg.secs(3.0, 1.5);
+    let loops = 64;
+    println!(
+        "\n== {S}: limit_rate(N, 1 s) in this process, {loops} clients reconnecting as fast as they can for {:.1} s",
+        window.as_secs_f64()
+    );
+    for round in 0..cfg.rounds.max(2) {
+        // The control: what this machine accepts with no limit, the most any limit can give.
+        let most = rt.block_on(load::rate_limited(None, loops, window));
+        println!("  round {round} no limit:    accepted {most:>8.1}/s");
+        rep.add(
+            S,
+            "no limit (control)",
+            "accepted per second",
+            "conn/s",
+            round,
+            most,
+        );
+        for rate in [100u32, 1_000, 5_000] {
+            let got = rt.block_on(load::rate_limited(Some(rate), loops, window));
+            let ratio = got / f64::from(rate);
+            println!("  round {round} limit {rate:>5}/s: accepted {got:>8.1}/s ({ratio:.3} of the limit)");
+            let name = format!("limit_rate({rate}, 1 s)");
+            rep.add(S, &name, "accepted / limit", "ratio", round, ratio);
+        }
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: "accepted / limit",
+        baseline: None,
+        higher_is_better: true,
+        goal: "1.0 ± 0.10 (less only if the machine cannot accept that fast)".into(),
+        paired: false,
     });
 }
 

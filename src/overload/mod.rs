@@ -99,9 +99,10 @@ pub trait OverloadExt: Stream {
     ///
     /// A token is charged from when it was due, not from when the runtime woke the stream, so
     /// timer resolution (1 ms) and a busy runtime do not lower the rate: after a late wake-up
-    /// the next item may pass at once. In any window of length `d`, at most
-    /// `burst + 1 + d / interval` items pass. Time the inner stream spends without an item is
-    /// not banked beyond the burst.
+    /// the items due meanwhile (up to 5 ms worth) pass at once, as long as the inner stream has
+    /// them ready. In any window of length `d`, at most `burst + 1 + (d + 5 ms) / interval`
+    /// items pass. Time the inner stream spends without an item is not banked beyond the
+    /// burst.
     ///
     /// The end of the inner stream is seen when the next token is due: to stop accepting on a
     /// signal, chain `take_until` after `limit_rate`, not before.

@@ -12,6 +12,10 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// HAProxy's `tune.maxaccept` default, which its authors found best.
 pub(crate) const DEFAULT_MAX_PER_WAKE: u32 = 4;
 
+/// The most lateness (of the timer or the runtime) [`LimitRate`] makes up by passing the items
+/// due meanwhile at once: a few timer ticks.
+const MAX_LAG: Duration = Duration::from_millis(5);
+
 pin_project! {
     /// Stream for the [`limit_rate`](super::OverloadExt::limit_rate) method.
     ///
@@ -32,8 +36,9 @@ pin_project! {
         tat: Option<Instant>,
         max_per_wake: u32,
         in_a_row: u32,
-        // The last `Pending` was a wait for a token (not for the inner stream).
-        waited_for_token: bool,
+        // Items are owed: the last poll waited for a token, or passed an item, and the inner
+        // stream has not run dry since. Lateness is then charged to the schedule, not lost.
+        owed: bool,
         done: bool,
     }
 }
@@ -55,7 +60,7 @@ impl<S: Stream> LimitRate<S> {
             tat: None,
             max_per_wake: DEFAULT_MAX_PER_WAKE,
             in_a_row: 0,
-            waited_for_token: false,
+            owed: false,
             done: false,
         }
     }
@@ -146,7 +151,6 @@ impl<S: Stream> Stream for LimitRate<S> {
             return Poll::Pending;
         }
         let now = Instant::now();
-        let mut charge_from = now;
         if let Some(due) = this.tat.and_then(|tat| tat.checked_sub(*this.slack)) {
             if now < due {
                 // No token: leave the inner stream unpolled (new clients wait in the kernel's
@@ -158,22 +162,24 @@ impl<S: Stream> Stream for LimitRate<S> {
                 let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
                 if sleep.poll(cx).is_pending() {
                     *this.in_a_row = 0;
-                    *this.waited_for_token = true;
+                    *this.owed = true;
                     return Poll::Pending;
                 }
-                *this.waited_for_token = true;
-            }
-            if *this.waited_for_token {
-                // Charge the token from when it was due, not from when the runtime got round
-                // to waking us: timer resolution (1 ms) and a busy runtime must not lower the
-                // rate. At most one item comes early this way (the next one is due at once).
-                charge_from = due;
+                *this.owed = true;
             }
         }
-        *this.waited_for_token = false;
+        // While items are owed, charge each from the schedule, not from when the runtime got
+        // round to us: timer resolution (1 ms) and a busy runtime must not lower the rate, so
+        // after a late wake-up the tokens due meanwhile pass at once. At most `MAX_LAG` of
+        // lateness is made up; time the inner stream spends without an item is not banked.
+        let charge_from = match *this.tat {
+            Some(tat) if *this.owed => tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)),
+            _ => now,
+        };
         match this.stream.poll_next(cx) {
             Poll::Pending => {
                 *this.in_a_row = 0;
+                *this.owed = false;
                 Poll::Pending
             }
             Poll::Ready(None) => {
@@ -184,6 +190,7 @@ impl<S: Stream> Stream for LimitRate<S> {
                 let from = this.tat.map_or(charge_from, |tat| tat.max(charge_from));
                 *this.tat = Some(from + *this.interval);
                 *this.in_a_row += 1;
+                *this.owed = true;
                 Poll::Ready(Some(item))
             }
         }

@@ -240,17 +240,29 @@ async fn min_read_rate_on_the_stream_cuts_a_silent_client_and_counts_it_in_stats
     fast.write_all(&[b'x'; 2000]).await.unwrap();
     fast.shutdown().await.unwrap();
     let mut answer = Vec::new();
-    within(grace, "the fast client's answer", fast.read_to_end(&mut answer))
-        .await
-        .unwrap();
+    within(
+        grace,
+        "the fast client's answer",
+        fast.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer, b"ok");
 
     let start = Instant::now();
     let mut rest = Vec::new();
     // Cut: EOF or a reset, without an answer.
-    let _ = within(grace * 4, "the silent client's cut", silent.read_to_end(&mut rest)).await;
+    let _ = within(
+        grace * 4,
+        "the silent client's cut",
+        silent.read_to_end(&mut rest),
+    )
+    .await;
     assert!(rest.is_empty(), "the silent client was answered");
-    eprintln!("silent client cut {:?} after the fast one was served", start.elapsed());
+    eprintln!(
+        "silent client cut {:?} after the fast one was served",
+        start.elapsed()
+    );
     let s = stats.snapshot();
     assert_eq!((s.min_read_rate, s.failed, s.finished), (1, 1, 1), "{s}");
     assert_eq!(

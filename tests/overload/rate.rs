@@ -209,3 +209,22 @@ async fn two_bursting_listeners_on_one_thread_take_turns() {
     // Control: with a cap above the burst, the first takes everything before the second runs.
     assert_eq!(turns(100).await, "aaaaaaaaaaaabbbbbbbbbbbb");
 }
+
+/// A consumer that is late now and then (a busy runtime, timer resolution) still gets the rate:
+/// the tokens due while it was away pass at once when it comes back, up to a few ms worth.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn lateness_is_made_up_not_lost() {
+    let start = Instant::now();
+    let mut items = std::pin::pin!(stream::repeat(()).limit_rate(5000, Duration::from_secs(1)));
+    let mut n = 0u32;
+    while start.elapsed() < Duration::from_secs(1) {
+        items.next().await;
+        n += 1;
+        if n % 10 == 0 {
+            // Away for 2 ms: 10 tokens come due meanwhile.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    eprintln!("{n} items in 1 s at 5000/s with a 2 ms absence every 10 items");
+    assert!((4500..=5100).contains(&n), "{n} items in 1 s, limit 5000/s");
+}
