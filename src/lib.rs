@@ -7,6 +7,8 @@
 //!   at most `n` connections at once with backpressure, failing and panicking connections
 //!   isolated and counted, an optional per-connection time limit, and a graceful shutdown with a
 //!   deadline ([`Listen::with_graceful_shutdown`]).
+//! - [`handover`] (unix) restarts a server without closing its port: a new process takes over
+//!   the listening sockets, the old one drains.
 //! - [`reconnect`] keeps clients connected; [`backoff`] holds the retry policies both sides use.
 //!
 //! # A server
@@ -95,13 +97,17 @@
 //! # Ok(())
 //! # }
 //! ```
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: handing sockets over needs `sendmsg`/`recvmsg` with `SCM_RIGHTS` and
+// adopting inherited descriptors; only those functions allow it (src/handover/{scm,inherit}.rs).
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod log;
 
 pub mod backoff;
+#[cfg(unix)]
+pub mod handover;
 mod listen;
 pub mod reconnect;
 
