@@ -103,8 +103,9 @@ async fn main() -> anyhow::Result<()> {
         Some(ready) => {
             // The old process started us and waits for this: it is still our parent.
             let old = std::os::unix::process::parent_id();
-            ready.ready().await?;
+            // Printed before the old process hears of it, so that its "drained" line follows.
             println!("listening on {addr} pid {pid} (took over from {old})");
+            ready.ready().await?;
         }
         None => println!("listening on {addr} pid {pid}"),
     }

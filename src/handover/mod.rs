@@ -397,7 +397,12 @@ impl Handover {
             .await
             .map_err(|e| io_error("cannot accept the new process", e))?;
         let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
-        let sending = |e| io_error("cannot send the sockets", e);
+        let sending = |e: io::Error| match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                HandoverError::SuccessorGone
+            }
+            _ => io_error("cannot send the sockets", e),
+        };
         let sent = stream
             .async_io(Interest::WRITABLE, || {
                 scm::send(stream.as_fd(), message.as_bytes(), &fds)

@@ -82,10 +82,10 @@ fn check_listening(_: &SockRef<'_>, _: &str) -> Result<(), HandoverError> {
 
 fn describe(domain: Domain, type_: Type) -> String {
     let domain = match domain {
-        Domain::IPV4 => "IPv4".to_owned(),
-        Domain::IPV6 => "IPv6".to_owned(),
-        Domain::UNIX => "Unix".to_owned(),
-        other => format!("{other:?}"),
+        Domain::IPV4 => "an IPv4".to_owned(),
+        Domain::IPV6 => "an IPv6".to_owned(),
+        Domain::UNIX => "a Unix".to_owned(),
+        other => format!("a {other:?}"),
     };
     let type_ = match type_ {
         Type::STREAM => "stream".to_owned(),
@@ -93,7 +93,7 @@ fn describe(domain: Domain, type_: Type) -> String {
         Type::SEQPACKET => "seqpacket".to_owned(),
         other => format!("{other:?}"),
     };
-    format!("a {domain} {type_} socket")
+    format!("{domain} {type_} socket")
 }
 
 /// Turn a checked descriptor of `kind` into a listener: close-on-exec (so that children do not
