@@ -26,7 +26,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// - Nothing passed (no `LISTEN_FDS`), or passed to another process (`LISTEN_PID` is not this
 ///   one): empty [`Listeners`]. Only the first call in a process takes the sockets; later
 ///   calls get empty ones.
-/// - Each socket is [validated](Listener::from_fd) and made close-on-exec and non-blocking.
+/// - Each socket is [validated](super::Listener::from_fd) and made close-on-exec and non-blocking.
 /// - The environment is left as it is (changing it is unsound once threads run); a child
 ///   this process starts ignores the variables because `LISTEN_PID` names this process. Remove
 ///   them from its environment all the same if `LISTEN_PID` may be empty.
@@ -40,8 +40,6 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 ///
 /// [`HandoverError::InvalidEnv`] for a malformed variable, or a validation error for a passed
 /// descriptor that is not a listening TCP or Unix stream socket; no descriptor is closed then.
-///
-/// [`Listener::from_fd`]: super::Listener::from_fd
 pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
     let var = |name| std::env::var(name).ok();
     let passed = parse(

@@ -67,9 +67,9 @@ fn run_child(fds: &[RawFd], env: &[(&str, &str)]) -> String {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for i in 0..fds.len() {
+            for (i, &fd) in high[..fds.len()].iter().enumerate() {
                 // dup2 clears close-on-exec on the target.
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+                if libc::dup2(fd, 3 + i as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

@@ -233,3 +233,14 @@ async fn take_checks_the_name_and_the_kind() {
     .unwrap();
     offered.unwrap();
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Handover>();
+    send_sync::<staunch::handover::Listeners>();
+    send_sync::<Listener>();
+    send_sync::<staunch::handover::Ready>();
+    send_sync::<HandoverError>();
+    send_sync::<Kind>();
+}

@@ -160,6 +160,7 @@ fn wait_exited(pid: u32, limit: Duration) {
 }
 
 #[test]
+#[allow(clippy::zombie_processes)] // waited for after the first upgrade; killed on a panic
 fn three_upgrades_under_load_refuse_and_reset_nothing() {
     let mut first = Command::new(example("hot_upgrade"))
         .arg("127.0.0.1:0")
