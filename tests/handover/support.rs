@@ -30,7 +30,25 @@ fn build_example(name: &str) -> Result<PathBuf, String> {
         Some("debug") | None => "dev",
         Some(other) => other,
     };
-    let mut cargo = Command::new(env!("CARGO"))
+    let mut command = Command::new(env!("CARGO"));
+    // Variables cargo sets for this test process, not for a shell: dependencies' build
+    // scripts that watch them (ring watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would rebuild
+    // on every switch between `cargo test` and a plain `cargo build`.
+    for (var, _) in std::env::vars_os() {
+        let var = var.to_string_lossy();
+        if var.starts_with("CARGO_PKG_")
+            || var.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&&*var)
+        {
+            command.env_remove(&*var);
+        }
+    }
+    let mut cargo = command
         .args(["build", "--example", name, "--profile", profile])
         .args(["--message-format", "json-render-diagnostics"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
