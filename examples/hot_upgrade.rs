@@ -2,8 +2,7 @@
 //! of its binary, hands it the listening socket, and drains.
 //!
 //! ```text
-//! cargo build --example hot_upgrade
-//! target/debug/examples/hot_upgrade 127.0.0.1:8080   # listening on 127.0.0.1:8080 pid 100
+//! cargo run --example hot_upgrade -- 127.0.0.1:8080   # listening on 127.0.0.1:8080 pid 100
 //! kill -HUP 100     # listening on 127.0.0.1:8080 pid 101 (took over from 100)
 //!                   # drained: 3 finished, 0 cancelled    (pid 100 exits 0)
 //! kill -HUP 101     # and so on; SIGINT or SIGTERM stops the one serving
@@ -36,7 +35,7 @@ use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
-/// Set in the new process's environment: where to take the socket over.
+/// Set in the new process's environment: the ticket to take the socket over with.
 const TAKE_OVER_FROM: &str = "HOT_UPGRADE_TAKE_OVER_FROM";
 /// The name the socket is handed over under.
 const SOCKET_NAME: &str = "echo";
@@ -70,8 +69,8 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
 
     let (listener, ready) = match std::env::var_os(TAKE_OVER_FROM) {
-        Some(path) => {
-            let (mut listeners, ready) = take_over(&path).await?;
+        Some(ticket) => {
+            let (mut listeners, ready) = take_over(&ticket).await?;
             let listener = TcpListener::from_std(listeners.take_tcp(SOCKET_NAME)?)?;
             (listener, Some(ready))
         }
@@ -141,7 +140,7 @@ async fn upgrade(socket: &OwnedFd) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for the new process at {}", path.display()))?;
     let mut child = tokio::process::Command::new(executable()?)
         .args(std::env::args_os().skip(1))
-        .env(TAKE_OVER_FROM, handover.path())
+        .env(TAKE_OVER_FROM, handover.ticket())
         // Sockets a service manager passed are ours; the new process gets them from us.
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 #[path = "../../tests/support/example_process.rs"]
+#[allow(dead_code)] // shared; this binary uses some of it
 mod example_process;
 use example_process::{lines, wait_timeout, IO, STARTUP};
 

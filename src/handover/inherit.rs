@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{validate, HandoverError, Listeners, Ready};
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
-const FIRST_FD: RawFd = 3;
+pub(super) const FIRST_FD: RawFd = 3;
 
 /// The name systemd gives a socket that `LISTEN_FDNAMES` does not name.
 const UNNAMED: &str = "unknown";

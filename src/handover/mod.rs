@@ -11,11 +11,21 @@
 //! Two ways in:
 //!
 //! - **Over a Unix socket** (`SCM_RIGHTS`): the old process [binds](Handover::bind) a control
-//!   socket at a path and [offers](Handover::offer) its listeners there; the new process
-//!   [takes them over](take_over) from that path, validates them, and calls
+//!   socket at a path, issues a [ticket](Handover::ticket) for the new process, and
+//!   [offers](Handover::offer) its listeners there; the new process
+//!   [takes them over](take_over) with that ticket, validates them, and calls
 //!   [`Ready::ready`] when it can serve, which is when [`Handover::offer`] returns.
-//! - **Inherited across exec** ([`from_env`]): the `LISTEN_FDS` protocol of systemd's socket
-//!   activation, which `systemfd` and the `listenfd` crate speak too.
+//! - **Inherited across exec**: the `LISTEN_FDS` protocol of systemd's socket activation, which
+//!   `systemfd` and the `listenfd` crate speak too. The old process starts the new one with
+//!   [`successor_command`]; the new one (or systemd's, or any `sd_listen_fds` user) takes them
+//!   with [`from_env`]. This path has no readiness handshake of its own: see
+//!   [`successor_command`].
+//!
+//! `bind_many` and `bind_reuseport` sockets are plain listeners too:
+//! [`BindHandle::listeners`](crate::listen::BindHandle::listeners) gives the ones a
+//! [`BindMany`](crate::listen::BindMany) holds, and
+//! [`bind_many_from`](crate::listen::bind_many_from) starts one from listeners taken over,
+//! binding nothing.
 //!
 //! Each socket is checked before use: it is a socket, it is listening (`SO_ACCEPTCONN`), and
 //! its family and type are those of a TCP or Unix stream listener, as announced. Errors name
@@ -32,7 +42,7 @@
 //! // On SIGHUP, say:
 //! let handover = Handover::bind("/run/myapp/handover.sock")?;
 //! let successor = tokio::process::Command::new(std::env::current_exe()?)
-//!     .env("MYAPP_TAKE_OVER", handover.path())
+//!     .env("MYAPP_TAKE_OVER", handover.ticket())
 //!     .spawn()?;
 //! handover.offer(&[("http", listener.as_fd())]).await?;
 //! // The successor is serving: stop accepting and drain (the graceful shutdown's signal).
@@ -50,7 +60,8 @@
 //! use staunch::handover::take_over;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (mut listeners, ready) = take_over("/run/myapp/handover.sock").await?;
+//! let ticket = std::env::var_os("MYAPP_TAKE_OVER").ok_or("not started for a handover")?;
+//! let (mut listeners, ready) = take_over(&ticket).await?;
 //! let listener = tokio::net::TcpListener::from_std(listeners.take_tcp("http")?)?;
 //! // ... load configuration, warm caches: the old process serves meanwhile ...
 //! ready.ready().await?; // the old process stops accepting now
@@ -96,6 +107,14 @@
 //! rolling update (new container, new network namespace) cannot share sockets this way; there,
 //! readiness probes and connection draining at the load balancer do this job.
 //!
+//! # A successor that comes late
+//!
+//! Each offer has its own [ticket](Handover::ticket), and a new ticket voids the older ones. A
+//! new process started for an offer that was given up (it was too slow, the old process raced
+//! the offer with a timeout) and that connects afterwards is turned away with
+//! [`HandoverError::StaleTicket`]: the next offer waits for the process it was made for,
+//! instead of handing the sockets to the stale one.
+//!
 //! # What it does not cover
 //!
 //! Only listening sockets move. Established connections stay with the old process until they
@@ -105,13 +124,19 @@
 //! take the sockets.
 #![cfg_attr(docsrs, doc(cfg(unix)))]
 
+mod exec;
 mod inherit;
 mod scm;
 mod validate;
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -119,6 +144,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
 
+pub use exec::successor_command;
 pub use inherit::from_env;
 
 /// The first line of an offer: the protocol and its version.
@@ -127,6 +153,15 @@ const HEADER: &str = "staunch-handover 1";
 const END: &str = "end";
 /// The successor's answer once it is ready.
 const READY: &[u8] = b"ready\n";
+/// What the successor says first: this and its ticket's token, then a newline.
+const TAKE: &str = "take ";
+/// The old process's answer to a ticket that is not the current one.
+const STALE: &[u8] = b"stale\n";
+/// A process that connects gets this long to present its ticket, so that one that says
+/// nothing cannot hold up the offer.
+const TAKE_WITHIN: Duration = Duration::from_secs(10);
+/// Tokens are at most this long (and the `take` line with them).
+const MAX_TOKEN: usize = 64;
 /// Offers longer than this are refused (253 names of 255 bytes fit).
 const MAX_OFFER: usize = 80 * 1024;
 
@@ -335,6 +370,8 @@ pub struct Handover {
     path: PathBuf,
     /// Device and inode of the socket file, to remove only our own.
     file: (u64, u64),
+    /// The token of the current ticket; `None` before the first and once a process took it.
+    token: Mutex<Option<String>>,
 }
 
 impl Handover {
@@ -364,7 +401,35 @@ impl Handover {
             listener: TokioUnixListener::from_std(listener)?,
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
+            token: Mutex::new(None),
         })
+    }
+
+    /// Issue the ticket for the next offer: give it to the new process (in its environment,
+    /// say), which passes it to [`take_over`]. It holds this socket's path and a token unique
+    /// to this offer.
+    ///
+    /// A ticket is good for one process: the first to present it gets the offer. A new ticket
+    /// voids the ones issued before it, so that a process started for an offer that was given
+    /// up, and that connects late, is turned away ([`HandoverError::StaleTicket`]) instead of
+    /// taking the sockets meant for the next one. Retrying an offer for the same process
+    /// (after the offer future was dropped before it connected) needs no new ticket.
+    pub fn ticket(&self) -> OsString {
+        static ISSUED: AtomicU64 = AtomicU64::new(0);
+        // Unique, not secret: whoever can connect to the socket can take the sockets anyway.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let token = format!(
+            "{:x}-{:x}-{nanos:x}",
+            std::process::id(),
+            ISSUED.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut ticket = OsString::from(&token);
+        ticket.push(" ");
+        ticket.push(self.path.as_os_str());
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        ticket
     }
 
     /// Where the new process connects ([`take_over`]).
@@ -372,14 +437,16 @@ impl Handover {
         &self.path
     }
 
-    /// Offer `sockets` (each with a name the new process finds it by) to the next process that
-    /// connects, and wait until it is ready.
+    /// Offer `sockets` (each with a name the new process finds it by) to the process that
+    /// presents the current [ticket](Handover::ticket), and wait until it is ready.
     ///
     /// 1. The sockets are checked first: listening TCP or Unix stream sockets, names of 1 to
     ///    255 printable ASCII characters other than `:` (so that they also fit
     ///    `LISTEN_FDNAMES`), all different, at most 253 of them.
-    /// 2. It waits for a process to connect (no time limit: race it with the new process's
-    ///    exit, or with a timeout), and sends it the descriptors.
+    /// 2. It waits for a process to connect with the current ticket (no time limit: race it
+    ///    with the new process's exit, or with a timeout), and sends it the descriptors. A
+    ///    process with a voided ticket is told so and the wait goes on; one that presents no
+    ///    ticket within 10 seconds is disconnected.
     /// 3. It returns `Ok` when the new process has called [`Ready::ready`]. The caller then
     ///    stops accepting and drains; the sockets stay open in the new process.
     ///
@@ -389,15 +456,12 @@ impl Handover {
     /// # Errors
     ///
     /// A validation error for a socket or name ([`HandoverError::NotListening`], ...);
+    /// [`HandoverError::Protocol`] if no ticket was issued since a process last took one;
     /// [`HandoverError::SuccessorGone`] if the new process disconnects (exits, fails its own
     /// checks, drops [`Ready`]) before it is ready; I/O errors.
     pub async fn offer(&self, sockets: &[(&str, BorrowedFd<'_>)]) -> Result<(), HandoverError> {
         let message = offer_message(sockets)?;
-        let (stream, _) = self
-            .listener
-            .accept()
-            .await
-            .map_err(|e| io_error("cannot accept the new process", e))?;
+        let stream = self.accept_ticket().await?;
         let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
         let sending = |e: io::Error| match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
@@ -438,6 +502,78 @@ impl Handover {
     }
 }
 
+impl Handover {
+    /// Accept connections until one presents the current ticket, and void it.
+    async fn accept_ticket(&self) -> Result<UnixStream, HandoverError> {
+        let current = || self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if current().is_none() {
+            return Err(HandoverError::Protocol(
+                "no ticket was issued for this offer (Handover::ticket)".into(),
+            ));
+        }
+        loop {
+            let (mut stream, _) = self
+                .listener
+                .accept()
+                .await
+                .map_err(|e| io_error("cannot accept the new process", e))?;
+            let token = match tokio::time::timeout(TAKE_WITHIN, read_take(&mut stream)).await {
+                Ok(Ok(token)) => token,
+                Ok(Err(_)) | Err(_) => {
+                    log_event!(
+                        warn,
+                        "handover: a process connected without presenting a ticket; disconnected"
+                    );
+                    continue;
+                }
+            };
+            if self.void_if_current(&token) {
+                return Ok(stream);
+            }
+            log_event!(
+                warn,
+                "handover: a process presented a voided ticket; turned away"
+            );
+            // It learns why; whether it hears does not matter to this offer.
+            let _ = tokio::time::timeout(TAKE_WITHIN, stream.write_all(STALE)).await;
+        }
+    }
+
+    /// Whether `token` is the current ticket's; if so it is void from now on.
+    fn void_if_current(&self, token: &str) -> bool {
+        let mut current = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        let matches = current.as_deref() == Some(token);
+        if matches {
+            *current = None;
+        }
+        matches
+    }
+}
+
+/// Read the `take TOKEN` line a new process starts with; the token.
+async fn read_take(stream: &mut UnixStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0; 1];
+    // Byte by byte: nothing after the line may be consumed (there is nothing, but this
+    // keeps the protocol honest), and the line is short.
+    while line.len() <= TAKE.len() + MAX_TOKEN {
+        stream.read_exact(&mut byte).await?;
+        if byte[0] == b'\n' {
+            let line = String::from_utf8(line).map_err(|_| invalid_take())?;
+            return match line.strip_prefix(TAKE) {
+                Some(token) => Ok(token.to_owned()),
+                None => Err(invalid_take()),
+            };
+        }
+        line.push(byte[0]);
+    }
+    Err(invalid_take())
+}
+
+fn invalid_take() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "not a `take` line")
+}
+
 impl Drop for Handover {
     fn drop(&mut self) {
         if fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file) {
@@ -448,6 +584,18 @@ impl Drop for Handover {
 
 /// The text of an offer: the header, `KIND NAME` per socket, `end`.
 fn offer_message(sockets: &[(&str, BorrowedFd<'_>)]) -> Result<String, HandoverError> {
+    let mut message = format!("{HEADER}\n");
+    for ((name, _), kind) in sockets.iter().zip(check_sockets(sockets)?) {
+        message.push_str(&format!("{} {name}\n", kind.wire()));
+    }
+    message.push_str(END);
+    message.push('\n');
+    Ok(message)
+}
+
+/// Check sockets to hand over, by either path: their number, their names, and that each is a
+/// listening TCP or Unix stream socket; their kinds.
+fn check_sockets(sockets: &[(&str, BorrowedFd<'_>)]) -> Result<Vec<Kind>, HandoverError> {
     if sockets.len() > scm::MAX_FDS {
         return Err(HandoverError::Protocol(format!(
             "{} sockets offered; at most {} can be handed over",
@@ -455,7 +603,7 @@ fn offer_message(sockets: &[(&str, BorrowedFd<'_>)]) -> Result<String, HandoverE
             scm::MAX_FDS
         )));
     }
-    let mut message = format!("{HEADER}\n");
+    let mut kinds = Vec::with_capacity(sockets.len());
     for (i, (name, fd)) in sockets.iter().enumerate() {
         let reason = if name.is_empty() || name.len() > 255 {
             Some("names have 1 to 255 characters")
@@ -472,30 +620,47 @@ fn offer_message(sockets: &[(&str, BorrowedFd<'_>)]) -> Result<String, HandoverE
                 reason,
             });
         }
-        let kind = validate::check(*fd, name, None)?;
-        message.push_str(&format!("{} {name}\n", kind.wire()));
+        kinds.push(validate::check(*fd, name, None)?);
     }
-    message.push_str(END);
-    message.push('\n');
-    Ok(message)
+    Ok(kinds)
 }
 
-/// The new process's side: connect to the old process's [`Handover`] at `path`, receive its
-/// listeners and check each one as announced.
+/// The new process's side: with the `ticket` the old process issued
+/// ([`Handover::ticket`]), connect to its [`Handover`], receive its listeners and check each one
+/// as announced.
 ///
 /// Returns the listeners and the [`Ready`] to call when this process can serve; until then the
 /// old process keeps accepting on the same sockets.
 ///
 /// # Errors
 ///
-/// I/O errors connecting or reading; [`HandoverError::Protocol`] if the other side does not
-/// speak this protocol; a validation error if a socket is not what it was announced as (then
+/// [`HandoverError::Protocol`] if `ticket` is not one, or the other side does not speak this
+/// protocol; [`HandoverError::StaleTicket`] if a newer ticket was issued since; I/O errors
+/// connecting or reading; a validation error if a socket is not what it was announced as (then
 /// the old process's offer fails with [`HandoverError::SuccessorGone`]).
-pub async fn take_over(path: impl AsRef<Path>) -> Result<(Listeners, Ready), HandoverError> {
-    let path = path.as_ref();
-    let stream = UnixStream::connect(path)
+pub async fn take_over(ticket: impl AsRef<OsStr>) -> Result<(Listeners, Ready), HandoverError> {
+    let ticket = ticket.as_ref().as_bytes();
+    let (token, path) = match ticket.iter().position(|&b| b == b' ') {
+        Some(space) if (1..=MAX_TOKEN).contains(&space) => {
+            (&ticket[..space], Path::new(OsStr::from_bytes(&ticket[space + 1..])))
+        }
+        _ => {
+            return Err(HandoverError::Protocol(format!(
+                "{:?} is not a ticket (Handover::ticket)",
+                String::from_utf8_lossy(ticket)
+            )))
+        }
+    };
+    let mut stream = UnixStream::connect(path)
         .await
         .map_err(|e| io_error(format!("cannot connect to {}", path.display()), e))?;
+    let mut take = TAKE.as_bytes().to_vec();
+    take.extend_from_slice(token);
+    take.push(b'\n');
+    stream
+        .write_all(&take)
+        .await
+        .map_err(|e| io_error("cannot present the ticket", e))?;
     let mut text = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut buf = vec![0; 16 * 1024];
@@ -506,12 +671,18 @@ pub async fn take_over(path: impl AsRef<Path>) -> Result<(Listeners, Ready), Han
             })
             .await
             .map_err(|e| io_error("cannot receive the sockets", e))?;
+        if read == 0 && text == STALE {
+            return Err(HandoverError::StaleTicket);
+        }
         if read == 0 {
             return Err(HandoverError::Protocol(
-                "the old process closed the connection in the middle of its offer".into(),
+                "the old process closed the connection before the end of its offer".into(),
             ));
         }
         text.extend_from_slice(&buf[..read]);
+        if text == STALE {
+            return Err(HandoverError::StaleTicket);
+        }
         if text.len() > MAX_OFFER {
             return Err(HandoverError::Protocol("the offer is too long".into()));
         }
@@ -617,6 +788,9 @@ pub enum HandoverError {
     },
     /// The new process disconnected before it said it was ready; this process keeps serving.
     SuccessorGone,
+    /// The ticket given to [`take_over`] was voided by a newer one: the offer it was issued
+    /// for was given up.
+    StaleTicket,
     /// The other side does not speak this protocol (or another version of it).
     Protocol(String),
     /// A system call failed.
@@ -661,6 +835,9 @@ impl fmt::Display for HandoverError {
             HandoverError::SuccessorGone => {
                 f.write_str("the new process disconnected before it was ready")
             }
+            HandoverError::StaleTicket => f.write_str(
+                "the old process issued a newer ticket: the offer for this one was given up",
+            ),
             HandoverError::Protocol(what) => write!(f, "handover protocol: {what}"),
             HandoverError::Io { context, source } => write!(f, "{context}: {source}"),
         }

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 const IO: Duration = Duration::from_secs(10);
 
 /// A fresh socket path in the temp directory, removed first if a previous run left it.
-fn socket_path(name: &str) -> PathBuf {
+pub(crate) fn socket_path(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "staunch-handover-test-{}-{name}.sock",
         std::process::id()
@@ -41,13 +41,14 @@ async fn queued_connections_move_with_the_sockets() {
 
     let handover = Handover::bind(socket_path("control")).unwrap();
     let path = handover.path().to_owned();
+    let ticket = handover.ticket();
     let old = tokio::spawn(async move {
         let offered = handover
             .offer(&[("web", tcp.as_fd()), ("admin", unix.as_fd())])
             .await;
         (offered, tcp, unix) // the old process stops accepting only now: it drops them
     });
-    let (mut listeners, ready) = timeout(IO, take_over(&path)).await.unwrap().unwrap();
+    let (mut listeners, ready) = timeout(IO, take_over(&ticket)).await.unwrap().unwrap();
     assert_eq!(listeners.names().collect::<Vec<_>>(), ["web", "admin"]);
     let new_tcp = TcpListener::from_std(listeners.take_tcp("web").unwrap()).unwrap();
     let new_unix = UnixListener::from_std(listeners.take_unix("admin").unwrap()).unwrap();
@@ -86,8 +87,9 @@ async fn a_successor_that_fails_before_ready_leaves_the_old_one_serving() {
     let sockets = [("web", tcp.as_fd())];
 
     // It takes the sockets and gives up (drops `Ready`, as a crash would).
+    let ticket = handover.ticket();
     let successor = async {
-        let (listeners, ready) = take_over(handover.path()).await.unwrap();
+        let (listeners, ready) = take_over(&ticket).await.unwrap();
         drop((listeners, ready));
     };
     let (offered, ()) = timeout(IO, async {
@@ -100,9 +102,16 @@ async fn a_successor_that_fails_before_ready_leaves_the_old_one_serving() {
         "{offered:?}"
     );
 
-    // It connects and dies without reading.
+    // It presents its ticket and dies without reading.
+    let ticket = handover.ticket();
+    let token = ticket.to_str().unwrap().split_once(' ').unwrap().0.to_owned();
     let successor = async {
-        drop(UnixStream::connect(handover.path()).await.unwrap());
+        let mut control = UnixStream::connect(handover.path()).await.unwrap();
+        control
+            .write_all(format!("take {token}\n").as_bytes())
+            .await
+            .unwrap();
+        drop(control);
     };
     let (offered, ()) = timeout(IO, async {
         tokio::join!(handover.offer(&sockets), successor)
@@ -123,8 +132,9 @@ async fn a_successor_that_fails_before_ready_leaves_the_old_one_serving() {
     assert_eq!(&buf, b"still here");
 
     // And the offer can be made again.
+    let ticket = handover.ticket();
     let successor = async {
-        let (_listeners, ready) = take_over(handover.path()).await.unwrap();
+        let (_listeners, ready) = take_over(&ticket).await.unwrap();
         ready.ready().await.unwrap();
     };
     let (offered, ()) = timeout(IO, async {
@@ -210,8 +220,9 @@ async fn checks_name_what_is_wrong() {
 async fn take_checks_the_name_and_the_kind() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let handover = Handover::bind(socket_path("take")).unwrap();
+    let ticket = handover.ticket();
     let successor = async {
-        let (mut listeners, ready) = take_over(handover.path()).await.unwrap();
+        let (mut listeners, ready) = take_over(&ticket).await.unwrap();
         let err = listeners.take_unix("web").unwrap_err();
         assert_eq!(
             err.to_string(),

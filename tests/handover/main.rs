@@ -4,6 +4,8 @@
 //! tested in examples/tests/hot_upgrade.rs.) Loopback only; every wait is bounded.
 #![cfg(target_os = "linux")]
 
+mod bind;
 mod from_env;
+mod late;
 mod library;
 mod reuseport;
