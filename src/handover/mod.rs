@@ -133,13 +133,13 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
-use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
@@ -641,9 +641,10 @@ fn check_sockets(sockets: &[(&str, BorrowedFd<'_>)]) -> Result<Vec<Kind>, Handov
 pub async fn take_over(ticket: impl AsRef<OsStr>) -> Result<(Listeners, Ready), HandoverError> {
     let ticket = ticket.as_ref().as_bytes();
     let (token, path) = match ticket.iter().position(|&b| b == b' ') {
-        Some(space) if (1..=MAX_TOKEN).contains(&space) => {
-            (&ticket[..space], Path::new(OsStr::from_bytes(&ticket[space + 1..])))
-        }
+        Some(space) if (1..=MAX_TOKEN).contains(&space) => (
+            &ticket[..space],
+            Path::new(OsStr::from_bytes(&ticket[space + 1..])),
+        ),
         _ => {
             return Err(HandoverError::Protocol(format!(
                 "{:?} is not a ticket (Handover::ticket)",

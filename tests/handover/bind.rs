@@ -34,9 +34,11 @@ async fn hand_over(listeners: &[std::net::TcpListener]) -> Vec<std::net::TcpList
         ready.ready().await.unwrap();
         taken
     };
-    let (offered, taken) = timeout(IO, async { tokio::join!(handover.offer(&sockets), successor) })
-        .await
-        .unwrap();
+    let (offered, taken) = timeout(IO, async {
+        tokio::join!(handover.offer(&sockets), successor)
+    })
+    .await
+    .unwrap();
     offered.unwrap();
     taken
 }
@@ -53,7 +55,10 @@ async fn answered(mut client: TcpStream) {
 
 #[tokio::test]
 async fn a_bind_many_set_moves_to_the_new_process_with_its_queues() {
-    let wanted: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "127.0.0.2:0".parse().unwrap()];
+    let wanted: [SocketAddr; 2] = [
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.2:0".parse().unwrap(),
+    ];
     let (old, old_handle) = bind_many(wanted);
     let bound = old_handle.bound();
     assert_eq!(bound.len(), 2, "{:?}", old_handle.status());
@@ -77,9 +82,12 @@ async fn a_bind_many_set_moves_to_the_new_process_with_its_queues() {
     let mut local = new_handle.bound();
     local.sort();
     assert_eq!(local, bound, "the same sockets, no new bind");
-    for client in clients {
+    // Accepted in the stream's order (round robin over the addresses), not the clients'.
+    for _ in 0..clients.len() {
         let mut served = timeout(IO, new.next()).await.unwrap().unwrap().unwrap();
         served.write_all(b"hi").await.unwrap();
+    }
+    for client in clients {
         answered(client).await;
     }
 
@@ -93,6 +101,7 @@ async fn a_bind_many_set_moves_to_the_new_process_with_its_queues() {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
     let client = TcpStream::connect(bound[0]).await.unwrap();
     let mut served = timeout(IO, new.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(served.peer_addr().unwrap(), client.local_addr().unwrap());
     served.write_all(b"hi").await.unwrap();
     answered(client).await;
 }

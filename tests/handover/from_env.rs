@@ -7,17 +7,27 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use staunch::handover::{from_env, Listener};
-
+use staunch::handover::{from_env, successor_command, Listener};
 
 /// Set in the child's environment: run `child` for real.
 const CHILD: &str = "STAUNCH_TEST_FROM_ENV_CHILD";
+/// Set in the child's environment: say what `successor_command` set up.
+const CHECK_EXEC: &str = "STAUNCH_TEST_FROM_ENV_CHECK_EXEC";
 
 /// The child: print what `from_env` returned, and answer one client on each TCP listener.
 #[test]
 fn child() {
     if std::env::var_os(CHILD).is_none() {
         return;
+    }
+    if std::env::var_os(CHECK_EXEC).is_some() {
+        let pid = std::env::var("LISTEN_PID").ok();
+        let matches = pid.as_deref() == Some(std::process::id().to_string().as_str());
+        println!("child: LISTEN_PID is this process: {matches}");
+        let n: RawFd = std::env::var("LISTEN_FDS").unwrap().parse().unwrap();
+        // SAFETY: F_GETFD reads the descriptor's flags; no memory is passed.
+        let inherited = (3..3 + n).all(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == 0);
+        println!("child: open and not close-on-exec: {inherited}");
     }
     match from_env() {
         Err(e) => println!("child: error: {e}"),
@@ -154,4 +164,76 @@ fn a_passed_descriptor_that_is_not_a_listener_is_an_error() {
         out,
         "error: socket `dns` is an IPv4 datagram socket, not a TCP or Unix stream listener"
     );
+}
+
+/// The old process's side of inheritance: `successor_command` starts the new process with the
+/// sockets at 3, 4, ..., and the variables `from_env` (and `sd_listen_fds`) want.
+#[test]
+fn successor_command_passes_sockets_that_from_env_takes() {
+    use std::os::fd::AsFd as _;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let path = std::env::temp_dir().join(format!("staunch-exec-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // Queued before the child exists: the child accepts it.
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+
+    let mut command = successor_command(
+        std::env::current_exe().unwrap(),
+        &[("web", tcp.as_fd()), ("admin", unix.as_fd())],
+    )
+    .unwrap();
+    command
+        .args([
+            "--exact",
+            "from_env::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env(CHECK_EXEC, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(command); // its duplicates of the sockets
+    let mut stdout = child.stdout.take().unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("the child exits");
+    let mut out = String::new();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{status}: {out}");
+    let out: Vec<&str> = out
+        .lines()
+        .filter_map(|l| Some(l.split_once("child: ")?.1))
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "LISTEN_PID is this process: true",
+            "open and not close-on-exec: true",
+            "web Tcp",
+            "admin Unix"
+        ]
+    );
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "from the child");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn successor_command_checks_the_sockets() {
+    use std::os::fd::AsFd as _;
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = successor_command("true", &[("dns", udp.as_fd())]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "socket `dns` is an IPv4 datagram socket, not a TCP or Unix stream listener"
+    );
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = successor_command("true", &[("a:b", tcp.as_fd())]).unwrap_err();
+    assert!(err.to_string().contains("`:`"), "{err}");
 }

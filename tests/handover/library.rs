@@ -104,7 +104,13 @@ async fn a_successor_that_fails_before_ready_leaves_the_old_one_serving() {
 
     // It presents its ticket and dies without reading.
     let ticket = handover.ticket();
-    let token = ticket.to_str().unwrap().split_once(' ').unwrap().0.to_owned();
+    let token = ticket
+        .to_str()
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .0
+        .to_owned();
     let successor = async {
         let mut control = UnixStream::connect(handover.path()).await.unwrap();
         control

@@ -54,8 +54,12 @@ fn build_examples(examples: &[&str]) -> Result<Vec<PathBuf>, String> {
         let var = var.to_string_lossy();
         if var.starts_with("CARGO_PKG_")
             || var.starts_with("CARGO_MANIFEST_")
-            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"]
-                .contains(&&*var)
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&&*var)
         {
             command.env_remove(&*var);
         }
