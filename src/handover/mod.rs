@@ -92,12 +92,17 @@
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! ```
 //!
-//! [`Ready::ready`] sends `READY=1` and `MAINPID=<its pid>` to `NOTIFY_SOCKET` when set, so
-//! systemd follows the new process as the main one (`NotifyAccess=all` lets a process other
-//! than the main one say so). With a `.socket` unit, systemd owns the listeners and passes
-//! them with [`from_env`]; a `systemctl reload` then upgrades through the control socket as
-//! above (keep its path under `RuntimeDirectory=`). A `systemctl stop` during a drain reaches
-//! both processes; the old one is draining already and keeps to its deadline.
+//! - `systemctl reload` sends SIGHUP to the main process, which starts the new one and offers
+//!   it the sockets; `ExecReload=` returns at once and the upgrade goes on in the background.
+//! - The new process inherits `NOTIFY_SOCKET`. [`Ready::ready`] sends `READY=1` and
+//!   `MAINPID=<its pid>` there before it tells the old process, so systemd follows the new
+//!   process as the main one before the old one exits (`NotifyAccess=all` lets a process other
+//!   than the main one say so). Both stay in the service's cgroup.
+//! - With a `.socket` unit, systemd owns the listeners and passes them to the first process
+//!   ([`from_env`]); later upgrades go through the control socket as above (keep its path
+//!   under `RuntimeDirectory=`), or through [`successor_command`] (no handshake).
+//! - A `systemctl stop` during a drain reaches both processes; the old one is draining already
+//!   and keeps to its deadline (set `TimeoutStopSec=` above the grace).
 //!
 //! # In containers
 //!
@@ -314,15 +319,22 @@ impl Ready {
         Ready { predecessor: None }
     }
 
-    /// Tell the old process (if the sockets came from one) that this process is ready, so that
-    /// it stops accepting and drains; and tell systemd, when `NOTIFY_SOCKET` is set, that this
-    /// process is ready and is now the main one (`READY=1`, `MAINPID=`).
+    /// Tell systemd, when `NOTIFY_SOCKET` is set, that this process is ready and is now the
+    /// main one (`READY=1`, `MAINPID=`); then the old process (if the sockets came from one),
+    /// so that it stops accepting and drains.
+    ///
+    /// systemd first: once told, the old process may exit at once, and systemd must know the
+    /// new main process by then, or it takes that exit for the service's (it reads
+    /// notifications before exits, so a message sent earlier is seen earlier).
     ///
     /// # Errors
     ///
-    /// An I/O error if either could not be told. A failure to tell the old process that it
-    /// has gone already is not one: these sockets are this process's to serve.
+    /// An I/O error if either could not be told. If systemd could not, the old process is not
+    /// told either: it keeps serving, and its offer fails with
+    /// [`HandoverError::SuccessorGone`]. A failure to tell the old process that it has gone
+    /// already is not one: these sockets are this process's to serve.
     pub async fn ready(self) -> Result<(), HandoverError> {
+        notify_systemd()?;
         if let Some(mut predecessor) = self.predecessor {
             match predecessor.write_all(READY).await {
                 Ok(()) => {}
@@ -330,7 +342,7 @@ impl Ready {
                 Err(e) => return Err(io_error("cannot tell the old process", e)),
             }
         }
-        notify_systemd()
+        Ok(())
     }
 }
 

@@ -17,10 +17,10 @@ use crate::library::socket_path;
 
 const IO: Duration = Duration::from_secs(10);
 
-/// Offer `listeners` named `NAME0`, `NAME1`, ... and take them over in this process; the
-/// listeners the new side got, in order.
-async fn hand_over(listeners: &[std::net::TcpListener]) -> Vec<std::net::TcpListener> {
-    let handover = Handover::bind(socket_path(&format!("bind-{}", listeners.len()))).unwrap();
+/// Offer `listeners` named `l0`, `l1`, ... over a control socket named after `test`, and take
+/// them over in this process; the listeners the new side got, in order.
+async fn hand_over(test: &str, listeners: &[std::net::TcpListener]) -> Vec<std::net::TcpListener> {
+    let handover = Handover::bind(socket_path(test)).unwrap();
     let names: Vec<String> = (0..listeners.len()).map(|i| format!("l{i}")).collect();
     let sockets: Vec<(&str, _)> = names
         .iter()
@@ -74,7 +74,7 @@ async fn a_bind_many_set_moves_to_the_new_process_with_its_queues() {
     let addrs: Vec<SocketAddr> = offered.iter().map(|(a, _)| *a).collect();
     assert_eq!(addrs, wanted, "the addresses of the set, as given");
     let offered: Vec<_> = offered.into_iter().map(|(_, l)| l).collect();
-    let taken = hand_over(&offered).await;
+    let taken = hand_over("bind-many", &offered).await;
     // The old process stops accepting: its stream, handle and duplicates go.
     drop((old, old_handle, offered));
 
@@ -122,7 +122,7 @@ async fn a_reuseport_group_moves_whole_and_loses_nothing_queued() {
     for _ in 0..CLIENTS {
         clients.push(TcpStream::connect(addr).await.unwrap());
     }
-    let taken = hand_over(&group).await;
+    let taken = hand_over("bind-reuseport", &group).await;
     drop(group); // the old process closes its descriptors; the sockets live on in the new one
 
     let taken: Vec<tokio::net::TcpListener> = taken
