@@ -3,11 +3,15 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
-use std::process::Command;
+use std::process::{Child, Command};
 
-use super::{check_sockets, io_error, HandoverError};
-use crate::handover::inherit::FIRST_FD;
+use super::inherit::FIRST_FD;
+use super::{await_ready, check_sockets, io_error, HandoverError};
+
+/// The name of the extra descriptor that carries the readiness handshake.
+pub(super) const READY_NAME: &str = "staunch.ready";
 
 /// The shell that sets `LISTEN_PID`.
 #[cfg(target_os = "android")]
@@ -18,56 +22,141 @@ const SHELL: &str = "/bin/sh";
 /// `$$` is the shell's pid, which `exec` hands on to the program.
 const SET_PID_AND_EXEC: &str = r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#;
 
-/// A command that starts `program` with `sockets` inherited as systemd passes them: at
-/// descriptors 3, 4, ... (not close-on-exec), with `LISTEN_FDS`, `LISTEN_FDNAMES` (the names, in
-/// order) and `LISTEN_PID` set to the new process's pid. The new process takes them with
-/// [`from_env`](super::from_env), the `listenfd` crate or `sd_listen_fds`. Add arguments,
-/// environment and stdio to the command as usual, and spawn it (tokio's `Command` is `From`
-/// it). The sockets are checked first, as [`Handover::offer`](super::Handover::offer) does.
+/// Starts the new process with the sockets inherited across exec, as systemd passes them, and
+/// waits until it is ready.
+///
+/// The new process gets the sockets at descriptors 3, 4, ... (not close-on-exec), with
+/// `LISTEN_FDS`, `LISTEN_FDNAMES` (the names, in order) and `LISTEN_PID` set to its pid, and
+/// takes them with [`from_env`](super::from_env) (or the `listenfd` crate, or `sd_listen_fds`).
+/// One more descriptor, last and named `staunch.ready`, carries the readiness handshake: the
+/// [`Ready`](super::Ready) that `from_env` returns answers on it, and
+/// [`SuccessorReady::wait`] returns then, or fails as soon as the new process exits without
+/// being ready. (Another program finds that extra, non-listening socket among its
+/// `LISTEN_FDS`: write `ready\n` to it, or ignore it and let the handshake fail.)
+///
+/// # `LISTEN_PID`
 ///
 /// Only the new process knows its pid, and `LISTEN_PID` must hold it (`sd_listen_fds` ignores
 /// the sockets without it). The environment is built before the fork, and changing it
-/// afterwards is not async-signal-safe, so the command runs `program` through `/bin/sh -c
-/// 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'`: the shell's pid is the program's, which
-/// `exec` keeps. The descriptors are moved into place between fork and exec with `fcntl` and
-/// `dup2` only.
+/// afterwards is not async-signal-safe, so the program runs through `/bin/sh -c
+/// 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'`: the shell's pid is the program's,
+/// which `exec` keeps. Between fork and exec the child only moves the descriptors into place
+/// (`fcntl`, `dup2`).
 ///
-/// The command holds duplicates of the sockets until it is dropped: drop it once it has
-/// spawned, or the sockets stay open in this process.
+/// # Examples
 ///
-/// This path has no readiness handshake: the old process cannot tell when the new one serves.
-/// Both accept from the same sockets meanwhile, so stopping to accept early loses nothing
-/// (connections wait in the queue), but if the new process fails, nobody serves them. Where
-/// that matters, use [`Handover`](super::Handover) (its offer returns when the new process is
-/// ready and fails if it dies first), or wait for a sign of your own (a health check).
+/// ```no_run
+/// use std::os::fd::AsFd as _;
+/// use staunch::handover::SuccessorCommand;
 ///
-/// # Errors
-///
-/// The checks of [`Handover::offer`](super::Handover::offer) on `sockets` and their names; an
-/// I/O error if a socket cannot be duplicated.
-pub fn successor_command(
-    program: impl AsRef<OsStr>,
-    sockets: &[(&str, BorrowedFd<'_>)],
-) -> Result<Command, HandoverError> {
-    check_sockets(sockets)?;
-    let fds = sockets
-        .iter()
-        .map(|(name, fd)| {
-            fd.try_clone_to_owned()
-                .map_err(|e| io_error(format!("cannot duplicate socket `{name}`"), e))
-        })
-        .collect::<Result<Vec<OwnedFd>, _>>()?;
-    let names: Vec<&str> = sockets.iter().map(|(name, _)| *name).collect();
-    let mut command = Command::new(SHELL);
-    command
-        .arg("-c")
-        .arg(SET_PID_AND_EXEC)
-        .arg(program)
-        .env("LISTEN_FDS", fds.len().to_string())
-        .env("LISTEN_FDNAMES", names.join(":"))
-        .env_remove("LISTEN_PID");
-    place_at_exec(&mut command, fds);
-    Ok(command)
+/// # async fn run(listener: tokio::net::TcpListener) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut successor = SuccessorCommand::new(std::env::current_exe()?, &[("http", listener.as_fd())])?;
+/// successor.command().args(std::env::args_os().skip(1));
+/// let (child, ready) = successor.spawn()?;
+/// ready.wait().await?; // fails if the child exits first
+/// // The successor serves: stop accepting and drain.
+/// # drop(child); Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SuccessorCommand {
+    command: Command,
+    /// This process's end of the handshake.
+    handshake: UnixStream,
+}
+
+impl SuccessorCommand {
+    /// A command that starts `program` with `sockets`. The sockets are checked as
+    /// [`Handover::offer`](super::Handover::offer) checks them, and duplicated: the command
+    /// holds its copies until it is spawned or dropped.
+    ///
+    /// # Errors
+    ///
+    /// The checks of [`Handover::offer`](super::Handover::offer) on `sockets` and their names
+    /// (`staunch.ready` is taken); an I/O error if a socket cannot be duplicated.
+    pub fn new(
+        program: impl AsRef<OsStr>,
+        sockets: &[(&str, BorrowedFd<'_>)],
+    ) -> Result<Self, HandoverError> {
+        check_sockets(sockets)?;
+        if let Some((name, _)) = sockets.iter().find(|(name, _)| *name == READY_NAME) {
+            return Err(HandoverError::InvalidName {
+                name: (*name).into(),
+                reason: "this name is the handshake's",
+            });
+        }
+        let mut fds = sockets
+            .iter()
+            .map(|(name, fd)| {
+                fd.try_clone_to_owned()
+                    .map_err(|e| io_error(format!("cannot duplicate socket `{name}`"), e))
+            })
+            .collect::<Result<Vec<OwnedFd>, _>>()?;
+        let (handshake, theirs) =
+            UnixStream::pair().map_err(|e| io_error("cannot make the handshake socket", e))?;
+        fds.push(theirs.into());
+        let mut names: Vec<&str> = sockets.iter().map(|(name, _)| *name).collect();
+        names.push(READY_NAME);
+        let mut command = Command::new(SHELL);
+        command
+            .arg("-c")
+            .arg(SET_PID_AND_EXEC)
+            .arg(program)
+            .env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_FDNAMES", names.join(":"))
+            .env_remove("LISTEN_PID");
+        place_at_exec(&mut command, fds);
+        Ok(SuccessorCommand { command, handshake })
+    }
+
+    /// The command, to add arguments, environment, a working directory or stdio (not its
+    /// descriptors 3 and up, which are the sockets').
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
+    /// Start the new process; its [`SuccessorReady`] says when it is ready.
+    ///
+    /// The command, and with it this process's copies of the sockets and of the new process's
+    /// end of the handshake, is dropped here, so that the handshake sees the new process exit.
+    ///
+    /// # Errors
+    ///
+    /// Those of spawning the command.
+    pub fn spawn(self) -> io::Result<(Child, SuccessorReady)> {
+        let SuccessorCommand {
+            mut command,
+            handshake,
+        } = self;
+        let child = command.spawn();
+        drop(command);
+        Ok((child?, SuccessorReady { handshake }))
+    }
+}
+
+/// The old process's side of the handshake with a process started by [`SuccessorCommand`].
+#[derive(Debug)]
+#[must_use = "the new process's readiness is known only by waiting for it"]
+pub struct SuccessorReady {
+    handshake: UnixStream,
+}
+
+impl SuccessorReady {
+    /// Wait until the new process is ready ([`Ready::ready`](super::Ready::ready)). No time
+    /// limit: race it with a timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`HandoverError::SuccessorGone`] if the new process exits (or drops its `Ready`, or
+    /// closes the descriptor) before it is ready; I/O errors.
+    pub async fn wait(self) -> Result<(), HandoverError> {
+        let mut handshake = self
+            .handshake
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(self.handshake))
+            .map_err(|e| io_error("cannot wait for the new process", e))?;
+        await_ready(&mut handshake).await
+    }
 }
 
 /// Have the child move `fds` to descriptors 3, 4, ... before it execs.

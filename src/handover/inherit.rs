@@ -3,6 +3,7 @@
 use std::os::fd::{BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::exec::READY_NAME;
 use super::{validate, HandoverError, Listeners, Ready};
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
@@ -34,7 +35,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// Call it early in `main`, before opening files: if the variables lie about descriptors 3
 /// and up, those belong to whatever opened them.
 ///
-/// The returned [`Ready`] tells systemd (`NOTIFY_SOCKET`) that this process is ready.
+/// The returned [`Ready`] tells systemd (`NOTIFY_SOCKET`) that this process is ready, and the
+/// old process too when it started this one with [`SuccessorCommand`](super::SuccessorCommand)
+/// (the last descriptor, named `staunch.ready`, is its handshake, not a listener).
 ///
 /// # Errors
 ///
@@ -48,9 +51,19 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         var("LISTEN_FDS").as_deref(),
         var("LISTEN_FDNAMES").as_deref(),
     )?;
-    let ready = Ready::to_systemd();
     if passed.is_empty() || TAKEN.swap(true, Ordering::SeqCst) {
-        return Ok((Listeners::default(), ready));
+        return Ok((Listeners::default(), Ready::new(None)));
+    }
+    let mut passed = passed;
+    let handshake = match passed.last() {
+        Some((fd, name)) if name == READY_NAME => {
+            validate::check_handshake(borrow(*fd), name)?;
+            Some(*fd)
+        }
+        _ => None,
+    };
+    if handshake.is_some() {
+        passed.pop();
     }
     let mut checked = Vec::with_capacity(passed.len());
     for (fd, name) in passed {
@@ -62,7 +75,11 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         let listener = validate::adopt(adopt(fd), kind, &name)?;
         listeners.push(name, listener);
     }
-    Ok((listeners, ready))
+    let predecessor = match handshake {
+        Some(fd) => Some(validate::adopt_handshake(adopt(fd), READY_NAME)?),
+        None => None,
+    };
+    Ok((listeners, Ready::new(predecessor)))
 }
 
 #[allow(unsafe_code)]

@@ -17,9 +17,8 @@
 //!   [`Ready::ready`] when it can serve, which is when [`Handover::offer`] returns.
 //! - **Inherited across exec**: the `LISTEN_FDS` protocol of systemd's socket activation, which
 //!   `systemfd` and the `listenfd` crate speak too. The old process starts the new one with
-//!   [`successor_command`]; the new one (or systemd's, or any `sd_listen_fds` user) takes them
-//!   with [`from_env`]. This path has no readiness handshake of its own: see
-//!   [`successor_command`].
+//!   [`SuccessorCommand`] and [waits](SuccessorReady::wait) until it is ready; the new one
+//!   takes them with [`from_env`] (which also takes systemd's) and calls [`Ready::ready`].
 //!
 //! `bind_many` and `bind_reuseport` sockets are plain listeners too:
 //! [`BindHandle::listeners`](crate::listen::BindHandle::listeners) gives the ones a
@@ -100,7 +99,7 @@
 //!   than the main one say so). Both stay in the service's cgroup.
 //! - With a `.socket` unit, systemd owns the listeners and passes them to the first process
 //!   ([`from_env`]); later upgrades go through the control socket as above (keep its path
-//!   under `RuntimeDirectory=`), or through [`successor_command`] (no handshake).
+//!   under `RuntimeDirectory=`), or across exec with [`SuccessorCommand`].
 //! - A `systemctl stop` during a drain reaches both processes; the old one is draining already
 //!   and keeps to its deadline (set `TimeoutStopSec=` above the grace).
 //!
@@ -149,7 +148,7 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
 
-pub use exec::successor_command;
+pub use exec::{SuccessorCommand, SuccessorReady};
 pub use inherit::from_env;
 
 /// The first line of an offer: the protocol and its version.
@@ -311,12 +310,14 @@ impl IntoIterator for Listeners {
 #[derive(Debug)]
 #[must_use = "the old process stops accepting only when `ready` is called"]
 pub struct Ready {
-    predecessor: Option<UnixStream>,
+    /// The old process's end of the handshake: the control connection, or the descriptor
+    /// [`SuccessorCommand`] passed.
+    predecessor: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Ready {
-    fn to_systemd() -> Self {
-        Ready { predecessor: None }
+    fn new(predecessor: Option<std::os::unix::net::UnixStream>) -> Self {
+        Ready { predecessor }
     }
 
     /// Tell systemd, when `NOTIFY_SOCKET` is set, that this process is ready and is now the
@@ -335,14 +336,18 @@ impl Ready {
     /// already is not one: these sockets are this process's to serve.
     pub async fn ready(self) -> Result<(), HandoverError> {
         notify_systemd()?;
-        if let Some(mut predecessor) = self.predecessor {
-            match predecessor.write_all(READY).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-                Err(e) => return Err(io_error("cannot tell the old process", e)),
-            }
+        let Some(predecessor) = self.predecessor else {
+            return Ok(());
+        };
+        let told = async {
+            predecessor.set_nonblocking(true)?;
+            UnixStream::from_std(predecessor)?.write_all(READY).await
+        };
+        match told.await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(io_error("cannot tell the old process", e)),
         }
-        Ok(())
     }
 }
 
@@ -493,24 +498,29 @@ impl Handover {
             .await
             .map_err(sending)?;
 
-        let mut answer = [0; READY.len()];
-        match stream.read_exact(&mut answer).await {
-            Ok(_) if answer == READY => Ok(()),
-            Ok(_) => Err(HandoverError::Protocol(format!(
-                "the new process answered {:?} instead of {:?}",
-                String::from_utf8_lossy(&answer),
-                String::from_utf8_lossy(READY)
-            ))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                Err(HandoverError::SuccessorGone)
-            }
-            Err(e) => Err(io_error("cannot read the new process's answer", e)),
+        await_ready(&mut stream).await
+    }
+}
+
+/// Wait for the new process's `ready` on `stream`.
+async fn await_ready(stream: &mut UnixStream) -> Result<(), HandoverError> {
+    let mut answer = [0; READY.len()];
+    match stream.read_exact(&mut answer).await {
+        Ok(_) if answer == READY => Ok(()),
+        Ok(_) => Err(HandoverError::Protocol(format!(
+            "the new process answered {:?} instead of {:?}",
+            String::from_utf8_lossy(&answer),
+            String::from_utf8_lossy(READY)
+        ))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Err(HandoverError::SuccessorGone)
         }
+        Err(e) => Err(io_error("cannot read the new process's answer", e)),
     }
 }
 
@@ -733,7 +743,11 @@ pub async fn take_over(ticket: impl AsRef<OsStr>) -> Result<(Listeners, Ready), 
     Ok((
         listeners,
         Ready {
-            predecessor: Some(stream),
+            predecessor: Some(
+                stream
+                    .into_std()
+                    .map_err(|e| io_error("cannot keep the connection", e))?,
+            ),
         },
     ))
 }

@@ -96,6 +96,41 @@ fn describe(domain: Domain, type_: Type) -> String {
     format!("{domain} {type_} socket")
 }
 
+/// Check that `fd` is a connected Unix stream socket, as the handshake of
+/// [`SuccessorCommand`](super::SuccessorCommand) is.
+pub(super) fn check_handshake(fd: BorrowedFd<'_>, name: &str) -> Result<(), HandoverError> {
+    let socket = SockRef::from(&fd);
+    let io = |source| HandoverError::Io {
+        context: format!("cannot inspect socket `{name}`"),
+        source,
+    };
+    let domain = socket.local_addr().map_err(io)?.domain();
+    let type_ = socket.r#type().map_err(io)?;
+    if (domain, type_) != (Domain::UNIX, Type::STREAM) {
+        return Err(HandoverError::WrongKind {
+            name: name.into(),
+            expected: Some(Kind::Unix),
+            found: describe(domain, type_),
+        });
+    }
+    Ok(())
+}
+
+/// Adopt the checked handshake descriptor, close-on-exec.
+pub(super) fn adopt_handshake(
+    fd: OwnedFd,
+    name: &str,
+) -> Result<std::os::unix::net::UnixStream, HandoverError> {
+    let socket = Socket::from(fd);
+    socket
+        .set_cloexec(true)
+        .map_err(|source| HandoverError::Io {
+            context: format!("cannot set up socket `{name}`"),
+            source,
+        })?;
+    Ok(socket.into())
+}
+
 /// Turn a checked descriptor of `kind` into a listener: close-on-exec (so that children do not
 /// inherit it) and non-blocking (as tokio needs).
 pub(super) fn adopt(fd: OwnedFd, kind: Kind, name: &str) -> Result<Listener, HandoverError> {

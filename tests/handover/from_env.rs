@@ -7,11 +7,11 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use staunch::handover::{from_env, successor_command, Listener};
+use staunch::handover::{from_env, HandoverError, Listener, SuccessorCommand};
 
 /// Set in the child's environment: run `child` for real.
 const CHILD: &str = "STAUNCH_TEST_FROM_ENV_CHILD";
-/// Set in the child's environment: say what `successor_command` set up.
+/// Set in the child's environment: say what `SuccessorCommand` set up, and say `ready`.
 const CHECK_EXEC: &str = "STAUNCH_TEST_FROM_ENV_CHECK_EXEC";
 
 /// The child: print what `from_env` returned, and answer one client on each TCP listener.
@@ -25,6 +25,10 @@ fn child() {
         let matches = pid.as_deref() == Some(std::process::id().to_string().as_str());
         println!("child: LISTEN_PID is this process: {matches}");
         let n: RawFd = std::env::var("LISTEN_FDS").unwrap().parse().unwrap();
+        println!(
+            "child: LISTEN_FDNAMES={}",
+            std::env::var("LISTEN_FDNAMES").unwrap()
+        );
         // SAFETY: F_GETFD reads the descriptor's flags; no memory is passed.
         let inherited = (3..3 + n).all(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == 0);
         println!("child: open and not close-on-exec: {inherited}");
@@ -32,7 +36,15 @@ fn child() {
     match from_env() {
         Err(e) => println!("child: error: {e}"),
         Ok((listeners, _ready)) if listeners.is_empty() => println!("child: none"),
-        Ok((listeners, _ready)) => {
+        Ok((listeners, ready)) => {
+            if std::env::var_os(CHECK_EXEC).is_some() {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(ready.ready())
+                    .unwrap();
+            }
             for (name, listener) in listeners {
                 println!("child: {name} {:?}", listener.kind());
                 if let Listener::Tcp(listener) = listener {
@@ -166,10 +178,11 @@ fn a_passed_descriptor_that_is_not_a_listener_is_an_error() {
     );
 }
 
-/// The old process's side of inheritance: `successor_command` starts the new process with the
-/// sockets at 3, 4, ..., and the variables `from_env` (and `sd_listen_fds`) want.
-#[test]
-fn successor_command_passes_sockets_that_from_env_takes() {
+/// The old process's side of inheritance: `SuccessorCommand` starts the new process with the
+/// sockets at 3, 4, ..., the variables `from_env` (and `sd_listen_fds`) want, and a handshake
+/// that says when the new process is ready.
+#[tokio::test]
+async fn successor_command_passes_sockets_that_from_env_takes() {
     use std::os::fd::AsFd as _;
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap();
@@ -182,12 +195,13 @@ fn successor_command_passes_sockets_that_from_env_takes() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
 
-    let mut command = successor_command(
+    let mut successor = SuccessorCommand::new(
         std::env::current_exe().unwrap(),
         &[("web", tcp.as_fd()), ("admin", unix.as_fd())],
     )
     .unwrap();
-    command
+    successor
+        .command()
         .args([
             "--exact",
             "from_env::child",
@@ -196,10 +210,14 @@ fn successor_command_passes_sockets_that_from_env_takes() {
         ])
         .env(CHILD, "1")
         .env(CHECK_EXEC, "1")
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    drop(command); // its duplicates of the sockets
+    let (mut child, ready) = successor.spawn().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), ready.wait())
+        .await
+        .expect("ready in time")
+        .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("the child exits");
     let mut out = String::new();
@@ -213,6 +231,7 @@ fn successor_command_passes_sockets_that_from_env_takes() {
         out,
         [
             "LISTEN_PID is this process: true",
+            "LISTEN_FDNAMES=web:admin:staunch.ready",
             "open and not close-on-exec: true",
             "web Tcp",
             "admin Unix"
@@ -224,16 +243,37 @@ fn successor_command_passes_sockets_that_from_env_takes() {
     let _ = std::fs::remove_file(path);
 }
 
+/// A new process that exits without saying it is ready: the wait fails at once, not at a
+/// timeout.
+#[tokio::test]
+async fn a_successor_that_exits_before_ready_fails_the_wait() {
+    use std::os::fd::AsFd as _;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut successor = SuccessorCommand::new("true", &[("web", tcp.as_fd())]).unwrap();
+    successor.command().stdin(Stdio::null());
+    let (mut child, ready) = successor.spawn().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(30), ready.wait())
+        .await
+        .expect("the wait ends when the child exits");
+    assert!(
+        matches!(waited, Err(HandoverError::SuccessorGone)),
+        "{waited:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
 #[test]
 fn successor_command_checks_the_sockets() {
     use std::os::fd::AsFd as _;
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let err = successor_command("true", &[("dns", udp.as_fd())]).unwrap_err();
+    let err = SuccessorCommand::new("true", &[("dns", udp.as_fd())]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "socket `dns` is an IPv4 datagram socket, not a TCP or Unix stream listener"
     );
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = successor_command("true", &[("a:b", tcp.as_fd())]).unwrap_err();
+    let err = SuccessorCommand::new("true", &[("a:b", tcp.as_fd())]).unwrap_err();
     assert!(err.to_string().contains("`:`"), "{err}");
+    let err = SuccessorCommand::new("true", &[("staunch.ready", tcp.as_fd())]).unwrap_err();
+    assert!(matches!(err, HandoverError::InvalidName { .. }), "{err:?}");
 }
