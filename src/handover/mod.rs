@@ -742,13 +742,11 @@ pub async fn take_over(ticket: impl AsRef<OsStr>) -> Result<(Listeners, Ready), 
     }
     Ok((
         listeners,
-        Ready {
-            predecessor: Some(
-                stream
-                    .into_std()
-                    .map_err(|e| io_error("cannot keep the connection", e))?,
-            ),
-        },
+        Ready::new(Some(
+            stream
+                .into_std()
+                .map_err(|e| io_error("cannot keep the connection", e))?,
+        )),
     ))
 }
 
