@@ -260,4 +260,6 @@ fn public_types_are_send_and_sync() {
     send_sync::<staunch::handover::Ready>();
     send_sync::<HandoverError>();
     send_sync::<Kind>();
+    send_sync::<staunch::handover::SuccessorCommand>();
+    send_sync::<staunch::handover::SuccessorReady>();
 }
