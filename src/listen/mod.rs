@@ -6,7 +6,8 @@
 //! the crate root.
 //!
 //! Binding: [`bind`] gives a tokio `TcpListener` with a backlog of 1024 (tokio's own `bind` uses
-//! 128), [`bind_many`] accepts on a set of addresses that can change while it runs, and
+//! 128), [`bind_many`] accepts on a set of addresses that can change while it runs (and
+//! [`bind_many_from`] on sockets handed over by a previous process), and
 //! `bind_reuseport` binds one socket per accept loop.
 
 mod bind;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use futures_core::Stream;
 
 pub use bind::{bind, bind_with_backlog};
-pub use bind_many::{bind_many, AddrState, BindHandle, BindMany};
+pub use bind_many::{bind_many, bind_many_from, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
 pub use connection::ConnectionOutput;
 pub use listener::{Listen, Listener, SpawnListen};
