@@ -35,18 +35,20 @@ use tokio::time::Instant;
 /// use std::time::Duration;
 /// use futures_util::{stream, StreamExt};
 /// use staunch::{listen::Drain, ListenExt};
+/// use tokio::time::sleep;
 ///
-/// async fn serve(mut requests: u32, drain: Drain) -> u32 {
-///     let mut served = 0;
-///     while requests > 0 && !drain.is_draining() {
+/// async fn serve(mut requests: u32, drain: Drain) {
+///     while requests > 0 {
 ///         tokio::select! {
-///             () = tokio::time::sleep(Duration::from_secs(1)) => {} // a request
-///             () = drain.draining() => break, // idle between requests: close now
+///             () = sleep(Duration::from_millis(100)) => {} // the next request comes in
+///             () = drain.draining() => return,             // idle: close at once
 ///         }
+///         sleep(Duration::from_secs(1)).await; // serve it, drain or not
 ///         requests -= 1;
-///         served += 1;
+///         if drain.is_draining() {
+///             return; // close after the request in progress
+///         }
 ///     }
-///     served
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -59,13 +61,14 @@ use tokio::time::Instant;
 ///         move |requests| serve(requests, drain.clone())
 ///     })
 ///     .listen(10)
-///     .with_graceful_shutdown(tokio::time::sleep(Duration::from_secs(5)), Duration::from_secs(30))
+///     .with_graceful_shutdown(sleep(Duration::from_secs(5)), Duration::from_secs(30))
 ///     .with_drain(drain);
 /// let start = tokio::time::Instant::now();
 /// let report = server.await;
-/// // The connection heard the signal at 5 s and ended at once, not after the 30 s grace.
+/// // The signal came at 5 s, during the fifth request (4.5 s to 5.5 s): the connection
+/// // finished it and closed, instead of serving on until it was cut at 35 s.
 /// assert_eq!((report.ended, report.cancelled), (1, 0));
-/// assert_eq!(start.elapsed(), Duration::from_secs(5));
+/// assert_eq!(start.elapsed(), Duration::from_millis(5500));
 /// # }
 /// ```
 pub struct Drain {

@@ -139,6 +139,41 @@ where
     /// that connect meanwhile are served, and the [`Drain`] (already started) tells them to
     /// close after their request. The grace period starts when the port closes. A zero window
     /// closes the port at once, as without this call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::{listen::Drain, ListenExt};
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // A client a second; each one's connection lasts until the drain tells it to close.
+    /// let clients = stream::unfold((), |()| async {
+    ///     sleep(Duration::from_secs(1)).await;
+    ///     Some(((), ()))
+    /// });
+    /// let drain = Drain::new();
+    /// let report = clients
+    ///     .map({
+    ///         let drain = drain.clone();
+    ///         move |()| {
+    ///             let drain = drain.clone();
+    ///             async move { drain.draining().await }
+    ///         }
+    ///     })
+    ///     .listen(100)
+    ///     .with_graceful_shutdown(sleep(Duration::from_millis(5500)), Duration::from_secs(30))
+    ///     .with_drain(drain)
+    ///     .grace_accept(Duration::from_secs(3))
+    ///     .await;
+    /// // The clients of 6 s, 7 s and 8 s were still accepted; the port closed at 8.5 s.
+    /// assert_eq!(report.grace_accepted, 3);
+    /// assert_eq!((report.ended, report.cancelled), (8, 0));
+    /// # }
+    /// ```
     pub fn grace_accept(mut self, window: Duration) -> Self {
         self.grace_accept = Some(window).filter(|w| !w.is_zero());
         self
