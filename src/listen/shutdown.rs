@@ -220,12 +220,10 @@ where
                     grace_ms = this.grace.map(|g| g.as_millis() as u64),
                     "graceful shutdown: signal received"
                 );
-                match *this.grace_accept {
-                    Some(window) => {
-                        *this.phase = Phase::GraceAccept;
-                        this.timer.set(Some(sleep(window)));
-                    }
-                    None => {} // refused just below
+                // Without a grace-accept window, the port is closed just below.
+                if let Some(window) = *this.grace_accept {
+                    *this.phase = Phase::GraceAccept;
+                    this.timer.set(Some(sleep(window)));
                 }
             }
         }
