@@ -14,6 +14,7 @@ mod bind;
 mod bind_many;
 mod classify;
 mod connection;
+mod drain;
 mod link;
 mod listener;
 mod mode;
@@ -38,6 +39,7 @@ pub use bind::{bind, bind_with_backlog};
 pub use bind_many::{bind_many, bind_many_from, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
 pub use connection::ConnectionOutput;
+pub use drain::Drain;
 pub use listener::{Listen, Listener, SpawnListen};
 pub use mode::{InTask, Mode, Spawned};
 pub use setup_sockets::SetupSockets;
@@ -143,8 +145,10 @@ pub trait ListenExt: Stream {
     /// Run each item (a connection future) with at most `max_connections` in flight, inside
     /// this future's own task.
     ///
-    /// - While `max_connections` are in flight the stream is not polled, so new clients wait in
-    ///   the kernel's backlog (backpressure) instead of piling up in memory.
+    /// - While `max_connections` are in flight, new clients wait in the kernel's backlog
+    ///   (backpressure) instead of piling up in memory. The stream is still polled, so that it
+    ///   can end (`take_until(signal)` closes the port even when full); a connection it yields
+    ///   meanwhile is held, and started first when a slot frees.
     /// - A connection future's output may be `()` or a `Result` with a displayable error; errors
     ///   are logged and counted, and a panic inside one connection is caught, logged and counted:
     ///   the others keep running.
@@ -157,9 +161,8 @@ pub trait ListenExt: Stream {
     /// Add [`connection_time_limit`](Listener::connection_time_limit) against slow clients and
     /// [`with_graceful_shutdown`](Listener::with_graceful_shutdown) to stop on a signal and drain
     /// with a deadline (or [`with_graceful_drain`](Listener::with_graceful_drain), with none).
-    /// `take_until(signal)` on the stream also stops accepting, but only once the stream is
-    /// polled again, which a full listener does not do: `with_graceful_shutdown` closes the port
-    /// at once, full or not.
+    /// `take_until(signal)` on the stream also stops accepting (with no deadline and no
+    /// report). To tell connections that a shutdown has started, see [`Drain`].
     ///
     /// # Panics in connections
     ///

@@ -2,6 +2,7 @@
 
 mod auto_traits;
 mod bind;
+mod drain;
 mod emfile;
 mod link;
 mod listener;
