@@ -23,7 +23,9 @@ mod socket_options;
 mod stats;
 
 cfg_reuseport! {
+    mod per_core;
     mod reuseport;
+    pub use per_core::{per_core, PerCore};
     pub use reuseport::bind_reuseport;
 }
 

@@ -5,6 +5,7 @@ mod bind;
 mod emfile;
 mod link;
 mod listener;
+mod per_core;
 mod props;
 mod shutdown;
 mod sleep_on_error;
