@@ -202,6 +202,7 @@ pub struct PerCore {
     local_addr: SocketAddr,
     stats: Stats,
     per_loop: Vec<Stats>,
+    /// Carries the grace period to every loop. Dropped, it stops them with none.
     stop: watch::Sender<Option<Duration>>,
     loops: Vec<JoinHandle<ShutdownReport>>,
 }
@@ -270,12 +271,6 @@ impl PerCore {
     fn stop_all(&mut self, grace: Duration) -> Vec<std::thread::Result<ShutdownReport>> {
         self.stop.send_replace(Some(grace));
         self.loops.drain(..).map(JoinHandle::join).collect()
-    }
-}
-
-impl Drop for PerCore {
-    fn drop(&mut self) {
-        self.stop.send_replace(Some(Duration::ZERO));
     }
 }
 
