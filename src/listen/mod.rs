@@ -157,7 +157,7 @@ pub trait ListenExt: Stream {
     ///   still run on whichever single worker polls this future, so a busy server uses one
     ///   core (measured: under half the connections per second of a bare accept+spawn loop on
     ///   16 cores). To use every core, run one loop per core with
-    ///   [`per_core`](crate::listen::per_core) (a current-thread runtime and an `SO_REUSEPORT`
+    ///   [`per_core`] (a current-thread runtime and an `SO_REUSEPORT`
     ///   socket per thread, connections never leave the thread that accepted them), or spawn
     ///   each connection with [`spawn_listen`](ListenExt::spawn_listen).
     ///
