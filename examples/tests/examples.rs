@@ -226,6 +226,48 @@ fn echo_exits_cleanly_when_signalled_as_soon_as_it_listens() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// reuseport
+
+#[test]
+fn reuseport_serves_and_drains_on_sigint() {
+    let mut server = Example::start("reuseport", &[]);
+    let addr = server.addr;
+    // Enough clients that every loop likely gets some (the kernel hashes each to one socket).
+    const CLIENTS: usize = 16;
+    thread::scope(|s| {
+        for c in 0..CLIENTS {
+            s.spawn(move || LineClient::connect(addr).assert_echo(&format!("client {c}")));
+        }
+    });
+    let mut lingering = LineClient::connect(addr);
+    lingering.assert_echo("before the signal");
+
+    server.signal(libc::SIGINT);
+    let probes_connected = wait_until_refused(addr);
+    // The open connection is served through the grace period, on whichever loop has it.
+    lingering.assert_echo("after the signal");
+    drop(lingering);
+    let exit = server.wait_exit(ECHO_GRACE + STARTUP);
+    assert!(exit.status.success(), "{exit:?}");
+    let report = exit.report();
+    let t = &report.totals;
+    // Merged over the loops. Probes that connected before the sockets closed may have been
+    // accepted too.
+    let accepted = t["accepted"];
+    assert!(
+        (CLIENTS as u64 + 1..=CLIENTS as u64 + 1 + probes_connected).contains(&accepted),
+        "accepted={accepted}, probes that connected: {probes_connected}: {exit:?}"
+    );
+    assert_eq!(t["connections"], accepted, "{exit:?}");
+    assert_eq!(t["finished"], accepted, "{exit:?}");
+    assert_eq!((t["cancelled"], t["active"]), (0, 0), "{exit:?}");
+    assert!(
+        report.finished >= 1,
+        "the lingering client ended after the signal: {exit:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Running an example
 
 /// A running example; killed on drop if it is still running.
@@ -400,7 +442,7 @@ impl LineClient {
 // Building
 
 /// The examples these tests run (built together, once).
-const EXAMPLES: &[&str] = &["echo"];
+const EXAMPLES: &[&str] = &["echo", "reuseport"];
 
 /// The path of example `name`, built by the first caller with the test binary's profile.
 fn example(name: &str) -> PathBuf {

@@ -193,6 +193,12 @@ where
     pub fn get_ref(&self) -> &Listener<S, M> {
         &self.listener
     }
+
+    /// Cancel every connection still running now, as the end of the grace period does.
+    #[allow(dead_code)] // used by `per_core`, which exists only where `SO_REUSEPORT` does
+    pub(crate) fn cancel_all(self: Pin<&mut Self>) {
+        self.project().listener.cancel_all();
+    }
 }
 
 impl<S, M, F> Future for GracefulShutdown<Listener<S, M>, F>

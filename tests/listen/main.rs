@@ -6,6 +6,7 @@ mod drain;
 mod emfile;
 mod link;
 mod listener;
+mod per_core;
 mod props;
 mod shutdown;
 mod sleep_on_error;
