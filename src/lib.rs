@@ -118,6 +118,7 @@ pub mod backoff;
 #[cfg(unix)]
 pub mod handover;
 pub mod listen;
+pub mod overload;
 pub mod reconnect;
 
 pub use listen::{is_connection_error, ListenExt, Stats};

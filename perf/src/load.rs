@@ -232,3 +232,93 @@ pub(crate) async fn idle(server: &ChildServer, n: usize) -> (f64, usize) {
     let per = (rss1.saturating_sub(rss0) * 1024) as f64 / opened.max(1) as f64;
     (per, opened)
 }
+
+/// The waits of clients queued against a server with no free descriptors.
+pub(crate) struct Queued {
+    /// Each queued client's wait, from its connect until it was served or told (reset or EOF),
+    /// or `limit` if neither came by then; and whether it was told.
+    pub(crate) waits: Vec<(Duration, Outcome)>,
+    /// CPU seconds per second (schedstat) over `limit` from the first queued connect.
+    pub(crate) cpu_share_ns: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Served,
+    Told,
+    Waiting,
+}
+
+/// Fill the server's descriptors with held clients, then queue `n` more (at once) and time how
+/// long each waits to learn anything, up to `limit`.
+pub(crate) async fn queued(server: &ChildServer, nofile: u64, n: usize, limit: Duration) -> Queued {
+    let capacity = (nofile as usize).saturating_sub(server.fds_at_ready);
+    let port = server.port;
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let greeted = Arc::new(AtomicU64::new(0));
+    let mut holders = Vec::new();
+    // More holders than descriptors: the extra ones are queued (or shed) with the others.
+    for _ in 0..capacity + 2 {
+        let greeted = greeted.clone();
+        let mut release = release_rx.clone();
+        holders.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr(port)).await else {
+                return;
+            };
+            if s.read_exact(&mut [0u8; 1]).await.is_ok() {
+                greeted.fetch_add(1, Relaxed);
+                let _ = release.wait_for(|r| *r).await;
+            }
+        }));
+        tokio::task::yield_now().await;
+    }
+    // Until the server has taken all it can (nobody new greeted for 300 ms).
+    let settle_deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = (greeted.load(Relaxed), Instant::now());
+    while Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let g = greeted.load(Relaxed);
+        if g != last.0 {
+            last = (g, Instant::now());
+        } else if g > 0 && last.1.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+    }
+    let ns0 = server.cpu_ns();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let outcome = timeout(limit, async {
+                    let mut s = match TcpStream::connect(addr(port)).await {
+                        Ok(s) => s,
+                        Err(_) => return Outcome::Told,
+                    };
+                    match s.read(&mut [0u8; 1]).await {
+                        Ok(1) => Outcome::Served,
+                        _ => Outcome::Told,
+                    }
+                })
+                .await
+                .unwrap_or(Outcome::Waiting);
+                (start.elapsed().min(limit), outcome)
+            })
+        })
+        .collect();
+    let mut waits = Vec::with_capacity(n);
+    for c in clients {
+        waits.push(c.await.expect("client task"));
+    }
+    // CPU over a fixed window (`limit`), so that a burst of shedding is not read as a rate.
+    tokio::time::sleep_until((t0 + limit).into()).await;
+    let cpu_share_ns = (server.cpu_ns() - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
+    release_tx.send_replace(true);
+    for h in holders {
+        h.abort();
+    }
+    Queued {
+        waits,
+        cpu_share_ns,
+    }
+}

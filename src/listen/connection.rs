@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 
 use super::stats::ListenShared;
+use crate::overload::RejectReason;
 
 /// The output of a connection future that [`listen`](crate::ListenExt::listen) and
 /// [`spawn_listen`](crate::ListenExt::spawn_listen) accept: `()`, or a `Result` whose error can be
@@ -54,6 +55,16 @@ impl Ending {
             Ending::Cancelled => &shared.cancelled,
         };
         shared.ended(counter);
+        let reason = match self {
+            Ending::TimedOut => RejectReason::TimeLimit,
+            Ending::Cancelled => RejectReason::Shutdown,
+            _ => return,
+        };
+        // Counted above; this only reaches the hook of the `Rejections` given to the listener.
+        let rejections = shared.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rejections) = rejections.as_ref() {
+            rejections.report(reason, None);
+        }
     }
 }
 

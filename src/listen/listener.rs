@@ -220,6 +220,57 @@ where
         GracefulShutdown::new(self, signal, None)
     }
 
+    /// Read the rejection counters of `rejections` with this listener's [`Stats`], and report
+    /// to its hook every connection this listener cancels at its time limit
+    /// ([`RejectReason::TimeLimit`](crate::overload::RejectReason::TimeLimit)) or at the end of
+    /// a graceful shutdown ([`RejectReason::Shutdown`](crate::overload::RejectReason::Shutdown)).
+    /// Give the same handle to the overload controls in the chain
+    /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer),
+    /// [`MinReadRate`](crate::overload::MinReadRate)) so that every rejection is in one place.
+    /// A handle given to several listeners (or also to a `sleep_on_error` stream) is counted once
+    /// in [`Stats::merged`]. A second call replaces the first handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let rejections = Rejections::with_hook(|event| {
+    ///     println!("rejected {:?}: {}", event.peer(), event.reason());
+    /// });
+    /// let peer = "10.0.0.1:1000".parse::<SocketAddr>().unwrap();
+    /// let server = stream::iter([((), peer), ((), peer)])
+    ///     .limit_per_peer(1)
+    ///     .rejections(rejections.clone())
+    ///     .map(|permit| async move {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///         drop(permit);
+    ///     })
+    ///     .listen(10)
+    ///     .rejections(rejections);
+    /// let stats = server.stats();
+    /// server.await;
+    /// let s = stats.snapshot();
+    /// // The second connection arrived while the first held the peer's only slot.
+    /// assert_eq!((s.connections, s.peer_limit), (1, 1));
+    /// assert_eq!(s.rejected(RejectReason::PeerLimit), 1);
+    /// # }
+    /// ```
+    pub fn rejections(self, rejections: crate::overload::Rejections) -> Self {
+        *self
+            .pool
+            .shared()
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(rejections);
+        self
+    }
+
     /// A handle to the listener's counters, including those of every `sleep_on_error` stream it
     /// polls.
     pub fn stats(&self) -> Stats {

@@ -19,6 +19,7 @@ mod link;
 mod listener;
 mod mode;
 mod setup_sockets;
+mod shed;
 mod shutdown;
 mod sleep_on_error;
 mod socket_options;

@@ -42,6 +42,14 @@ impl<S, F> SetupSockets<S, F> {
     }
 }
 
+/// The listener inside, so that [`shed_on_emfile`](super::SleepOnError::shed_on_emfile) can
+/// reach it through this adapter.
+impl<S: AsRef<L>, F, L> AsRef<L> for SetupSockets<S, F> {
+    fn as_ref(&self) -> &L {
+        self.stream.as_ref()
+    }
+}
+
 impl<S, F, T> Stream for SetupSockets<S, F>
 where
     S: Stream<Item = io::Result<T>>,

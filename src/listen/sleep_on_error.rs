@@ -14,6 +14,7 @@ use tokio::time::{sleep, Instant, Sleep};
 #[cfg(feature = "tracing")]
 use super::connection::NoPanic;
 use super::link::Link;
+use super::shed::{is_out_of_descriptors, Shed};
 use super::stats::{bump, AcceptShared, Stats};
 use super::ErrorClass;
 use crate::backoff::Constant;
@@ -74,6 +75,8 @@ pin_project! {
         sleeping: bool,
         backoff: Backoff<B>,
         on_error: H,
+        // Boxed: most streams do not shed, and pay one pointer for it.
+        shed: Option<Box<Shed<S>>>,
         // Carried over as is by the builder methods.
         state: State,
     }
@@ -166,6 +169,7 @@ where
             sleeping: false,
             backoff: Backoff::new(Constant::new(delay)),
             on_error: (),
+            shed: None,
             state: State {
                 give_up_after: None,
                 shared: Arc::default(),
@@ -208,6 +212,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
             sleeping: false,
             backoff: Backoff::new(policy),
             on_error: self.on_error,
+            shed: self.shed,
             state: self.state,
         }
     }
@@ -241,6 +246,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
             sleeping: self.sleeping,
             backoff: self.backoff,
             on_error: hook,
+            shed: self.shed,
             state: self.state,
         }
     }
@@ -257,6 +263,20 @@ impl<S, B, H> SleepOnError<S, B, H> {
     pub fn give_up_after(mut self, errors: u32) -> Self {
         assert!(errors > 0, "give_up_after: the limit must be at least 1");
         self.state.give_up_after = Some(errors);
+        self
+    }
+
+    /// Count the connections this stream sheds ([`shed_on_emfile`](SleepOnError::shed_on_emfile))
+    /// into `rejections`, and report each to its hook with the peer's address. Without it, they
+    /// are counted in counters of the stream's own. Either way they are in [`stats`](Self::stats)
+    /// and in the stats of the listener that polls this stream, once.
+    pub fn rejections(self, rejections: crate::overload::Rejections) -> Self {
+        *self
+            .state
+            .shared
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(rejections);
         self
     }
 
@@ -288,6 +308,89 @@ impl<S, B, H> SleepOnError<S, B, H> {
     /// The inner stream, dropping the rest.
     pub fn into_inner(self) -> S {
         self.stream
+    }
+}
+
+#[cfg(unix)]
+impl<S, B, H> SleepOnError<S, B, H>
+where
+    S: AsRef<tokio::net::TcpListener>,
+{
+    /// When `accept` fails because descriptors ran out (`EMFILE`, `ENFILE`), reset up to
+    /// `max_per_error` connections waiting in the listening socket's backlog, so that their
+    /// clients learn at once instead of waiting out their own timeouts (libuv's trick).
+    ///
+    /// The stream keeps one spare descriptor open (`/dev/null`) from now on. On each such error
+    /// it closes it, accepts queued connections one by one into the slot it freed and resets
+    /// each (`SO_LINGER` 0: the client reads `ECONNRESET`, not an EOF it could take for an empty
+    /// answer, and the socket leaves no `TIME_WAIT` behind), then opens the spare again. Once the
+    /// backlog is empty, the stream polls its listener with the slot still free, so it waits for
+    /// the next client instead of backing off: each later client is shed as it arrives, and
+    /// nothing runs while none does (the error still counts as a backoff in
+    /// [`Stats`](super::Stats), and the hook sees it as one). A client that arrives just then
+    /// takes the slot and is served. If the round ends otherwise (the bound was reached, or
+    /// another thread took the slot) the stream backs off as usual. Service resumes as before
+    /// once descriptors free up: the spare is only given up while `accept` is failing.
+    ///
+    /// Each reset connection is counted as [`RejectReason::Shed`](crate::overload::RejectReason::Shed)
+    /// ([`StatsSnapshot::shed`](super::StatsSnapshot::shed)), logged, and reported with its peer
+    /// address to the hook of the [`Rejections`](crate::overload::Rejections) given with
+    /// [`rejections`](SleepOnError::rejections). The count is exact: each one is a client whose
+    /// handshake had completed and that this stream took off the backlog and reset.
+    ///
+    /// # Threads and several listeners
+    ///
+    /// Descriptors are per process, so another thread (or another listener's shedding) may take
+    /// the freed slot between the close and the `accept`: that round then sheds nothing (or
+    /// fewer), and until the spare can be opened again this stream does not shed (it tries again
+    /// at each later error, and logs a warning). Nothing is lost or counted twice; a client may
+    /// only wait longer. Each stream keeps its own spare, so `n` shedding listeners hold `n`
+    /// descriptors. The stream sheds only with its spare in hand, so it never resets a client
+    /// in a slot that came free for serving.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_per_error` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::ListenExt;
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
+    /// let server = TcpListenerStream::new(listener)
+    ///     .sleep_on_error(Duration::from_millis(50))
+    ///     .shed_on_emfile(1024)
+    ///     .map(|_socket| async {})
+    ///     .spawn_listen(10_000);
+    /// let stats = server.stats();
+    /// server.await;
+    /// println!("shed: {}", stats.snapshot().shed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn shed_on_emfile(mut self, max_per_error: usize) -> Self {
+        assert!(
+            max_per_error > 0,
+            "shed_on_emfile: the bound must be at least 1"
+        );
+        self.shed = Some(Box::new(Shed::new(
+            max_per_error,
+            super::shed::shed_one_tcp::<S>,
+        )));
+        self.state
+            .shared
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(crate::overload::Rejections::new);
+        self
     }
 }
 
@@ -413,6 +516,46 @@ where
                 backoff.consecutive,
                 state.link.active(),
             );
+            if let Some(shed) = this
+                .shed
+                .as_deref_mut()
+                .filter(|_| is_out_of_descriptors(&error))
+            {
+                let rejections = state
+                    .shared
+                    .rejections
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let (n, drained) = shed.shed(this.stream.as_mut(), rejections.as_ref(), |s| {
+                    s.poll_next(cx)
+                });
+                if n > 0 {
+                    log_event!(
+                        info,
+                        shed = n,
+                        "accept: out of descriptors; queued connections reset"
+                    );
+                }
+                match drained {
+                    // The backlog is empty and the stream waits for the next client, who is shed
+                    // (or served, if a descriptor frees meanwhile) when it arrives: no backoff.
+                    Some(Poll::Pending) => return Poll::Pending,
+                    // A client came in the slot the reserve freed: serve it.
+                    Some(Poll::Ready(Some(Ok(item)))) => {
+                        bump(&state.shared.accepted);
+                        backoff.consecutive = 0;
+                        backoff.current = backoff.policy.clone();
+                        return Poll::Ready(Some(item));
+                    }
+                    Some(Poll::Ready(None)) => {
+                        state.done = true;
+                        return Poll::Ready(None);
+                    }
+                    // An error: back off, and meet it again at the next accept.
+                    Some(Poll::Ready(Some(Err(_)))) | None => {}
+                }
+            }
             state.last_class = class;
             state.link.backoff_begins();
             match this.sleep.as_mut().as_pin_mut() {
@@ -502,6 +645,7 @@ impl<S: fmt::Debug, B: fmt::Debug, H: ErrorHook> fmt::Debug for SleepOnError<S, 
             .field("consecutive", &self.backoff.consecutive)
             .field("give_up_after", &self.state.give_up_after)
             .field("has_hook", &!H::IS_NONE)
+            .field("shed", &self.shed)
             .field("linked_to_listener", &self.state.link.is_linked())
             .field("done", &self.state.done)
             .finish_non_exhaustive()

@@ -3,6 +3,8 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use crate::overload::{RejectReason, Rejections};
+
 /// A cheap handle to a server's counters, readable while it runs (from any thread).
 ///
 /// Get one from [`SleepOnError::stats`](super::SleepOnError::stats) (accept counters only) or from
@@ -47,6 +49,14 @@ enum Source {
 /// For a listener, `connections == active + finished + failed + panicked + timed_out + cancelled`
 /// holds once it has stopped (while it runs, counters are read one by one and may be a moment
 /// apart).
+///
+/// Connections refused or dropped on purpose are counted by [`RejectReason`]
+/// ([`rejected`](StatsSnapshot::rejected)): `shed` by the `sleep_on_error` stream, the others by
+/// the [`Rejections`] given to the listener with
+/// [`Listener::rejections`](super::Listener::rejections) (or to the stream); `timed_out` and
+/// `cancelled` are the listener's own. A connection closed by `limit_per_peer` or shed was never
+/// started, so it is not in `connections`; one failed by `MinReadRate` was, and its future
+/// ended as `failed` (or `finished`, if the handler swallowed the error).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
@@ -78,6 +88,17 @@ pub struct StatsSnapshot {
     pub cancelled: u64,
     /// `true` once a `sleep_on_error` stream gave up and ended because errors persisted.
     pub gave_up: bool,
+    /// Queued connections accepted and reset at once because descriptors ran out
+    /// ([`shed_on_emfile`](super::SleepOnError::shed_on_emfile)).
+    pub shed: u64,
+    /// Connections closed at once because their peer held the most allowed
+    /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer)).
+    pub peer_limit: u64,
+    /// Connections closed at once for arriving over an accept rate limit.
+    pub rate_limit: u64,
+    /// Connections failed because their peer sent slower than a minimum rate
+    /// ([`MinReadRate`](crate::overload::MinReadRate)).
+    pub min_read_rate: u64,
 }
 
 impl Stats {
@@ -141,15 +162,18 @@ impl Stats {
                 if first(seen, Arc::as_ptr(a).cast()) {
                     a.add_to(s);
                 }
+                add_rejections(&a.rejections, s, seen);
             }
             Source::Listen(l) => {
                 if first(seen, Arc::as_ptr(l).cast()) {
                     l.add_to(s);
                 }
+                add_rejections(&l.rejections, s, seen);
                 for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     if first(seen, Arc::as_ptr(a).cast()) {
                         a.add_to(s);
                     }
+                    add_rejections(&a.rejections, s, seen);
                 }
             }
             Source::Merged(all) => {
@@ -190,7 +214,55 @@ impl Stats {
     }
 }
 
+/// Add the counters of the [`Rejections`] attached to a stream or listener, unless already added.
+fn add_rejections(
+    attached: &Mutex<Option<Rejections>>,
+    s: &mut StatsSnapshot,
+    seen: &mut Vec<*const ()>,
+) {
+    if let Some(r) = attached.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if !seen.contains(&r.id()) {
+            seen.push(r.id());
+            r.add_to(s);
+        }
+    }
+}
+
 impl StatsSnapshot {
+    /// Connections refused or dropped on purpose for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        match reason {
+            RejectReason::Shed => self.shed,
+            RejectReason::PeerLimit => self.peer_limit,
+            RejectReason::RateLimit => self.rate_limit,
+            RejectReason::MinReadRate => self.min_read_rate,
+            RejectReason::TimeLimit => self.timed_out,
+            RejectReason::Shutdown => self.cancelled,
+        }
+    }
+
+    /// Connections refused or dropped on purpose, for every reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.shed
+            + self.peer_limit
+            + self.rate_limit
+            + self.min_read_rate
+            + self.timed_out
+            + self.cancelled
+    }
+
+    pub(crate) fn add_rejected(&mut self, reason: RejectReason, n: u64) {
+        let counter = match reason {
+            RejectReason::Shed => &mut self.shed,
+            RejectReason::PeerLimit => &mut self.peer_limit,
+            RejectReason::RateLimit => &mut self.rate_limit,
+            RejectReason::MinReadRate => &mut self.min_read_rate,
+            RejectReason::TimeLimit => &mut self.timed_out,
+            RejectReason::Shutdown => &mut self.cancelled,
+        };
+        *counter += n;
+    }
+
     fn add(&mut self, o: &StatsSnapshot) {
         self.accepted += o.accepted;
         self.connection_errors += o.connection_errors;
@@ -205,6 +277,10 @@ impl StatsSnapshot {
         self.timed_out += o.timed_out;
         self.cancelled += o.cancelled;
         self.gave_up |= o.gave_up;
+        self.shed += o.shed;
+        self.peer_limit += o.peer_limit;
+        self.rate_limit += o.rate_limit;
+        self.min_read_rate += o.min_read_rate;
     }
 }
 
@@ -233,6 +309,17 @@ impl fmt::Display for StatsSnapshot {
             self.timed_out,
             self.cancelled
         )?;
+        for reason in [
+            RejectReason::Shed,
+            RejectReason::PeerLimit,
+            RejectReason::RateLimit,
+            RejectReason::MinReadRate,
+        ] {
+            let n = self.rejected(reason);
+            if n > 0 {
+                write!(f, " {reason}={n}")?;
+            }
+        }
         if self.gave_up {
             f.write_str(" gave_up")?;
         }
@@ -249,6 +336,8 @@ pub(crate) struct AcceptShared {
     pub(crate) woken_by_release: AtomicU64,
     pub(crate) give_up_error: Mutex<Option<io::Error>>,
     pub(crate) gave_up: std::sync::atomic::AtomicBool,
+    /// Where this stream counts the connections it sheds.
+    pub(crate) rejections: Mutex<Option<Rejections>>,
 }
 
 impl AcceptShared {
@@ -282,6 +371,9 @@ pub(crate) struct ListenShared {
     /// Bumped whenever a connection future ends (and so has dropped its socket).
     pub(crate) releases: AtomicU64,
     linked: Mutex<Vec<Arc<AcceptShared>>>,
+    /// Given with [`Listener::rejections`](super::Listener::rejections): read with these
+    /// counters, and told of time-limit and shutdown cancels.
+    pub(crate) rejections: Mutex<Option<Rejections>>,
 }
 
 impl ListenShared {

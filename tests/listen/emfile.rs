@@ -168,15 +168,18 @@ impl ChildServer {
     fn usage(&self) -> Usage {
         let pid = self.pid();
         let start = Instant::now();
-        let (cpu_before, runnable_before) = (cpu_ticks(pid), runnable_ns(pid));
+        let (cpu_before, runnable_before) = (cpu_ticks(pid), schedstat_ns(pid));
         thread::sleep(CPU_WINDOW); // a measurement window, not a synchronisation
-        let (cpu_after, runnable_after) = (cpu_ticks(pid), runnable_ns(pid));
+        let (cpu_after, runnable_after) = (cpu_ticks(pid), schedstat_ns(pid));
         let elapsed = start.elapsed().as_secs_f64();
+        let share = |ns: u64| ns as f64 / (elapsed * 1e9);
+        let delta = runnable_before
+            .zip(runnable_after)
+            .map(|(b, a)| (a.0 - b.0, a.1 - b.1));
         Usage {
             cpu: (cpu_after - cpu_before) as f64 / (elapsed * clock_ticks_per_second()),
-            runnable: runnable_before
-                .zip(runnable_after)
-                .map(|(before, after)| (after - before) as f64 / (elapsed * 1e9)),
+            runnable: delta.map(|(on, waiting)| share(on + waiting)),
+            on_cpu: delta.map(|(on, _)| share(on)),
         }
     }
 }
@@ -188,11 +191,17 @@ struct Usage {
     cpu: f64,
     /// Time running or waiting in a run queue, where the kernel reports it.
     runnable: Option<f64>,
+    /// Time running, in nanoseconds where the kernel reports it (`cpu` counts clock ticks of
+    /// 10 ms: 1% of a 2 s window is 2 ticks).
+    on_cpu: Option<f64>,
 }
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CPU {:.1}%", self.cpu * 100.0)?;
+        if let Some(on_cpu) = self.on_cpu {
+            write!(f, " (scheduler: {:.2}%)", on_cpu * 100.0)?;
+        }
         if let Some(runnable) = self.runnable {
             write!(f, ", runnable {:.1}%", runnable * 100.0)?;
         }
@@ -225,19 +234,20 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
 }
 
-/// Nanoseconds every thread of process `pid` spent on a CPU or waiting for one, if the kernel
+/// Nanoseconds every thread of process `pid` spent on a CPU, and waiting for one, if the kernel
 /// reports it (`CONFIG_SCHED_INFO`).
-fn runnable_ns(pid: u32) -> Option<u64> {
-    let mut total = 0;
+fn schedstat_ns(pid: u32) -> Option<(u64, u64)> {
+    let (mut on, mut waiting) = (0, 0);
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         // A thread may end between the listing and the read: it no longer counts.
         let Ok(line) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
             continue;
         };
         let mut f = line.split_whitespace().map(|n| n.parse::<u64>().ok());
-        total += f.next()?? + f.next()??;
+        on += f.next()??;
+        waiting += f.next()??;
     }
-    Some(total)
+    Some((on, waiting))
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -245,6 +255,19 @@ fn clock_ticks_per_second() -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     assert!(hz > 0, "sysconf(_SC_CLK_TCK) failed");
     hz as f64
+}
+
+/// Connect, or `None` if the server reset the connection before the connect returned.
+fn connect_or_reset(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT) {
+        Ok(socket) => {
+            socket.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+            Some(socket)
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("connect: {e}"),
+    }
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -283,17 +306,21 @@ fn finish_client(mut socket: TcpStream) {
 }
 
 /// A child whose descriptor table is full: `held` clients were accepted and hold its
-/// descriptors; `waiting` clients sit in the backlog while its accept fails with EMFILE.
+/// descriptors; `waiting` clients sit in the backlog while its accept fails with EMFILE (or, for
+/// a shedding child, were reset: `beyond` counts them all, reset at connect or not).
 struct Full {
     server: ChildServer,
     held: Vec<TcpStream>,
     waiting: Vec<TcpStream>,
+    beyond: usize,
 }
 
 fn fill(mode: &str, delay: Duration, waiting: usize) -> Full {
     let mut server = ChildServer::spawn(mode, delay);
     let total = server.capacity + waiting;
-    let mut held: Vec<TcpStream> = (0..total).map(|_| connect(server.port)).collect();
+    // A shedding child may reset a client beyond its capacity before its connect returns.
+    let mut held: Vec<Option<TcpStream>> =
+        (0..total).map(|_| connect_or_reset(server.port)).collect();
     // Printed on the child's first EMFILE, with how many it had accepted by then.
     let accepted = fields(&server.expect("emfile"))["accepted"] as usize;
     assert!(
@@ -303,13 +330,18 @@ fn fill(mode: &str, delay: Duration, waiting: usize) -> Full {
     );
     // The backlog is FIFO and the clients connected one after another.
     let waiting = held.split_off(accepted);
+    let mut held: Vec<TcpStream> = held
+        .into_iter()
+        .map(|s| s.expect("reset, yet accepted"))
+        .collect();
     for socket in &mut held {
         expect_greeting(socket);
     }
     Full {
         server,
         held,
-        waiting,
+        beyond: waiting.len(),
+        waiting: waiting.into_iter().flatten().collect(),
     }
 }
 
@@ -331,6 +363,7 @@ fn backing_off_on_emfile_burns_no_cpu_and_then_serves_every_waiting_client() {
         server,
         held,
         mut waiting,
+        ..
     } = fill("staunch", delay, 6);
     let held_count = held.len();
     let usage = server.usage();
@@ -420,6 +453,7 @@ fn wait_after_one_release(mode: &str) -> (Duration, HashMap<String, u64>) {
         server,
         mut held,
         mut waiting,
+        ..
     } = fill(mode, Duration::from_secs(5), 1);
     assert_not_served(&waiting[0]);
     let released = Instant::now();
@@ -467,6 +501,135 @@ fn control_unchained_sleep_on_error_waits_the_whole_delay() {
         "served after {waited:?}: an unchained stream cannot know a connection ended"
     );
     assert_eq!(stats["woken_by_release"], 0, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shedding the backlog (`shed_on_emfile`)
+// ---------------------------------------------------------------------------------------------
+
+/// Clients queued against a child with no free descriptors.
+const QUEUED: usize = 200;
+/// How soon each queued client must learn it will not be served, with shedding.
+const LEARN_WITHIN: Duration = Duration::from_millis(100);
+/// The most CPU a shedding child may use while descriptors stay exhausted. Expected: ~0.1%.
+const SHED_CPU_MAX: f64 = 0.01;
+
+/// How a queued client's wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Told {
+    /// EOF or a reset: it learned it will not be served.
+    Closed,
+    /// Still waiting when we looked.
+    Waiting,
+}
+
+/// Connect `n` clients, then read each once (with `timeout`): how long each waited from its
+/// connect until it was told (measured when we read it, so an upper bound), or that it was not.
+fn queue_clients(port: u16, n: usize, timeout: Duration) -> Vec<(Duration, Told)> {
+    let clients: Vec<(Instant, Option<TcpStream>, Duration)> = (0..n)
+        .map(|_| {
+            let at = Instant::now();
+            let socket = connect_or_reset(port);
+            (at, socket, at.elapsed())
+        })
+        .collect();
+    clients
+        .into_iter()
+        .map(|(at, socket, connect_took)| {
+            let Some(mut socket) = socket else {
+                return (connect_took, Told::Closed); // reset during its connect
+            };
+            let left = timeout
+                .saturating_sub(at.elapsed())
+                .max(Duration::from_millis(1));
+            socket.set_read_timeout(Some(left)).unwrap();
+            let told = match socket.read(&mut [0; 8]) {
+                Ok(0) => Told::Closed,
+                Ok(_) => panic!("a queued client was served while descriptors were exhausted"),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Told::Closed,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    Told::Waiting
+                }
+                Err(e) => panic!("unexpected read error of a queued client: {e}"),
+            };
+            (at.elapsed(), told)
+        })
+        .collect()
+}
+
+fn percentile(waits: &mut [Duration], p: usize) -> Duration {
+    waits.sort();
+    waits[(waits.len() - 1) * p / 100]
+}
+
+#[test]
+fn shedding_tells_every_queued_client_at_once_and_service_recovers() {
+    let delay = Duration::from_millis(50);
+    let Full {
+        mut server,
+        held,
+        waiting,
+        beyond,
+    } = fill("shed", delay, 1);
+    // The clients that made the first EMFILE were shed then.
+    let shed_at_fill = beyond as u64;
+    drop(waiting);
+    let usage = server.usage();
+    let outcomes = queue_clients(server.port, QUEUED, Duration::from_secs(2));
+    let mut waits: Vec<Duration> = outcomes.iter().map(|(wait, _)| *wait).collect();
+    let told = outcomes.iter().filter(|(_, t)| *t == Told::Closed).count();
+    let (p50, max) = (percentile(&mut waits, 50), percentile(&mut waits, 100));
+    eprintln!("shed: {QUEUED} queued clients, {told} told; wait p50 {p50:?}, max {max:?}; {usage} of EMFILE with nothing queued");
+    assert_eq!(
+        told, QUEUED,
+        "some queued clients were not told: {outcomes:?}"
+    );
+    assert!(
+        max < LEARN_WITHIN,
+        "a queued client waited {max:?} to learn"
+    );
+    assert!(
+        usage.cpu < SHED_CPU_MAX,
+        "a shedding server burned {usage} while out of descriptors"
+    );
+
+    // Service recovers once descriptors are free.
+    for socket in held {
+        finish_client(socket);
+    }
+    let mut fresh = connect(server.port);
+    expect_greeting(&mut fresh);
+    finish_client(fresh);
+    let _ = &mut server;
+    let stats = server.finish();
+    eprintln!("shed: {stats:?}");
+    // Every shed client counted once, though the listener and its stream share the counters.
+    assert_eq!(stats["shed"], QUEUED as u64 + shed_at_fill, "{stats:?}");
+    assert_eq!(
+        stats["hooked"], stats["shed"],
+        "each shed client reached the hook with its address"
+    );
+}
+
+/// Control: without shedding the same clients wait, untold.
+#[test]
+fn control_without_shedding_queued_clients_wait() {
+    let Full {
+        server,
+        held,
+        waiting,
+        ..
+    } = fill("staunch", Duration::from_millis(50), 1);
+    let outcomes = queue_clients(server.port, QUEUED, Duration::from_millis(300));
+    let told = outcomes.iter().filter(|(_, t)| *t == Told::Closed).count();
+    eprintln!("no shedding: {told} of {QUEUED} queued clients told within 300 ms");
+    assert_eq!(told, 0, "queued clients were told without shedding");
+    drop((held, waiting));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,7 +780,7 @@ mod child {
     use staunch::listen::AcceptErrorEvent;
     use staunch::ListenExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
     use super::{CHILD_LIFETIME, DELAY_ENV, HEADROOM, PREFIX};
@@ -627,6 +790,8 @@ mod child {
     static ACCEPTED: AtomicU64 = AtomicU64::new(0);
     static ACCEPT_ERRORS: AtomicU64 = AtomicU64::new(0);
     static TICKS: AtomicU64 = AtomicU64::new(0);
+    /// Shed connections reported to the hook with their peer's address.
+    static HOOKED: AtomicU64 = AtomicU64::new(0);
     /// When the first EMFILE came, and the ticks by then.
     static FIRST_EMFILE: OnceLock<(Instant, u64)> = OnceLock::new();
 
@@ -660,10 +825,17 @@ mod child {
                 .build()
         };
         rt.unwrap().block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            // A backlog of 1024 (tokio's `bind` has 128), room for the queued clients.
+            let listener = staunch::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let port = listener.local_addr().unwrap().port();
             let capacity = limit_descriptors(HEADROOM);
-            tokio::spawn(async {
+            // The ticker checks a current-thread runtime is not starved; it would also be most
+            // of a shedding child's CPU use, which is measured.
+            let ticker = mode != "shed";
+            tokio::spawn(async move {
+                if !ticker {
+                    return;
+                }
                 let mut interval = tokio::time::interval(Duration::from_millis(10));
                 loop {
                     interval.tick().await;
@@ -684,6 +856,28 @@ mod child {
                         _ = stop => {}
                     }
                     stats.snapshot().to_string()
+                }
+                "shed" => {
+                    use staunch::overload::{RejectReason, Rejections};
+                    let rejections = Rejections::with_hook(|event| {
+                        if event.reason() == RejectReason::Shed && event.peer().is_some() {
+                            HOOKED.fetch_add(1, Relaxed);
+                        }
+                    });
+                    let server = TcpListenerStream::new(listener)
+                        .sleep_on_error(delay)
+                        .on_error(on_error)
+                        .shed_on_emfile(1024)
+                        .rejections(rejections.clone())
+                        .map(accepted)
+                        .listen(MAX_CONNECTIONS)
+                        .rejections(rejections);
+                    let stats = server.stats();
+                    tokio::select! {
+                        _ = server => {}
+                        _ = stop => {}
+                    }
+                    format!("{} hooked={}", stats.snapshot(), HOOKED.load(Relaxed))
                 }
                 "spawn" => {
                     let server = TcpListenerStream::new(listener)

@@ -1,0 +1,124 @@
+//! Backlog shedding when descriptors run out (libuv's `EMFILE` trick, counted and bounded).
+//!
+//! When `accept` fails with `EMFILE`/`ENFILE`, the connections already in the kernel's backlog
+//! cannot be accepted, and their clients wait out their own connect or read timeouts. A
+//! [`SleepOnError`](super::SleepOnError) with [`shed_on_emfile`](super::SleepOnError::shed_on_emfile)
+//! keeps one spare descriptor (an open `/dev/null`) for that moment: it closes it, accepts and
+//! resets queued connections one by one in the slot it freed, up to a bound, and opens it again.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::overload::{reject, RejectReason, Rejections};
+
+/// Accept one queued connection from `listener` without handing it to the runtime, and reset it
+/// (`SO_LINGER` 0). `Err(WouldBlock)` when the backlog is empty.
+pub(crate) type ShedOne<S> = fn(&S) -> io::Result<Option<SocketAddr>>;
+
+pub(crate) fn shed_one_tcp<S: AsRef<TcpListener>>(stream: &S) -> io::Result<Option<SocketAddr>> {
+    let listener = socket2::SockRef::from(stream.as_ref());
+    let (socket, peer) = listener.accept()?;
+    // A reset, not a FIN: the client learns at once that it was not served (a FIN would read as
+    // an empty answer), and the closed socket holds no kernel state (no FIN_WAIT or TIME_WAIT)
+    // while the process is already out of resources.
+    let _ = socket.set_linger(Some(Duration::ZERO));
+    drop(socket);
+    Ok(peer.as_socket())
+}
+
+/// The shedding state of one `sleep_on_error` stream.
+pub(crate) struct Shed<S> {
+    /// The most connections reset per `EMFILE`.
+    bound: usize,
+    /// The spare descriptor; `None` while it could not be opened again.
+    reserve: Option<File>,
+    shed_one: ShedOne<S>,
+}
+
+impl<S> Shed<S> {
+    pub(crate) fn new(bound: usize, shed_one: ShedOne<S>) -> Self {
+        Shed {
+            bound,
+            reserve: open_reserve(),
+            shed_one,
+        }
+    }
+
+    /// Accept and reset up to `bound` queued connections, in the slot the reserve frees; return
+    /// how many. Without a reserve it only tries to open one again: shedding without it would
+    /// take a descriptor that just came free, one a connection could be served with.
+    ///
+    /// When the backlog is empty before the bound, `then` runs (with the slot still free) and
+    /// its result comes back: the caller polls its accept stream there, which finds the backlog
+    /// empty and waits for the next client, so that the next one is shed when it arrives
+    /// instead of after a backoff.
+    pub(crate) fn shed<R>(
+        &mut self,
+        stream: Pin<&mut S>,
+        rejections: Option<&Rejections>,
+        then: impl FnOnce(Pin<&mut S>) -> R,
+    ) -> (u64, Option<R>) {
+        let Some(reserve) = self.reserve.take() else {
+            self.reserve = open_reserve();
+            return (0, None);
+        };
+        drop(reserve);
+        let mut shed = 0;
+        let mut drained = None;
+        while shed < self.bound as u64 {
+            match (self.shed_one)(stream.as_ref().get_ref()) {
+                Ok(peer) => {
+                    shed += 1;
+                    reject(rejections, RejectReason::Shed, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = Some(then(stream));
+                    break;
+                }
+                // EMFILE/ENFILE: another thread took the slot. Anything else: the next accept
+                // meets it, and classifies it.
+                Err(_) => break,
+            }
+        }
+        self.reserve = open_reserve();
+        if self.reserve.is_none() {
+            log_event!(
+                warn,
+                "shed_on_emfile: the spare descriptor could not be opened again (another thread \
+                 or a connection took the slot); shedding pauses until one is free"
+            );
+        }
+        (shed, drained)
+    }
+}
+
+fn open_reserve() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+impl<S> fmt::Debug for Shed<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shed")
+            .field("bound", &self.bound)
+            .field("has_reserve", &self.reserve.is_some())
+            .finish()
+    }
+}
+
+/// `true` for the errors shedding answers: the process's (`EMFILE`) or the system's (`ENFILE`)
+/// descriptor table is full.
+#[cfg(unix)]
+pub(crate) fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn is_out_of_descriptors(_: &io::Error) -> bool {
+    false
+}

@@ -1,0 +1,321 @@
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep_until, Instant, Sleep};
+
+use super::reject::{reject, RejectReason, Rejections};
+
+/// Where the read clock of a [`MinReadRate`] stands.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    /// No read yet: the clock starts at the first.
+    NotStarted,
+    /// A read is pending: time counts against `deadline`.
+    Waiting { deadline: Instant },
+    /// The last read returned: time does not count until the next read, so a handler busy with
+    /// what it read is not charged for it.
+    Paused { deadline: Instant, since: Instant },
+    /// The connection was failed for being too slow.
+    Failed,
+}
+
+pin_project! {
+    /// An I/O wrapper that fails reads once the peer sends slower than a minimum rate, after a
+    /// grace period: the defence against slowloris clients, which hold a connection slot by
+    /// trickling a byte now and then.
+    ///
+    /// # The rule
+    ///
+    /// Time counts only while a read is pending: from a read that returned `Pending` until the
+    /// next read returns data, that is, while the handler waits for data that does not come.
+    /// Time from a read that returned data to the next read (the handler busy with what it
+    /// read) does not count. The clock starts at the first read. The connection starts
+    /// with `grace` of credit, each byte read adds `1 / bytes_per_sec` seconds, and the credit
+    /// never exceeds `grace`, so a fast start cannot be banked for a long silence later. When
+    /// the credit runs out during a read, the read fails with an [`io::Error`] of kind
+    /// [`TimedOut`](io::ErrorKind::TimedOut) whose inner error is a [`ReadTooSlow`] (so do
+    /// every later read), and the rejection is counted as [`RejectReason::MinReadRate`].
+    /// Writes are passed through untouched.
+    ///
+    /// So a peer sending nothing is cut `grace` after the handler starts waiting, and a peer
+    /// trickling 1 byte a second at `bytes_per_sec = 240` a few milliseconds later. An idle
+    /// keep-alive connection whose handler waits for the next request is waiting too: it is
+    /// closed within `grace`, like a keep-alive timeout. A handler that leaves a read pending
+    /// while it works on a request (HTTP/2 always does; a `select!` between reading and
+    /// writing does) is charged for that time, while its peer, rightly, sends nothing: give
+    /// it a grace longer than its slowest response.
+    ///
+    /// # The slowloris arithmetic
+    ///
+    /// An attacker holds a slot for as long as a connection may live without sending, here
+    /// `grace`. With a concurrency limit of `max_connections`, connections opened at
+    /// `max_connections / grace` a second fill every slot, for ever. With 10,000 slots and the
+    /// 5 s grace of Kestrel's default (240 B/s after 5 s), that is 2,000 connections a second;
+    /// the tls-listener defaults (64 handshakes, 10 s) fell to 6.4 a second. A peer that keeps
+    /// up exactly `bytes_per_sec` holds its slot until the listener's
+    /// [`connection_time_limit`](crate::listen::Listener::connection_time_limit): then the rate that
+    /// saturates is `max_connections / time_limit`, and it costs the attacker `bytes_per_sec`
+    /// per slot. Raise the limit or shorten the times to raise the price, and add
+    /// [`limit_per_peer`](super::OverloadExt::limit_per_peer) so that one address cannot pay
+    /// it alone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::overload::{MinReadRate, ReadTooSlow};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // A peer that sends one byte, then nothing for a minute.
+    /// let peer = tokio_test::io::Builder::new()
+    ///     .read(b"G")
+    ///     .wait(Duration::from_secs(60))
+    ///     .build();
+    /// let mut conn = MinReadRate::new(peer, 240, Duration::from_secs(5));
+    /// let start = tokio::time::Instant::now();
+    /// let mut buf = [0; 64];
+    /// assert_eq!(conn.read(&mut buf).await.unwrap(), 1);
+    /// let error = conn.read(&mut buf).await.unwrap_err();
+    /// assert!(ReadTooSlow::is(&error));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub struct MinReadRate<T> {
+        #[pin]
+        io: T,
+        // Armed at the first wait, then re-armed with `reset` only when it fires before the
+        // deadline (which only moves later), so most reads touch no timer. Boxed so that the
+        // wrapper is `Unpin` when the connection is, as hyper requires.
+        sleep: Option<Pin<Box<Sleep>>>,
+        bytes_per_sec: u32,
+        grace: Duration,
+        clock: Clock,
+        peer: Option<SocketAddr>,
+        rejections: Option<Rejections>,
+    }
+}
+
+impl<T> MinReadRate<T> {
+    /// Wrap `io`: after a grace period of `grace`, reads must keep up `bytes_per_sec` on
+    /// average (see the [type docs](MinReadRate) for the exact rule).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `bytes_per_sec` or `grace` is zero.
+    #[track_caller]
+    pub fn new(io: T, bytes_per_sec: u32, grace: Duration) -> Self {
+        assert!(
+            bytes_per_sec > 0,
+            "MinReadRate::new: the rate must be at least 1 byte a second"
+        );
+        assert!(
+            !grace.is_zero(),
+            "MinReadRate::new: the grace period must be greater than zero"
+        );
+        MinReadRate {
+            io,
+            sleep: None,
+            bytes_per_sec,
+            grace,
+            clock: Clock::NotStarted,
+            peer: None,
+            rejections: None,
+        }
+    }
+
+    /// The peer's address, for the rejection report.
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Count the rejection into `rejections` when this connection is failed.
+    pub fn rejections(mut self, rejections: Rejections) -> Self {
+        self.rejections = Some(rejections);
+        self
+    }
+
+    /// The wrapped I/O object.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// The wrapped I/O object. Reading from it directly is not timed.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io
+    }
+
+    /// The pinned I/O object.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
+        self.project().io
+    }
+
+    /// The wrapped I/O object, dropping the clock.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
+    fn error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            ReadTooSlow {
+                bytes_per_sec: self.bytes_per_sec,
+                grace: self.grace,
+            },
+        )
+    }
+}
+
+/// The credit `n` bytes buy at `bytes_per_sec`.
+fn credit(n: usize, bytes_per_sec: u32) -> Duration {
+    let nanos = n as u128 * 1_000_000_000 / u128::from(bytes_per_sec);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let now = Instant::now();
+        let deadline = match self.clock {
+            Clock::NotStarted => now + self.grace,
+            Clock::Waiting { deadline } => deadline,
+            Clock::Paused { deadline, since } => deadline + (now - since),
+            Clock::Failed => return Poll::Ready(Err(self.error())),
+        };
+        let this = self.as_mut().project();
+        let filled = buf.filled().len();
+        if let Poll::Ready(result) = this.io.poll_read(cx, buf) {
+            let read = buf.filled().len() - filled;
+            let deadline = (deadline + credit(read, *this.bytes_per_sec)).min(now + *this.grace);
+            *this.clock = Clock::Paused {
+                deadline,
+                since: now,
+            };
+            return Poll::Ready(result);
+        }
+        *this.clock = Clock::Waiting { deadline };
+        if now < deadline {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+            loop {
+                if sleep.is_elapsed() && sleep.deadline() < deadline {
+                    // It fired for an earlier deadline: the peer has sent since.
+                    sleep.as_mut().reset(deadline);
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if sleep.deadline() >= deadline {
+                    break;
+                }
+            }
+        }
+        *this.clock = Clock::Failed;
+        log_event!(
+            debug,
+            peer = ?this.peer,
+            bytes_per_sec = *this.bytes_per_sec,
+            grace_ms = this.grace.as_millis() as u64,
+            "read slower than the minimum rate: failing the connection"
+        );
+        reject(
+            this.rejections.as_ref(),
+            RejectReason::MinReadRate,
+            *this.peer,
+        );
+        Poll::Ready(Err(self.error()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for MinReadRate<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for MinReadRate<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MinReadRate")
+            .field("io", &self.io)
+            .field("bytes_per_sec", &self.bytes_per_sec)
+            .field("grace", &self.grace)
+            .field("clock", &self.clock)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error inside the [`io::Error`] (of kind [`TimedOut`](io::ErrorKind::TimedOut)) that a
+/// [`MinReadRate`] fails a slow connection with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTooSlow {
+    bytes_per_sec: u32,
+    grace: Duration,
+}
+
+impl ReadTooSlow {
+    /// Whether `error` is a [`MinReadRate`] failing its connection.
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<ReadTooSlow>())
+    }
+
+    /// The minimum rate the peer fell below.
+    pub fn bytes_per_sec(&self) -> u32 {
+        self.bytes_per_sec
+    }
+
+    /// The grace period it had.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+}
+
+impl fmt::Display for ReadTooSlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the peer sent slower than {} bytes a second after a grace period of {:?}",
+            self.bytes_per_sec, self.grace
+        )
+    }
+}
+
+impl Error for ReadTooSlow {}

@@ -1,0 +1,184 @@
+//! Overload controls: limits that keep a server serving its fair clients while others flood it.
+//!
+//! - [`limit_rate`](OverloadExt::limit_rate): at most `n` new connections per period (a token
+//!   bucket); the excess waits in the kernel's backlog. The stream wakes exactly when the next
+//!   token is due, and yields to the runtime after a few items in a row so that several
+//!   listeners on one runtime take fair turns (HAProxy's `maxconnrate` and `tune.maxaccept`).
+//! - [`limit_per_peer`](OverloadExt::limit_per_peer): at most `k` live connections per peer
+//!   address (or per IPv6 prefix); the excess is closed at once. Each connection holds its slot
+//!   in a [`PeerPermit`] until it is dropped.
+//! - [`MinReadRate`]: fails a connection whose peer sends slower than a minimum rate after a
+//!   grace period (Kestrel's minimum data rate), the defence against slowloris clients.
+//! - [`Rejections`]: counters of rejected connections by [`RejectReason`], and a hook that
+//!   sees each one with its peer's address. Every control above counts into one when given it,
+//!   and logs each rejection (a `tracing` event at `debug`) either way. Given to the listener
+//!   too ([`Listener::rejections`](crate::listen::Listener::rejections)), its counters are in
+//!   the listener's [`Stats`](crate::Stats), and the listener reports its time-limit and
+//!   shutdown cancels to the hook.
+//! - Shedding the backlog when descriptors run out is
+//!   [`SleepOnError::shed_on_emfile`](crate::listen::SleepOnError::shed_on_emfile), since it
+//!   needs the accept error.
+//!
+//! Each is opt-in: a server that does not use one pays nothing for it.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use staunch::overload::{MinReadRate, OverloadExt, PeerPermit, Rejections};
+//! use staunch::ListenExt;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::{TcpListener, TcpStream};
+//! use tokio_stream::wrappers::TcpListenerStream;
+//!
+//! async fn handle(socket: PeerPermit<TcpStream>, rejections: Rejections) -> std::io::Result<()> {
+//!     let peer = socket.peer_addr()?;
+//!     let mut socket = MinReadRate::new(socket, 240, Duration::from_secs(5))
+//!         .peer(peer)
+//!         .rejections(rejections);
+//!     let mut buf = [0; 1024];
+//!     loop {
+//!         let n = socket.read(&mut buf).await?;
+//!         if n == 0 {
+//!             return Ok(());
+//!         }
+//!         socket.write_all(&buf[..n]).await?;
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let rejections = Rejections::new();
+//!     let listener = TcpListener::bind("127.0.0.1:8080").await?;
+//!     let counted = rejections.clone();
+//!     let server = TcpListenerStream::new(listener)
+//!         .sleep_on_error(Duration::from_millis(100))
+//!         .limit_rate(1000, Duration::from_secs(1))
+//!         .limit_per_peer(16)
+//!         .rejections(rejections.clone())
+//!         .map(move |socket| handle(socket, counted.clone()))
+//!         .listen(10_000)
+//!         .rejections(rejections);
+//!     let stats = server.stats();
+//!     server.await;
+//!     let s = stats.snapshot();
+//!     println!("rejected: {} ({} per-peer, {} too slow)", s.rejected_total(), s.peer_limit, s.min_read_rate);
+//!     Ok(())
+//! }
+//! ```
+
+mod min_rate;
+mod peer;
+mod rate;
+mod reject;
+
+use std::time::Duration;
+
+use futures_core::Stream;
+
+pub use min_rate::{MinReadRate, ReadTooSlow};
+pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
+pub use rate::LimitRate;
+pub(crate) use reject::reject;
+pub use reject::{RejectEvent, RejectReason, Rejections};
+
+/// Overload-control combinators for every [`Stream`] of accepted connections.
+///
+/// Chain them after [`sleep_on_error`](crate::ListenExt::sleep_on_error), so that they see
+/// accepted connections rather than accept errors, and before `map(handle)`.
+pub trait OverloadExt: Stream {
+    /// Pass on at most `n` items per `per`, spaced evenly (`per / n` apart; allow bursts with
+    /// [`burst`](LimitRate::burst)). While no token is due the inner stream is not polled, so
+    /// new clients wait in the kernel's backlog, and the stream sleeps until exactly when the
+    /// next token is due: it never polls on a timer. After 4 items in a row it yields to the
+    /// runtime once ([`max_per_wake`](LimitRate::max_per_wake)).
+    ///
+    /// A token is charged from when it was due, not from when the runtime woke the stream, so
+    /// timer resolution (1 ms) and a busy runtime do not lower the rate: after a late wake-up
+    /// the next item may pass at once. In any window of length `d`, at most
+    /// `burst + 1 + d / interval` items pass. Time the inner stream spends without an item is
+    /// not banked beyond the burst.
+    ///
+    /// The end of the inner stream is seen when the next token is due: to stop accepting on a
+    /// signal, chain `take_until` after `limit_rate`, not before.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is zero, or if `per / n` is under a nanosecond.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let at: Vec<_> = stream::iter(0..4)
+    ///     .limit_rate(4, Duration::from_secs(1))
+    ///     .map(|_| start.elapsed().as_millis())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(at, [0, 250, 500, 750]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn limit_rate(self, n: u32, per: Duration) -> LimitRate<Self>
+    where
+        Self: Sized,
+    {
+        LimitRate::new(self, n, per)
+    }
+
+    /// Let each peer address hold at most `max` live connections: a connection over the limit
+    /// is closed as soon as it is accepted, logged, and counted (as
+    /// [`RejectReason::PeerLimit`]) into the [`Rejections`] given with
+    /// [`rejections`](LimitPerPeer::rejections). Each connection passed on comes in a
+    /// [`PeerPermit`] that holds its slot until it is dropped, so the slot frees when the
+    /// handler ends, however it ends.
+    ///
+    /// Peers are told apart by IP address (IPv6 optionally by prefix, with
+    /// [`ipv6_prefix`](LimitPerPeer::ipv6_prefix)). Clients behind one NAT share a limit. A
+    /// connection whose peer address cannot be read (the peer already left) is passed on
+    /// without a slot.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
+    /// let rejections = Rejections::new();
+    /// let mut accepted = stream::iter([from("10.0.0.1:1000"), from("10.0.0.1:1001"), from("10.0.0.2:1000")])
+    ///     .limit_per_peer(1)
+    ///     .rejections(rejections.clone());
+    /// let first = accepted.next().await.unwrap();
+    /// let second = accepted.next().await.unwrap(); // 10.0.0.1:1001 was closed
+    /// assert_eq!(second.peer().unwrap().to_string(), "10.0.0.2:1000");
+    /// assert_eq!(rejections.count(RejectReason::PeerLimit), 1);
+    /// drop(first); // 10.0.0.1 may connect again
+    /// # }
+    /// ```
+    #[track_caller]
+    fn limit_per_peer(self, max: usize) -> LimitPerPeer<Self>
+    where
+        Self: Sized,
+        Self::Item: PeerAddr,
+    {
+        LimitPerPeer::new(self, max)
+    }
+}
+
+impl<S: Stream + ?Sized> OverloadExt for S {}

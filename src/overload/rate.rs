@@ -1,0 +1,223 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::{FusedStream, Stream};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+
+/// How many items [`LimitRate`] passes on in a row by default before it yields to the runtime:
+/// HAProxy's `tune.maxaccept` default, which its authors found best.
+pub(crate) const DEFAULT_MAX_PER_WAKE: u32 = 4;
+
+pin_project! {
+    /// Stream for the [`limit_rate`](super::OverloadExt::limit_rate) method.
+    ///
+    /// It holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or
+    /// `tokio::pin!`) to call `next()` directly.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct LimitRate<S> {
+        #[pin]
+        stream: S,
+        // Armed once, then re-armed with `reset`: one timer for the stream's whole life.
+        #[pin]
+        sleep: Option<Sleep>,
+        interval: Duration,
+        // How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
+        slack: Duration,
+        // The generic cell rate algorithm's theoretical arrival time of the next item; `None`
+        // until the first item, when the bucket is full.
+        tat: Option<Instant>,
+        max_per_wake: u32,
+        in_a_row: u32,
+        // The last `Pending` was a wait for a token (not for the inner stream).
+        waited_for_token: bool,
+        done: bool,
+    }
+}
+
+impl<S: Stream> LimitRate<S> {
+    #[track_caller]
+    pub(crate) fn new(stream: S, n: u32, per: Duration) -> Self {
+        assert!(n > 0, "limit_rate: n must be at least 1");
+        let interval = per / n;
+        assert!(
+            !interval.is_zero(),
+            "limit_rate: {n} per {per:?} leaves under a nanosecond between items"
+        );
+        LimitRate {
+            stream,
+            sleep: None,
+            interval,
+            slack: Duration::ZERO,
+            tat: None,
+            max_per_wake: DEFAULT_MAX_PER_WAKE,
+            in_a_row: 0,
+            waited_for_token: false,
+            done: false,
+        }
+    }
+}
+
+impl<S> LimitRate<S> {
+    /// Let up to `burst` items through at once after a quiet spell (a token bucket of that
+    /// size); the default is 1, which spaces every item by the full interval. In any window of
+    /// length `d`, at most `burst + d / interval` items pass, where `interval` is `per / n`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `burst` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let at: Vec<_> = stream::iter(0..5)
+    ///     .limit_rate(10, Duration::from_secs(1))
+    ///     .burst(3)
+    ///     .map(|_| start.elapsed().as_millis())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(at, [0, 0, 0, 100, 200]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn burst(mut self, burst: u32) -> Self {
+        assert!(burst > 0, "burst: the burst must be at least 1");
+        self.slack = self.interval.saturating_mul(burst - 1);
+        self
+    }
+
+    /// Pass on at most `n` items in a row without returning `Pending`, then yield to the
+    /// runtime once, so that a burst on one listener cannot starve the other tasks (and other
+    /// listeners) of the runtime. The default is 4, after HAProxy's `tune.maxaccept`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is zero.
+    #[track_caller]
+    pub fn max_per_wake(mut self, n: u32) -> Self {
+        assert!(n > 0, "max_per_wake: the cap must be at least 1");
+        self.max_per_wake = n;
+        self
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The inner stream. Taking items from it directly bypasses the limit.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The pinned inner stream.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
+        self.project().stream
+    }
+
+    /// The inner stream, dropping the limiter.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S: Stream> Stream for LimitRate<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let mut this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        if *this.in_a_row >= *this.max_per_wake {
+            *this.in_a_row = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let now = Instant::now();
+        let mut charge_from = now;
+        if let Some(due) = this.tat.and_then(|tat| tat.checked_sub(*this.slack)) {
+            if now < due {
+                // No token: leave the inner stream unpolled (new clients wait in the kernel's
+                // backlog) and sleep until exactly when the next token is due.
+                match this.sleep.as_mut().as_pin_mut() {
+                    Some(sleep) => sleep.reset(due),
+                    None => this.sleep.set(Some(sleep_until(due))),
+                }
+                let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
+                if sleep.poll(cx).is_pending() {
+                    *this.in_a_row = 0;
+                    *this.waited_for_token = true;
+                    return Poll::Pending;
+                }
+                *this.waited_for_token = true;
+            }
+            if *this.waited_for_token {
+                // Charge the token from when it was due, not from when the runtime got round
+                // to waking us: timer resolution (1 ms) and a busy runtime must not lower the
+                // rate. At most one item comes early this way (the next one is due at once).
+                charge_from = due;
+            }
+        }
+        *this.waited_for_token = false;
+        match this.stream.poll_next(cx) {
+            Poll::Pending => {
+                *this.in_a_row = 0;
+                Poll::Pending
+            }
+            Poll::Ready(None) => {
+                *this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(item)) => {
+                let from = this.tat.map_or(charge_from, |tat| tat.max(charge_from));
+                *this.tat = Some(from + *this.interval);
+                *this.in_a_row += 1;
+                Poll::Ready(Some(item))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            self.stream.size_hint()
+        }
+    }
+}
+
+impl<S: Stream> FusedStream for LimitRate<S> {
+    fn is_terminated(&self) -> bool {
+        self.done
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for LimitRate<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitRate")
+            .field("stream", &self.stream)
+            .field("interval", &self.interval)
+            .field(
+                "burst",
+                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
+            )
+            .field("max_per_wake", &self.max_per_wake)
+            .field(
+                "waiting",
+                &self.sleep.as_ref().is_some_and(|s| !s.is_elapsed()),
+            )
+            .finish_non_exhaustive()
+    }
+}
