@@ -104,6 +104,7 @@ mod log;
 pub mod backoff;
 mod listen;
 pub mod reconnect;
+pub mod resume;
 
 #[cfg(all(
     unix,
