@@ -274,10 +274,8 @@ impl<L: Link> Engine<L> {
                 self.end()
             ))));
         }
-        self.sent = self.peer_acked;
-        self.apply_ack(position)?;
         self.sent = position;
-        Ok(())
+        self.apply_ack(position)
     }
 
     fn apply_ack(&mut self, position: u64) -> io::Result<()> {
