@@ -421,28 +421,14 @@ impl<L: Link> Engine<L> {
                 self.received += n as u64;
                 return Poll::Ready(Ok(n));
             }
-            let buffered = self.in_end - self.in_start;
-            if buffered >= HEADER_LEN {
-                let header = &self.inbuf[self.in_start..self.in_start + HEADER_LEN];
-                let (kind, len) = frame::parse_header(header).map_err(|e| self.fail(e))?;
-                if kind == Kind::Data {
-                    if self.awaiting_welcome || self.peer_fin {
-                        return Poll::Ready(Err(
-                            self.fail(frame::malformed("data before the welcome or after the FIN"))
-                        ));
-                    }
-                    self.in_start += HEADER_LEN;
-                    self.in_data_left = len;
-                    continue;
-                }
-                if buffered >= HEADER_LEN + len {
-                    let mut payload = [0; 25];
-                    let start = self.in_start + HEADER_LEN;
-                    payload[..len].copy_from_slice(&self.inbuf[start..start + len]);
-                    self.in_start = start + len;
-                    self.handle_control(kind, &payload[..len])?;
-                    continue;
-                }
+            match self.parse_frame() {
+                // The reader sees the end of stream before anything after the FIN.
+                Ok(true) if self.peer_fin && dst.is_some() => return Poll::Ready(Ok(delivered)),
+                Ok(true) => continue,
+                Ok(false) => {}
+                // Bytes already delivered are the caller's; the error comes next time.
+                Err(_) if delivered > 0 => return Poll::Ready(Ok(delivered)),
+                Err(error) => return Poll::Ready(Err(error)),
             }
             if delivered > 0 {
                 return Poll::Ready(Ok(delivered));
@@ -460,6 +446,34 @@ impl<L: Link> Engine<L> {
             self.in_end += n;
             self.watch = Watch::Idle;
         }
+    }
+
+    /// Take the next frame header (and a control frame's payload) from `inbuf`: `Ok(false)`
+    /// when more bytes are needed. Errors fail the session.
+    fn parse_frame(&mut self) -> io::Result<bool> {
+        let buffered = self.in_end - self.in_start;
+        if buffered < HEADER_LEN {
+            return Ok(false);
+        }
+        let header = &self.inbuf[self.in_start..self.in_start + HEADER_LEN];
+        let (kind, len) = frame::parse_header(header).map_err(|e| self.fail(e))?;
+        if kind == Kind::Data {
+            if self.awaiting_welcome || self.peer_fin {
+                return Err(self.fail(frame::malformed("data before the welcome or after the FIN")));
+            }
+            self.in_start += HEADER_LEN;
+            self.in_data_left = len;
+            return Ok(true);
+        }
+        if buffered < HEADER_LEN + len {
+            return Ok(false);
+        }
+        let mut payload = [0; 25];
+        let start = self.in_start + HEADER_LEN;
+        payload[..len].copy_from_slice(&self.inbuf[start..start + len]);
+        self.in_start = start + len;
+        self.handle_control(kind, &payload[..len])?;
+        Ok(true)
     }
 
     fn handle_control(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
@@ -551,6 +565,8 @@ impl<L: Link> Engine<L> {
                 continue;
             }
             match self.poll_recv(cx, dst.as_deref_mut()) {
+                // Bytes delivered just before a malformed frame: the error comes next call.
+                Poll::Ready(Ok(n)) if self.failed.is_some() => return Poll::Ready(Ok(n)),
                 Poll::Ready(Ok(n)) => {
                     if self.received - self.acked_to_peer >= ACK_EVERY {
                         self.ack_due = true;
