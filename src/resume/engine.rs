@@ -17,10 +17,10 @@ use tokio::time::{Instant, Sleep};
 use super::frame::{self, Kind, RejectReason, HEADER_LEN, MAX_DATA};
 use super::{Config, SessionId};
 
-/// Ack at the latest after this many delivered bytes, even while the reader keeps reading.
-const ACK_EVERY: u64 = 16 * 1024;
+/// Ack after this many delivered bytes; sooner when the peer asks (its buffer is full).
+const ACK_EVERY: u64 = 32 * 1024;
 /// Bytes read at once when a header is due (payloads go straight into the caller's buffer).
-const INBUF_LEN: usize = 8 * 1024;
+const INBUF_LEN: usize = 32 * 1024;
 
 /// A transport, ready for the handshake.
 pub(crate) struct Attach<Io> {
@@ -121,6 +121,8 @@ pub(crate) struct Engine<L: Link> {
     ack_requested: bool,
 
     // Receiving.
+    /// The peer asked for an ack: ack again as soon as the reader takes more bytes.
+    peer_waiting: bool,
     /// Bytes handed to the reader (plus one once the peer's FIN arrived).
     received: u64,
     acked_to_peer: u64,
@@ -133,7 +135,8 @@ pub(crate) struct Engine<L: Link> {
 
     heartbeat: Duration,
     watch: Watch,
-    timer: Pin<Box<Sleep>>,
+    /// Made on first use, so that a session can be built outside a runtime.
+    timer: Option<Pin<Box<Sleep>>>,
     wakers: Arc<Wakers>,
     waker: Waker,
 }
@@ -173,6 +176,7 @@ impl<L: Link> Engine<L> {
             ack_due: false,
             ping_due: false,
             ack_requested: false,
+            peer_waiting: false,
             received: 0,
             acked_to_peer: 0,
             peer_fin: false,
@@ -182,7 +186,7 @@ impl<L: Link> Engine<L> {
             in_data_left: 0,
             heartbeat: config.heartbeat,
             watch: Watch::Idle,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            timer: None,
             waker: Waker::from(wakers.clone()),
             wakers,
         }
@@ -245,6 +249,7 @@ impl<L: Link> Engine<L> {
         self.in_data_left = 0;
         self.ping_due = false;
         self.ack_requested = false;
+        self.peer_waiting = false;
         self.watch = Watch::Idle;
         self.changed();
         match attach.peer_received {
@@ -261,7 +266,6 @@ impl<L: Link> Engine<L> {
                 self.link.resumed();
             }
         }
-        self.wakers.wake_by_ref();
         Ok(())
     }
 
@@ -507,7 +511,10 @@ impl<L: Link> Engine<L> {
                 self.apply_ack(frame::u64_at(payload, 0))?;
                 self.ack_requested = false;
             }
-            Kind::AckRequest => self.ack_due = true,
+            Kind::AckRequest => {
+                self.ack_due = true;
+                self.peer_waiting = true;
+            }
             Kind::Fin if !self.peer_fin => {
                 self.peer_fin = true;
                 self.received += 1;
@@ -519,18 +526,31 @@ impl<L: Link> Engine<L> {
         Ok(())
     }
 
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.timer
+            .as_mut()
+            .map_or(Poll::Ready(()), |t| t.as_mut().poll(cx))
+    }
+
     /// Run the heartbeat while the transport is silent. `Ready(Ok)`: an ack request was
     /// queued; `Ready(Err)`: the transport is dead.
     fn poll_watch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match self.watch {
                 Watch::Idle => {
-                    self.timer.as_mut().reset(Instant::now() + self.heartbeat);
+                    self.arm(Instant::now() + self.heartbeat);
                     self.watch = Watch::UntilPing;
                 }
                 Watch::UntilPing => {
-                    ready!(self.timer.as_mut().poll(cx));
-                    self.timer.as_mut().reset(Instant::now() + self.heartbeat);
+                    ready!(self.poll_timer(cx));
+                    self.arm(Instant::now() + self.heartbeat);
                     self.watch = Watch::UntilDead;
                     if !self.awaiting_welcome {
                         self.ping_due = true;
@@ -538,7 +558,7 @@ impl<L: Link> Engine<L> {
                     }
                 }
                 Watch::UntilDead => {
-                    ready!(self.timer.as_mut().poll(cx));
+                    ready!(self.poll_timer(cx));
                     self.watch = Watch::Idle;
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -568,8 +588,11 @@ impl<L: Link> Engine<L> {
                 // Bytes delivered just before a malformed frame: the error comes next call.
                 Poll::Ready(Ok(n)) if self.failed.is_some() => return Poll::Ready(Ok(n)),
                 Poll::Ready(Ok(n)) => {
-                    if self.received - self.acked_to_peer >= ACK_EVERY {
+                    if n > 0
+                        && (self.peer_waiting || self.received - self.acked_to_peer >= ACK_EVERY)
+                    {
                         self.ack_due = true;
+                        self.peer_waiting = false;
                     }
                     if self.ack_due {
                         if let Poll::Ready(Err(error)) = self.poll_send(cx) {
@@ -588,10 +611,16 @@ impl<L: Link> Engine<L> {
                 Poll::Ready(Err(error)) => {
                     self.check_failed()?;
                     self.lose(error);
+                    // An ack that came just before the close may be all the caller waited
+                    // for (the peer's last ack, then its close): let it look before
+                    // reconnecting.
+                    if generation != self.generation {
+                        return Poll::Ready(Ok(0));
+                    }
                 }
                 Poll::Pending => {
-                    if self.received > self.acked_to_peer {
-                        self.ack_due = true;
+                    // An ack request (or a FIN) that came in this round.
+                    if self.ack_due {
                         if let Poll::Ready(Err(error)) = self.poll_send(cx) {
                             self.lose(error);
                             continue;

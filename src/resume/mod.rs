@@ -69,9 +69,9 @@
 //!   client sends nothing else until the WELCOME.
 //! - **Data** frames carry no position: on each connection they continue from the position the
 //!   receiver reported in the handshake.
-//! - **Acks** carry the receiver's position: sent after every 16 KiB the reader takes, whenever
-//!   the reader has caught up with the transport, and at once on an ACK REQUEST. The sender then
-//!   frees those bytes.
+//! - **Acks** carry the receiver's position: sent after every 32 KiB the reader takes, on a
+//!   FIN, and at once on an ACK REQUEST; after a request, again as soon as the reader takes more
+//!   bytes. The sender then frees those bytes.
 //! - **ACK REQUEST** is sent when the buffer is full, and as a heartbeat when a connection has
 //!   been silent for [`Config::heartbeat`]; silent for another heartbeat, the connection is
 //!   taken as dead and replaced (a partition raises no error by itself).
@@ -82,6 +82,10 @@
 //!   holds, data after a FIN, or any frame but WELCOME or REJECT before the WELCOME: the session
 //!   fails with [`InvalidData`](std::io::ErrorKind::InvalidData), every later operation returns
 //!   that error, and the server's other sessions go on.
+//! - **A connection that ends inside a frame** is a lost connection, not malformed input: the
+//!   partial frame is dropped and the session resumes on the next connection from the last
+//!   byte its reader took. A truncated hello fails that [`Acceptor::accept`] with
+//!   [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof).
 //!
 //! # Examples
 //!

@@ -306,3 +306,40 @@ async fn a_malformed_frame_closes_that_session_only() {
     bystander.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"still");
 }
+
+#[test]
+fn the_public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Acceptor<tokio::net::TcpStream>>();
+    send_sync::<Session<tokio::net::TcpStream>>();
+    send_sync::<Accepted<tokio::net::TcpStream>>();
+    send_sync::<staunch::resume::SessionId>();
+    send_sync::<Config>();
+    let client = Client::new(|| tokio::net::TcpStream::connect("127.0.0.1:1"), backoff());
+    send(&client);
+}
+
+/// The server reads to the end and drops its session at once: the client's shutdown still
+/// returns, because the last ack arrived before the close (even with no reconnects allowed).
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_when_the_peer_closes_right_after_its_last_ack() {
+    let mut net = Net::new(Config::default());
+    let mut client = Client::new(net.connector(), std::iter::empty());
+    let (shutdown, ()) = tokio::join!(
+        async {
+            client.write_all(b"bye").await?;
+            client.shutdown().await
+        },
+        async {
+            let mut session = net.sessions.recv().await.unwrap();
+            let mut all = Vec::new();
+            session.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, b"bye");
+            drop(session);
+            // The test's kill handle holds the pipe too: close it now.
+            net.kill_current();
+        }
+    );
+    shutdown.unwrap();
+}
