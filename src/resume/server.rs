@@ -228,7 +228,7 @@ where
                 timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             };
             return Ok(Accepted::New(Session {
-                engine: Engine::new(link, &registry.config),
+                engine: Box::new(Engine::new(link, &registry.config)),
             }));
         };
         let slot = registry.sessions().get(&id).cloned();
@@ -277,7 +277,8 @@ impl<Io> Acceptor<Io> {
 /// It is driven by its own operations: keep a read pending (as any server does) so that a
 /// returning client is taken over and answered promptly. Dropping it ends the session.
 pub struct Session<Io: AsyncRead + AsyncWrite + Unpin> {
-    engine: Engine<ServerLink<Io>>,
+    // Boxed: a session is moved around (in `Accepted`, into tasks) more than it is polled.
+    engine: Box<Engine<ServerLink<Io>>>,
 }
 
 impl<Io: AsyncRead + AsyncWrite + Unpin> Session<Io> {

@@ -43,7 +43,7 @@ async fn twenty_resets_during_a_transfer_lose_and_double_nothing() {
         })
     };
 
-    let backoff = std::iter::repeat(Duration::from_millis(2)).take(1000);
+    let backoff = std::iter::repeat_n(Duration::from_millis(2), 1000);
     let client = Client::new(move || TcpStream::connect(addr), backoff);
     let client = tokio::spawn(exchange(client, 1, 2, LEN, |_| {}));
 

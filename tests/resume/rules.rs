@@ -105,8 +105,8 @@ where
     session
 }
 
-fn backoff() -> std::iter::Take<std::iter::Repeat<Duration>> {
-    std::iter::repeat(Duration::from_millis(50)).take(100)
+fn backoff() -> std::iter::RepeatN<Duration> {
+    std::iter::repeat_n(Duration::from_millis(50), 100)
 }
 
 fn hello(id: [u8; 16], received: u64) -> Vec<u8> {

@@ -138,7 +138,7 @@ fn simulate(seed: u64) -> (turmoil::Result, Arc<Mutex<Outcome>>) {
                     }
                 }
             };
-            let backoff = std::iter::repeat(Duration::from_millis(50)).take(100_000);
+            let backoff = std::iter::repeat_n(Duration::from_millis(50), 100_000);
             let client = Client::with_config(connector, backoff, config);
             let kills = outcome.lock().unwrap().client_kills.clone();
             tokio::spawn(killer(Rng(seed ^ 0x5A5A), current, done.clone(), kills));
