@@ -113,5 +113,6 @@ mod sockopt;
 pub mod backoff;
 pub mod listen;
 pub mod reconnect;
+pub mod resume;
 
 pub use listen::{is_connection_error, ListenExt, Stats};
