@@ -162,7 +162,8 @@ impl TcpConnector {
             TcpSocket::new_v6()?
         };
         if let Some(time) = self.keepalive {
-            let params = crate::sockopt::keepalive(time, self.keepalive_interval, self.keepalive_retries);
+            let params =
+                crate::sockopt::keepalive(time, self.keepalive_interval, self.keepalive_retries);
             SockRef::from(&socket).set_tcp_keepalive(&params)?;
         }
         let stream = socket.connect(addr).await?;
@@ -177,6 +178,10 @@ impl Connect for TcpConnector {
 
     fn connect(&mut self) -> Self::Future {
         Box::pin(self.clone().open())
+    }
+
+    fn unacked_bytes(io: &TcpStream) -> Option<u64> {
+        super::tcp_send_queue(io)
     }
 }
 
