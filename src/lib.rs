@@ -105,7 +105,8 @@
 //! # }
 //! ```
 // `deny`, not `forbid`: handing sockets over needs `sendmsg`/`recvmsg` with `SCM_RIGHTS` and
-// adopting inherited descriptors; only those functions allow it (src/handover/{scm,inherit}.rs).
+// adopting inherited descriptors (src/handover/{scm,inherit}.rs), and reading a lost
+// connection's send queue needs one ioctl (src/sockopt.rs); only those functions allow it.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -120,5 +121,6 @@ pub mod handover;
 pub mod listen;
 pub mod overload;
 pub mod reconnect;
+pub mod resume;
 
 pub use listen::{is_connection_error, ListenExt, Stats};

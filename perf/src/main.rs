@@ -8,7 +8,8 @@
 //!
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
-//! 9 queued clients at EMFILE with and without `shed_on_emfile`.
+//! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 resumable sessions against
+//! `Reconnecting`.
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--threads N` (load-generator
 //! threads for scenarios 1, 2 and 8: tokio workers, and `wrk -t`; default 2, at least as many
@@ -23,6 +24,7 @@
 mod client;
 mod load;
 mod report;
+mod resume;
 mod servers;
 mod soak;
 mod sys;
@@ -167,6 +169,9 @@ fn main() {
     }
     if cfg.wants(9) {
         scenario_shed(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(10) {
+        scenario_resume(&cfg, &rt, &mut rep);
     }
 
     let table = rep.table();
@@ -977,6 +982,43 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         higher_is_better: false,
         goal: "staunch fastest, <= 50 ms backoff + one connect".into(),
         paired: false,
+    });
+}
+
+/// Scenario 10: `staunch::resume` (framing, replay buffer, acks) against the plain adapter.
+fn scenario_resume(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "10 resumable session";
+    const M: &str = "one-way throughput";
+    let mib: u64 = if cfg.quick { 64 } else { 256 };
+    println!("\n== {S}: {mib} MiB one way over loopback, 64 KiB writes, both ends in this process");
+    let rounds = if cfg.quick {
+        cfg.rounds.max(3)
+    } else {
+        cfg.rounds * 2
+    };
+    for round in 0..rounds {
+        for kind in rotated(&resume::CONTENDERS, round) {
+            let rate = rt.block_on(resume::throughput(kind, mib << 20)) / f64::from(1 << 20);
+            println!("  round {round} {kind:<26} {rate:>8.0} MiB/s");
+            rep.add(S, kind, M, "MiB/s", round, rate);
+        }
+    }
+    let base = "staunch Reconnecting";
+    for kind in &resume::CONTENDERS[2..] {
+        let ratios = rep.paired_ratios(S, M, kind, base);
+        println!(
+            "  {kind:<26} / {base}: median ratio {:.2} over {} rounds",
+            median(&ratios),
+            ratios.len()
+        );
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: M,
+        baseline: Some(base.into()),
+        higher_is_better: true,
+        goal: ">= 0.9".into(),
+        paired: true,
     });
 }
 

@@ -387,6 +387,7 @@ impl<C: Connect> Reconnecting<C> {
         let error = self.halves.lost(
             self.generation,
             live.unconfirmed,
+            C::unacked_bytes(&live.io),
             &reason,
             detector,
             [read_reports, write_reports],
