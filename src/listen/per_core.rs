@@ -158,6 +158,8 @@ fn not_started(started: &mpsc::Sender<io::Result<Stats>>, e: io::Error) -> Shutd
     let _ = started.send(Err(e));
     ShutdownReport {
         signalled: true,
+        grace_accepted: 0,
+        open_at_refuse: 0,
         ended: 0,
         cancelled: 0,
         stats: Default::default(),
@@ -246,6 +248,8 @@ impl PerCore {
         let reports = self.stop_all(grace);
         let mut all = ShutdownReport {
             signalled: true,
+            grace_accepted: 0,
+            open_at_refuse: 0,
             ended: 0,
             cancelled: 0,
             stats: self.stats.snapshot(),
@@ -255,6 +259,8 @@ impl PerCore {
             match report {
                 Ok(r) => {
                     all.signalled &= r.signalled;
+                    all.grace_accepted += r.grace_accepted;
+                    all.open_at_refuse += r.open_at_refuse;
                     all.ended += r.ended;
                     all.cancelled += r.cancelled;
                 }
