@@ -50,8 +50,10 @@ pin_project! {
     /// [`spawn_listen`](crate::ListenExt::spawn_listen) methods; `M` is where connection futures
     /// run ([`InTask`] or [`Spawned`]).
     ///
-    /// It polls the accept stream while fewer than `max_connections` connection futures are in
-    /// flight, and resolves once the stream has ended and every connection has finished.
+    /// It starts connections from the accept stream while fewer than `max_connections` are in
+    /// flight, and resolves once the stream has ended and every connection has finished. While
+    /// full it holds at most one accepted connection for the next free slot, so that the stream
+    /// is still polled and can end (`take_until(signal)` closes the port at once, full or not).
     ///
     /// - [`InTask`] ([`Listen`]): connection futures are polled inside this future's task, so they
     ///   need not be `Send` and it works on a current-thread runtime. Dropping it drops every

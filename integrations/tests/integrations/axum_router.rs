@@ -110,6 +110,8 @@ struct Seen {
     cut: Vec<String>,
     /// When the last complete response arrived.
     last_response: Option<Instant>,
+    /// Whether it ended because the port was closed (rather than at its time limit).
+    refused: bool,
 }
 
 /// Loop `GET path` over keep-alive connections until the server refuses a new one (or `until`).
@@ -120,7 +122,10 @@ fn keep_alive_client(addr: std::net::SocketAddr, path: &str, until: Instant) -> 
     'connect: while Instant::now() < until {
         let socket = match std::net::TcpStream::connect_timeout(&addr, IO) {
             Ok(socket) => socket,
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                seen.refused = true;
+                break;
+            }
             Err(e) => panic!("connect: {e}"),
         };
         socket.set_read_timeout(Some(IO)).unwrap();
@@ -196,6 +201,14 @@ fn axum_cuts_no_request_under_keep_alive_load_at_sigint() {
     let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     exit.assert_success();
 
+    // Every client was told to close (`Connection: close` after its request in flight) and then
+    // refused, long before its time limit: nothing waited for the grace period.
+    assert!(seen.iter().all(|s| s.refused), "{seen:?}");
+    assert!(
+        exited.duration_since(signalled) < Duration::from_millis(300) + Duration::from_secs(1),
+        "exited {:?} after the signal",
+        exited.duration_since(signalled)
+    );
     let cut: Vec<&String> = seen.iter().flat_map(|s| &s.cut).collect();
     assert!(cut.is_empty(), "cut requests: {cut:?}\n{exit:?}");
     let report = exit.report();
