@@ -7,14 +7,15 @@
 //! ```
 //!
 //! Talk to it with `nc 127.0.0.1 8080`; stop it with Ctrl-C (or SIGTERM): it stops accepting,
-//! gives open connections a few seconds to finish, and prints what happened.
+//! closes idle connections at once, gives busy ones a few seconds to finish, and prints what
+//! happened.
 
 use std::io::IsTerminal as _;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use staunch::ListenExt;
+use staunch::{listen::Drain, ListenExt};
 use tokio::io::{self, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -27,15 +28,20 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// No connection lives longer than this, busy or not (Slowloris: a client that reads our
 /// replies very slowly keeps `write_all` waiting, which the idle timeout does not see).
 const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(600);
-/// After Ctrl-C, open connections get this long to finish before they are cut.
+/// After Ctrl-C, busy connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
 
-async fn echo(mut socket: TcpStream) -> io::Result<()> {
+/// Echo until the client closes, goes idle for too long, or is idle when the server shuts down
+/// (`drain`); a reply being written when the shutdown starts is finished first.
+async fn echo(mut socket: TcpStream, drain: Drain) -> io::Result<()> {
     let mut buf = vec![0; 4096];
     loop {
-        let n = match timeout(IDLE_TIMEOUT, socket.read(&mut buf)).await {
-            Ok(read) => read?,
-            Err(_idle) => return Ok(()),
+        let n = tokio::select! {
+            read = timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match read {
+                Ok(read) => read?,
+                Err(_idle) => return Ok(()),
+            },
+            () = drain.draining() => return Ok(()),
         };
         if n == 0 {
             return Ok(()); // the client closed its side
@@ -74,12 +80,18 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     println!("listening on {}", listener.local_addr()?);
 
+    // Started at the signal, it tells every connection to close when idle.
+    let drain = Drain::new();
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100)) // EMFILE & co.: wait instead of spinning
-        .map(echo)
+        .map({
+            let drain = drain.clone();
+            move |socket| echo(socket, drain.clone())
+        })
         .spawn_listen(max_connections.get())
         .connection_time_limit(CONNECTION_TIME_LIMIT)
         .with_graceful_shutdown(shutdown, GRACE)
+        .with_drain(drain)
         .await;
 
     println!("{report}");

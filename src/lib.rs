@@ -8,6 +8,8 @@
 //!   isolated and counted, an optional per-connection time limit, and a graceful shutdown with a
 //!   deadline ([`Listener::with_graceful_shutdown`](listen::Listener::with_graceful_shutdown)).
 //!   The server's types live in [`listen`].
+//! - [`handover`] (unix) restarts a server without closing its port: a new process takes over
+//!   the listening sockets, the old one drains.
 //! - [`reconnect`] keeps clients connected; [`backoff`] holds the retry policies both sides use.
 //!
 //! # A server
@@ -102,7 +104,10 @@
 //! # Ok(())
 //! # }
 //! ```
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: handing sockets over needs `sendmsg`/`recvmsg` with `SCM_RIGHTS` and
+// adopting inherited descriptors (src/handover/{scm,inherit}.rs), and reading a lost
+// connection's send queue needs one ioctl (src/sockopt.rs); only those functions allow it.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
@@ -111,8 +116,11 @@ mod log;
 mod sockopt;
 
 pub mod backoff;
+#[cfg(unix)]
+pub mod handover;
 pub mod listen;
 pub mod overload;
 pub mod reconnect;
+pub mod resume;
 
 pub use listen::{is_connection_error, ListenExt, Stats};

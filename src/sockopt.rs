@@ -1,5 +1,6 @@
 //! Socket options staunch sets itself, written once: the listening socket ([`listen_on`]), TCP
-//! keepalive ([`keepalive`]) and the platforms with `SO_REUSEPORT` ([`cfg_reuseport!`]).
+//! keepalive ([`keepalive`]) and the platforms with `SO_REUSEPORT` ([`cfg_reuseport!`]); and the
+//! one socket fact staunch reads, the send queue ([`send_queue`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -86,4 +87,18 @@ pub(crate) fn keepalive(
         }
     };
     params
+}
+
+/// Bytes in a connected TCP socket's send queue (`SIOCOUTQ`): written to it, but not yet
+/// acknowledged by the peer's kernel (unsent or in flight). The kernel keeps the count after a
+/// reset, so it can be read once the connection is known lost. `None` if the call fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+pub(crate) fn send_queue(socket: &impl std::os::fd::AsFd) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: the fd is open for the borrow's lifetime, and SIOCOUTQ (TIOCOUTQ's number) writes
+    // one `c_int` through the pointer, which points to a live, writable `c_int`.
+    let rc = unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    (rc == 0).then(|| u64::try_from(queued).ok()).flatten()
 }

@@ -57,9 +57,8 @@ fn echo_serves_concurrent_clients_and_drains_on_sigterm() {
     server.signal(libc::SIGTERM);
     // The listening socket closes at once: new clients are refused, not left in the backlog.
     let probes_connected = wait_until_refused(addr);
-    // The open connection is not cut: it is served until it ends by itself.
-    lingering.assert_echo("after the signal");
-    drop(lingering);
+    // The open connection is idle: it is told to close at once, not cut at the deadline.
+    assert_eq!(lingering.read_line(), "", "expected end of stream");
 
     // Generous: `cancelled == 0` below is what shows it did not wait for the grace period.
     let exit = server.wait_exit(ECHO_GRACE * 3);
@@ -93,10 +92,52 @@ fn echo_serves_concurrent_clients_and_drains_on_sigterm() {
 }
 
 #[test]
-fn echo_cuts_connections_still_open_when_the_grace_period_ends() {
+fn echo_closes_an_idle_connection_at_once_on_sigint() {
     let mut server = Example::start("echo", &[]);
     let mut idle = LineClient::connect(server.addr);
     idle.assert_echo("I will never leave");
+
+    let signalled = Instant::now();
+    server.signal(libc::SIGINT);
+    let exit = server.wait_exit(ECHO_GRACE * 3);
+    let took = signalled.elapsed();
+    assert!(exit.status.success(), "{exit:?}");
+    // Before the drain signal it took the whole grace period (5 s).
+    assert!(
+        took < Duration::from_millis(500),
+        "exited {took:?} after SIGINT: {exit:?}"
+    );
+    let report = exit.report();
+    assert_eq!((report.finished, report.cancelled), (1, 0), "{exit:?}");
+    // The client sees its connection closed.
+    assert_eq!(idle.read_line(), "", "expected end of stream");
+}
+
+#[test]
+fn echo_cuts_a_busy_connection_when_the_grace_period_ends() {
+    let mut server = Example::start("echo", &[]);
+    let mut busy = LineClient::connect(server.addr);
+    busy.assert_echo("I send and never read");
+    // Send until both directions' buffers are full: the server is stuck writing its reply, busy,
+    // so the drain signal (heard only between reads) does not end it.
+    busy.writer.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    // Full means no progress for a while: the server still echoes (and so reads) until its
+    // replies fill our receive buffer and its send buffer.
+    let mut sent = 0usize;
+    let flood = Instant::now();
+    let mut progress = Instant::now();
+    while progress.elapsed() < Duration::from_millis(300) {
+        match busy.writer.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(flood.elapsed() < IO, "still sending after {sent} bytes");
+    }
 
     let signalled = Instant::now();
     server.signal(libc::SIGINT);
@@ -110,8 +151,6 @@ fn echo_cuts_connections_still_open_when_the_grace_period_ends() {
     let report = exit.report();
     assert_eq!((report.finished, report.cancelled), (0, 1), "{exit:?}");
     assert_eq!(report.totals["cancelled"], 1, "{exit:?}");
-    // The client sees its connection closed.
-    assert_eq!(idle.read_line(), "", "expected end of stream");
 }
 
 #[test]
@@ -184,6 +223,48 @@ fn echo_exits_cleanly_when_signalled_as_soon_as_it_listens() {
     let report = exit.report();
     assert_eq!((report.finished, report.cancelled), (0, 0), "{exit:?}");
     assert_eq!(report.totals["accepted"], 0, "{exit:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// reuseport
+
+#[test]
+fn reuseport_serves_and_drains_on_sigint() {
+    let mut server = Example::start("reuseport", &[]);
+    let addr = server.addr;
+    // Enough clients that every loop likely gets some (the kernel hashes each to one socket).
+    const CLIENTS: usize = 16;
+    thread::scope(|s| {
+        for c in 0..CLIENTS {
+            s.spawn(move || LineClient::connect(addr).assert_echo(&format!("client {c}")));
+        }
+    });
+    let mut lingering = LineClient::connect(addr);
+    lingering.assert_echo("before the signal");
+
+    server.signal(libc::SIGINT);
+    let probes_connected = wait_until_refused(addr);
+    // The open connection is served through the grace period, on whichever loop has it.
+    lingering.assert_echo("after the signal");
+    drop(lingering);
+    let exit = server.wait_exit(ECHO_GRACE + STARTUP);
+    assert!(exit.status.success(), "{exit:?}");
+    let report = exit.report();
+    let t = &report.totals;
+    // Merged over the loops. Probes that connected before the sockets closed may have been
+    // accepted too.
+    let accepted = t["accepted"];
+    assert!(
+        (CLIENTS as u64 + 1..=CLIENTS as u64 + 1 + probes_connected).contains(&accepted),
+        "accepted={accepted}, probes that connected: {probes_connected}: {exit:?}"
+    );
+    assert_eq!(t["connections"], accepted, "{exit:?}");
+    assert_eq!(t["finished"], accepted, "{exit:?}");
+    assert_eq!((t["cancelled"], t["active"]), (0, 0), "{exit:?}");
+    assert!(
+        report.finished >= 1,
+        "the lingering client ended after the signal: {exit:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,7 +442,7 @@ impl LineClient {
 // Building
 
 /// The examples these tests run (built together, once).
-const EXAMPLES: &[&str] = &["echo"];
+const EXAMPLES: &[&str] = &["echo", "reuseport"];
 
 /// The path of example `name`, built by the first caller with the test binary's profile.
 fn example(name: &str) -> PathBuf {

@@ -25,10 +25,9 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use staunch::ListenExt;
+use staunch::{listen::Drain, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// After the signal, connections get this long to finish before they are cut.
@@ -51,20 +50,20 @@ async fn slow(Path(ms): Path<u64>) -> String {
     format!("slow request done after {ms} ms\n")
 }
 
-/// Serve one connection until the client closes it or, once `shutdown` is cancelled, until
-/// hyper has closed it gracefully (after the response in progress; HTTP/2: GOAWAY).
+/// Serve one connection until the client closes it or, once the drain starts, until hyper has
+/// closed it gracefully (after the response in progress; HTTP/2: GOAWAY).
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     app: Router,
     stream: TcpStream,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // `Router` is a tower `Service`; hyper wants its own `Service` trait: the glue adapts it.
     let service = TowerToHyperService::new(app);
     let mut conn = pin!(http.serve_connection_with_upgrades(TokioIo::new(stream), service));
     tokio::select! {
         done = conn.as_mut() => return done,
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        () = drain.draining() => conn.as_mut().graceful_shutdown(),
     }
     match conn.await {
         // A client that had connected but not yet sent a byte when the signal came is closed
@@ -101,23 +100,18 @@ async fn main() -> anyhow::Result<()> {
     http.http1().timer(TokioTimer::new());
 
     // One signal, two layers: staunch stops accepting, bounds the drain by `GRACE` and reports;
-    // the token tells each connection to let hyper finish it cleanly.
-    let shutdown = CancellationToken::new();
+    // the `Drain` it starts at the signal tells each connection to let hyper finish it cleanly.
+    let drain = Drain::new();
     let app = app();
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
         .map({
-            let shutdown = shutdown.clone();
-            move |stream| serve(http.clone(), app.clone(), stream, shutdown.clone())
+            let drain = drain.clone();
+            move |stream| serve(http.clone(), app.clone(), stream, drain.clone())
         })
         .spawn_listen(MAX_CONNECTIONS)
-        .with_graceful_shutdown(
-            async move {
-                signal.await;
-                shutdown.cancel();
-            },
-            GRACE,
-        )
+        .with_graceful_shutdown(signal, GRACE)
+        .with_drain(drain)
         .await;
 
     println!(

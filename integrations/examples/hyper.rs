@@ -23,10 +23,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use staunch::ListenExt;
+use staunch::{listen::Drain, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// After Ctrl-C, open connections get this long to finish before they are cut.
@@ -36,17 +35,17 @@ async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
     Ok(Response::new(Full::from("hello from staunch\n")))
 }
 
-/// Serve one connection until the client closes it or, once `shutdown` is cancelled, until
-/// hyper has closed it gracefully.
+/// Serve one connection until the client closes it or, once the drain starts, until hyper has
+/// closed it gracefully.
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service_fn(hello)));
     tokio::select! {
         done = conn.as_mut() => return done,
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        () = drain.draining() => conn.as_mut().graceful_shutdown(),
     }
     match conn.await {
         // A client that had connected but not sent a byte when the signal came is closed at
@@ -90,24 +89,19 @@ async fn main() -> anyhow::Result<()> {
     // - hyper's per-connection `graceful_shutdown` makes "finish" quick and clean: HTTP/1 ends
     //   after the response in progress (idle keep-alive connections close at once), HTTP/2 sends
     //   GOAWAY. Without it an idle keep-alive connection would sit until `GRACE` and be cut.
-    //   hyper-util's `GracefulShutdown` watcher does this too, but `shutdown(self)` consumes it
-    //   while the accept closure below still holds it, so a `CancellationToken` carries the
-    //   signal to every connection instead.
-    let shutdown = CancellationToken::new();
+    //   staunch's `Drain`, started at the signal, tells every connection. (hyper-util's
+    //   `GracefulShutdown` watcher does this too, but `shutdown(self)` consumes it while the
+    //   accept closure below still holds it.)
+    let drain = Drain::new();
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
         .map({
-            let shutdown = shutdown.clone();
-            move |stream| serve(http.clone(), stream, shutdown.clone())
+            let drain = drain.clone();
+            move |stream| serve(http.clone(), stream, drain.clone())
         })
         .spawn_listen(1024)
-        .with_graceful_shutdown(
-            async move {
-                signal.await;
-                shutdown.cancel();
-            },
-            GRACE,
-        )
+        .with_graceful_shutdown(signal, GRACE)
+        .with_drain(drain)
         .await;
 
     println!("{report}");

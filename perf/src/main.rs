@@ -8,17 +8,23 @@
 //!
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
-//! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 the accept rate limit's
-//! accuracy.
+//! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 resumable sessions against
+//! `Reconnecting`, 11 the accept rate limit's accuracy.
 //!
-//! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--out DIR` (default `docs/perf`,
+//! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--threads N` (load-generator
+//! threads for scenarios 1, 2 and 8: tokio workers, and `wrk -t`; default 2, at least as many
+//! as the server has cores so the load is not the ceiling), `--out DIR` (default `docs/perf`,
 //! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
 //! `--soak-connections N`. Servers run in child processes (this binary re-executed with
-//! `--role`), load generators in this process; every address is 127.0.0.1. Linux only (`/proc`).
+//! `--role`, multi-thread ones with a worker per core), load generators in this process, so the
+//! server's CPU time (`/proc/<pid>/task/*/schedstat`) is its own: scenarios 1, 2 and 8 report it
+//! per connection (or request), steadier than throughput on a shared machine. Every address is
+//! 127.0.0.1. Linux only (`/proc`).
 
 mod client;
 mod load;
 mod report;
+mod resume;
 mod servers;
 mod soak;
 mod sys;
@@ -35,6 +41,8 @@ use sys::ChildServer;
 struct Config {
     quick: bool,
     rounds: usize,
+    /// Load-generator threads (scenarios 1, 2 and 8).
+    threads: usize,
     only: Option<Vec<u32>>,
     out: PathBuf,
     soak: bool,
@@ -57,6 +65,10 @@ fn main() {
         servers::run(&role, servers::RoleArgs::parse(&args));
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--load") {
+        churn_load(&args, args.get(i + 1).and_then(|p| p.parse().ok()));
+        return;
+    }
     let has = |f: &str| args.iter().any(|a| a == f);
     let value = |f: &str| {
         args.iter()
@@ -65,7 +77,9 @@ fn main() {
             .cloned()
     };
     if has("--help") || has("-h") {
-        println!("usage: compare [--quick] [--only 1,2,...] [--rounds N] [--out DIR] [--soak] [--soak-connections N]");
+        println!("usage: compare [--quick] [--only 1,2,...] [--rounds N] [--threads N] [--out DIR] [--soak] [--soak-connections N]");
+        println!("       compare --role echo --contender bare-mt|bare-ct|listen-ct|spawn_listen-mt   (a server: prints READY <port>)");
+        println!("       compare --load PORT [--threads N] [--seconds S]   (scenario 1's churn against a server already running, for profilers)");
         return;
     }
     let quick = has("--quick");
@@ -74,6 +88,10 @@ fn main() {
         rounds: value("--rounds")
             .and_then(|v| v.parse().ok())
             .unwrap_or(if quick { 2 } else { 5 }),
+        threads: value("--threads")
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(2),
         only: value("--only").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect()),
         out: value("--out").map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(if quick {
@@ -91,16 +109,17 @@ fn main() {
     // Scenario 5 holds 10,000 connections in this process too.
     let nofile = sys::set_nofile(None);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cfg.threads)
         .enable_all()
         .build()
         .unwrap();
     let (date, cpus, model, kernel) = sys::machine();
     let header = format!(
-        "staunch compare ({}), {date}\n{cpus} CPUs ({model}), Linux {kernel}, load average at start {}\nrounds: {}, RLIMIT_NOFILE: {nofile}",
+        "staunch compare ({}), {date}\n{cpus} CPUs ({model}), Linux {kernel}, load average at start {}\nrounds: {}, load-generator threads: {}, RLIMIT_NOFILE: {nofile}",
         if cfg.quick { "--quick" } else if cfg.soak { "--soak" } else { "full run" },
         sys::loadavg(),
-        cfg.rounds
+        cfg.rounds,
+        cfg.threads
     );
     println!("{header}");
     let started = Instant::now();
@@ -152,6 +171,9 @@ fn main() {
         scenario_shed(&cfg, &rt, &mut rep);
     }
     if cfg.wants(10) {
+        scenario_resume(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(11) {
         scenario_rate(&cfg, &rt, &mut rep);
     }
 
@@ -257,6 +279,40 @@ fn main() {
     );
 }
 
+/// `--load PORT`: scenario 1's churn against a server started by hand (`--role echo`), so a
+/// profiler can watch the server alone.
+fn churn_load(args: &[String], port: Option<u16>) {
+    let Some(port) = port else {
+        eprintln!("usage: compare --load PORT [--threads N] [--seconds S]");
+        std::process::exit(2);
+    };
+    let value = |f: &str| {
+        args.iter()
+            .position(|a| a == f)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let threads = value("--threads").map_or(2, |n| n.max(1.0) as usize);
+    let seconds = value("--seconds").unwrap_or(10.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The server's pid is not known here: no CPU figure, only the rate.
+    let run = rt.block_on(load::churn(
+        port,
+        0,
+        (16 * threads).max(32),
+        Duration::from_secs_f64(0.3),
+        Duration::from_secs_f64(seconds),
+    ));
+    println!(
+        "{:.0} conn/s ({} completed, {} client errors)",
+        run.rate, run.completed, run.errors
+    );
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -270,7 +326,12 @@ fn rotated<'a>(list: &[&'a str], round: usize) -> Vec<&'a str> {
 fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
     const S: &str = "1 accept churn";
     const M: &str = "connections per second";
-    println!("\n== {S}: connect, 8-byte echo, close; 32 client loops in this process");
+    // 32 client loops on 2 threads; more of both with more load-generator threads.
+    let concurrency = (16 * cfg.threads).max(32);
+    println!(
+        "\n== {S}: connect, 8-byte echo, close; {concurrency} client loops on {} threads in this process",
+        cfg.threads
+    );
     let contenders = ["bare-mt", "bare-ct", "listen-ct", "spawn_listen-mt"];
     let names = |c: &str| match c {
         "bare-mt" => "bare accept+spawn loop (multi-thread)",
@@ -295,7 +356,7 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
             } = rt.block_on(load::churn(
                 server.port,
                 server.pid,
-                32,
+                concurrency,
                 cfg.secs(0.3, 0.25),
                 cfg.secs(1.5, 1.0),
             ));
@@ -331,9 +392,12 @@ fn scenario_churn(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
         goal: "<= 1.03 (the cost side of >= 0.97)".into(),
         paired: true,
     });
-    let l = rep.median_of(S, M, names("listen-ct")) / rep.median_of(S, M, names("bare-ct"));
+    let ct =
+        |metric: &str| median(&rep.paired_ratios(S, metric, names("listen-ct"), names("bare-ct")));
     rep.notes.push(format!(
-        "Accept churn, same runtime flavour: staunch listen (current-thread) / bare loop (current-thread) = {l:.3}."
+        "Accept churn, same runtime flavour: staunch listen (current-thread) / bare loop (current-thread), paired medians over {rounds} rounds: {:.3} of the connections per second, {:.3}× the server CPU per connection.",
+        ct(M),
+        ct("server CPU per connection")
     ));
 }
 
@@ -345,7 +409,7 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     // As scenario 1 on 2 CPUs (2 client workers, 32 loops); more of both with more cores, so
     // the load generator is not what caps N accept loops.
-    let workers = n.max(2);
+    let workers = n.max(cfg.threads);
     let concurrency = (16 * n).max(32);
     println!(
         "\n== {S}: scenario 1's churn, {concurrency} client loops on {workers} threads; {n} accept loops vs one"
@@ -355,7 +419,12 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
         .enable_all()
         .build()
         .unwrap();
-    let contenders = ["single-ct", "reuseport-ct", "spawn_listen-mt"];
+    let contenders = [
+        "single-ct",
+        "reuseport-ct",
+        "reuseport-bare-ct",
+        "spawn_listen-mt",
+    ];
     let names: Vec<(&str, String)> = vec![
         (
             "single-ct",
@@ -364,6 +433,12 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
         (
             "reuseport-ct",
             format!("{n} accept loops, SO_REUSEPORT: listen(10_000) × {n} (current-thread each)"),
+        ),
+        (
+            "reuseport-bare-ct",
+            format!(
+                "{n} accept loops, SO_REUSEPORT: bare accept+spawn × {n} (current-thread each)"
+            ),
         ),
         (
             "spawn_listen-mt",
@@ -378,7 +453,7 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
     };
     let mut mismatches = Vec::new();
     let mut spread = Vec::new();
-    let (mut exact, mut client_errors) = (0, 0);
+    let (mut exact, mut client_errors, mut counted_runs) = (0, 0, 0);
     for round in 0..rounds {
         for c in rotated(&contenders, round) {
             let mut server = ChildServer::spawn(
@@ -413,18 +488,25 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
             // finished by exactly one loop; a client error may or may not have reached a loop.
             let (done, errs) = (run.completed, run.errors);
             client_errors += errs;
-            let ok = match (
-                field("accepted"),
-                field("connections"),
-                field("finished"),
-                field("active"),
-            ) {
-                (Some(a), Some(conns), Some(f), Some(0)) => {
-                    exact += usize::from(a == done && conns == done && f == done);
-                    a == conns && (done..=done + errs).contains(&conns) && f <= conns && f >= done
-                }
-                _ => false,
-            };
+            // The bare loops keep no counters.
+            let counted = stats != "STATS none";
+            counted_runs += usize::from(counted);
+            let ok = !counted
+                || match (
+                    field("accepted"),
+                    field("connections"),
+                    field("finished"),
+                    field("active"),
+                ) {
+                    (Some(a), Some(conns), Some(f), Some(0)) => {
+                        exact += usize::from(a == done && conns == done && f == done);
+                        a == conns
+                            && (done..=done + errs).contains(&conns)
+                            && f <= conns
+                            && f >= done
+                    }
+                    _ => false,
+                };
             if !ok {
                 mismatches.push(format!(
                     "round {round} {c}: clients completed {done} (+{errs} errors), server `{stats}`"
@@ -465,11 +547,21 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
             paired: true,
         });
     }
+    let per_core = |metric: &str| {
+        rep.paired_ratios(S, metric, &name("reuseport-ct"), &name("reuseport-bare-ct"))
+    };
+    let (rate, cpu) = (per_core(M), per_core("server CPU per connection"));
+    rep.notes.push(format!(
+        "Per core ({n} loops): staunch `per_core` + listen / bare accept+spawn loops in the same layout, paired medians over {} rounds: {:.3} of the connections per second, {:.3}× the server CPU per connection.",
+        rate.len(),
+        median(&rate),
+        median(&cpu)
+    ));
     if mismatches.is_empty() {
         rep.notes.push(format!(
-            "SO_REUSEPORT: in all {} runs (every contender, every round) the merged server counters matched the clients, active 0 at the end: accepted = connections = finished = clients that completed their echo{}. Connections per loop ({n} loops), per round: {}.",
-            rounds * contenders.len(),
-            if exact == rounds * contenders.len() {
+            "SO_REUSEPORT: in all {} runs (every contender that counts, every round) the merged server counters matched the clients, active 0 at the end: accepted = connections = finished = clients that completed their echo{}. Connections per loop ({n} loops), per round: {}.",
+            counted_runs,
+            if exact == counted_runs {
                 String::new()
             } else {
                 format!(
@@ -485,7 +577,7 @@ fn scenario_reuseport(cfg: &Config, rep: &mut Report) {
         rep.notes.push(format!(
             "SO_REUSEPORT: merged counters did NOT match the clients in {} of {} runs: {}",
             mismatches.len(),
-            rounds * contenders.len(),
+            counted_runs,
             mismatches.join("; ")
         ));
     }
@@ -499,9 +591,13 @@ fn wrk_available() -> bool {
 }
 
 /// Run wrk; (requests per second, requests completed).
-fn wrk(port: u16, duration: Duration, close: bool) -> Option<(f64, f64)> {
+fn wrk(port: u16, threads: usize, duration: Duration, close: bool) -> Option<(f64, f64)> {
     let mut cmd = std::process::Command::new("wrk");
-    cmd.args(["-t1", "-c64", &format!("-d{}s", duration.as_secs().max(1))]);
+    cmd.args([
+        &format!("-t{threads}"),
+        &format!("-c{}", 64.max(threads)),
+        &format!("-d{}s", duration.as_secs().max(1)),
+    ]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -540,7 +636,11 @@ fn cpu_metric(close: bool) -> &'static str {
 
 fn scenario_http(cfg: &Config, rep: &mut Report) {
     const S: &str = "2 HTTP (hyper)";
-    println!("\n== {S}: wrk -t1 -c64 against hyper servers (multi-thread, 2 workers)");
+    println!(
+        "\n== {S}: wrk -t{} -c{} against hyper servers (multi-thread, a worker per core)",
+        cfg.threads,
+        64.max(cfg.threads)
+    );
     if !wrk_available() {
         println!("  wrk not found: install it with `apt-get install -y wrk` (Debian/Ubuntu); skipping scenario 2");
         rep.notes
@@ -566,8 +666,8 @@ fn scenario_http(cfg: &Config, rep: &mut Report) {
             for c in rotated(&contenders, round) {
                 let server = ChildServer::spawn("http", &strings(&["--contender", c]));
                 let ns0 = server.cpu_ns();
-                let (rps, total) =
-                    wrk(server.port, cfg.secs(2.0, 1.0), close).unwrap_or((f64::NAN, f64::NAN));
+                let (rps, total) = wrk(server.port, cfg.threads, cfg.secs(2.0, 1.0), close)
+                    .unwrap_or((f64::NAN, f64::NAN));
                 let cpu_us = (server.cpu_ns() - ns0) as f64 / 1000.0 / total;
                 drop(server);
                 println!("  round {round} {metric:<40} {:<36} {rps:>9.0} req/s, server CPU {cpu_us:>5.1} µs/req", names(c));
@@ -793,7 +893,7 @@ fn scenario_shed(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
 /// The accept rate limiter's accuracy: connections accepted per second against the limit,
 /// under a flood of reconnecting clients.
 fn scenario_rate(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
-    const S: &str = "10 accept rate limit";
+    const S: &str = "11 accept rate limit";
     let window = cfg.secs(3.0, 1.5);
     let loops = 64;
     println!(
@@ -925,6 +1025,43 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
         higher_is_better: false,
         goal: "staunch fastest, <= 50 ms backoff + one connect".into(),
         paired: false,
+    });
+}
+
+/// Scenario 10: `staunch::resume` (framing, replay buffer, acks) against the plain adapter.
+fn scenario_resume(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+    const S: &str = "10 resumable session";
+    const M: &str = "one-way throughput";
+    let mib: u64 = if cfg.quick { 64 } else { 256 };
+    println!("\n== {S}: {mib} MiB one way over loopback, 64 KiB writes, both ends in this process");
+    let rounds = if cfg.quick {
+        cfg.rounds.max(3)
+    } else {
+        cfg.rounds * 2
+    };
+    for round in 0..rounds {
+        for kind in rotated(&resume::CONTENDERS, round) {
+            let rate = rt.block_on(resume::throughput(kind, mib << 20)) / f64::from(1 << 20);
+            println!("  round {round} {kind:<26} {rate:>8.0} MiB/s");
+            rep.add(S, kind, M, "MiB/s", round, rate);
+        }
+    }
+    let base = "staunch Reconnecting";
+    for kind in &resume::CONTENDERS[2..] {
+        let ratios = rep.paired_ratios(S, M, kind, base);
+        println!(
+            "  {kind:<26} / {base}: median ratio {:.2} over {} rounds",
+            median(&ratios),
+            ratios.len()
+        );
+    }
+    rep.specs.push(Spec {
+        scenario: S,
+        metric: M,
+        baseline: Some(base.into()),
+        higher_is_better: true,
+        goal: ">= 0.9".into(),
+        paired: true,
     });
 }
 

@@ -97,8 +97,8 @@ pub(crate) fn run(role: &str, args: RoleArgs) {
     let multi =
         args.contender.ends_with("-mt") || matches!(role, "http" | "emfile" | "sink" | "soak");
     let rt = if multi {
+        // A worker per core (tokio's default).
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
             .enable_all()
             .build()
     } else {
@@ -327,9 +327,10 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 /// Scenario 8: the same `sleep_on_error(100 ms).map(echo).listen(max)` chain on one accept loop
-/// (`single-ct`), on one loop per thread with its own `SO_REUSEPORT` socket (`reuseport-ct`), and
-/// `spawn_listen(max)` on a multi-thread runtime (`spawn_listen-mt`); `--threads N` for the last
-/// two. A `stats` command prints the counters (merged over the loops) once no connection is
+/// (`single-ct`), on one loop per thread with its own `SO_REUSEPORT` socket (`reuseport-ct`,
+/// through `listen::per_core`), and `spawn_listen(max)` on a multi-thread runtime
+/// (`spawn_listen-mt`); bare accept+spawn loops in the per-core layout (`reuseport-bare-ct`);
+/// `--threads N` for all but the first. A `stats` command prints the counters (merged over the loops) once no connection is
 /// left running.
 fn reuseport_server(args: &RoleArgs, cmds: UnboundedReceiver<String>) {
     let n = args.threads.max(1);
@@ -371,29 +372,47 @@ fn reuseport_server(args: &RoleArgs, cmds: UnboundedReceiver<String>) {
                 server.await
             }),
         "reuseport-ct" => {
+            let server = staunch::listen::per_core(local, n, move |listener| {
+                TcpListenerStream::new(listener)
+                    .sleep_on_error(backoff)
+                    .map(echo)
+                    .listen(max)
+            })
+            .expect("per_core 127.0.0.1");
+            println!(
+                "READY {} {}",
+                server.local_addr().port(),
+                sys::own_fd_count()
+            );
+            let per_loop = server.stats_per_loop().to_vec();
+            current_thread().block_on(answer_stats(per_loop, cmds));
+            drop(server);
+        }
+        // The same layout by hand, each loop the bare accept+spawn loop: the baseline of the
+        // per-core goal. It keeps no counters, so its `stats` line says so.
+        "reuseport-bare-ct" => {
             let listeners =
                 staunch::listen::bind_reuseport(local, n).expect("bind_reuseport 127.0.0.1");
             let port = listeners[0].local_addr().unwrap().port();
-            let (tx, rx) = std::sync::mpsc::channel();
             for listener in listeners {
-                let tx = tx.clone();
                 std::thread::spawn(move || {
                     current_thread().block_on(async move {
                         let listener = TcpListener::from_std(listener).expect("register listener");
-                        let server = TcpListenerStream::new(listener)
-                            .sleep_on_error(backoff)
-                            .map(echo)
-                            .listen(max);
-                        let _ = tx.send(server.stats());
-                        server.await
+                        loop {
+                            if let Ok((s, _)) = listener.accept().await {
+                                tokio::spawn(echo(s));
+                            }
+                        }
                     })
                 });
             }
-            drop(tx);
-            let per_loop: Vec<Stats> = rx.iter().take(n).collect();
-            assert_eq!(per_loop.len(), n, "an accept loop failed to start");
             println!("READY {port} {}", sys::own_fd_count());
-            current_thread().block_on(answer_stats(per_loop, cmds));
+            current_thread().block_on(async move {
+                let mut cmds = cmds;
+                while cmds.recv().await.is_some() {
+                    println!("STATS none");
+                }
+            });
         }
         other => panic!("unknown reuseport contender {other}"),
     }

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | [`Constant`] | `delay` |
 //! | [`Exponential`] | `min(min * factor^n, max)`, then jitter, limited by attempts and a total-delay budget |
+//! | [`Exponential::grpc`] | gRPC's connection backoff: `min(1 s * 1.6^n, 120 s)`, ±20 % jitter |
 //!
 //! Parameters are validated when the policy is built, with a typed [`BackoffError`].
 //!
@@ -45,5 +46,9 @@ mod exponential;
 pub use constant::Constant;
 pub use error::BackoffError;
 pub use exponential::{Exponential, ExponentialBuilder, Jitter};
+
+/// The minimum connect timeout of gRPC's connection backoff spec, to go with
+/// [`Exponential::grpc`]: 20 s.
+pub const GRPC_MIN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub(crate) use boxed::{default_policy, DynPolicy};

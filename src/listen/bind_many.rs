@@ -174,6 +174,40 @@ pub fn bind_many(addrs: impl IntoIterator<Item = SocketAddr>) -> (BindMany, Bind
     (stream, handle)
 }
 
+/// A [`BindMany`] that starts with `listeners` instead of binding: sockets a previous process
+/// handed over (see [`handover`](crate::handover)), so that the port never closes. Each
+/// listener's local address is its address in the set, so a later [`BindHandle::set`] with
+/// the configured addresses keeps those still wanted (with a fixed port, the local address is
+/// the configured one), binds the new ones and closes the others.
+///
+/// # Errors
+///
+/// The error of reading a listener's local address or making it non-blocking, and
+/// [`InvalidInput`](io::ErrorKind::InvalidInput) if two listeners have the same address (a
+/// `BindMany` holds one socket per address).
+pub fn bind_many_from(
+    listeners: impl IntoIterator<Item = std::net::TcpListener>,
+) -> io::Result<(BindMany, BindHandle)> {
+    let mut addrs: Vec<Entry> = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        if addrs.iter().any(|e| e.addr == addr) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bind_many_from: two listeners on {addr}"),
+            ));
+        }
+        listener.set_nonblocking(true)?;
+        addrs.push(Entry {
+            addr,
+            slot: Slot::Std(listener),
+        });
+    }
+    let (stream, handle) = bind_many([]);
+    stream.shared.lock().addrs = addrs;
+    Ok((stream, handle))
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -290,6 +324,29 @@ impl BindHandle {
                 (e.addr, s)
             })
             .collect()
+    }
+
+    /// A duplicate of every socket bound now, with its address in the set: to hand them to a
+    /// new process ([`handover`](crate::handover)), which starts its own `BindMany` from them
+    /// with [`bind_many_from`]. Drop them once handed over: a duplicate keeps its socket open
+    /// (connections would queue on it) after this `BindMany` closes its own.
+    ///
+    /// # Errors
+    ///
+    /// The error of duplicating a descriptor (`EMFILE`).
+    pub fn listeners(&self) -> io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+        let state = self.shared.lock();
+        let mut listeners = Vec::new();
+        for entry in &state.addrs {
+            let duplicate = match &entry.slot {
+                Slot::Std(l) => l.try_clone()?,
+                Slot::Bound(l) => duplicate(l)?,
+                Slot::Failing { .. } => continue,
+                Slot::Empty => unreachable!("a slot is never left empty"),
+            };
+            listeners.push((entry.addr, duplicate));
+        }
+        Ok(listeners)
     }
 
     /// The local addresses bound now (with the real port where port 0 was asked for).
@@ -413,6 +470,15 @@ fn refresh(
         },
         other => other,
     }
+}
+
+/// A `std` listener on the socket of a registered one (which stays registered).
+fn duplicate(listener: &TcpListener) -> io::Result<std::net::TcpListener> {
+    #[cfg(unix)]
+    let owned = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned()?;
+    #[cfg(windows)]
+    let owned = std::os::windows::io::AsSocket::as_socket(listener).try_clone_to_owned()?;
+    Ok(owned.into())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {

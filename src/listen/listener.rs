@@ -1,11 +1,14 @@
 //! [`Listener`]: the accept-and-run loop behind [`listen`](crate::ListenExt::listen) and
 //! [`spawn_listen`](crate::ListenExt::spawn_listen).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -21,6 +24,12 @@ use super::stats::Stats;
 /// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
 /// starve other tasks.
 const ACCEPT_BUDGET: usize = 64;
+
+/// Accepted connections a full listener holds until a slot frees. It polls its stream while
+/// full so that the stream can end (`take_until(signal)` closes the port even when full): once
+/// the first connection is in hand, it polls again only when the stream itself asks to be, which
+/// an accept stream does not do after handing out a connection, so this is one in practice.
+const HOLD_LIMIT: usize = 4;
 
 /// Panics in a row from the accept stream, with no item and no `Pending` between them, after
 /// which the stream is taken to be broken (a generator that panics on every poll once it has
@@ -41,8 +50,10 @@ pin_project! {
     /// [`spawn_listen`](crate::ListenExt::spawn_listen) methods; `M` is where connection futures
     /// run ([`InTask`] or [`Spawned`]).
     ///
-    /// It polls the accept stream while fewer than `max_connections` connection futures are in
-    /// flight, and resolves once the stream has ended and every connection has finished.
+    /// It starts connections from the accept stream while fewer than `max_connections` are in
+    /// flight, and resolves once the stream has ended and every connection has finished. While
+    /// full it holds at most one accepted connection for the next free slot, so that the stream
+    /// is still polled and can end (`take_until(signal)` closes the port at once, full or not).
     ///
     /// - [`InTask`] ([`Listen`]): connection futures are polled inside this future's task, so they
     ///   need not be `Send` and it works on a current-thread runtime. Dropping it drops every
@@ -68,6 +79,10 @@ pin_project! {
         time_limit: Option<Duration>,
         // Panics in a row from the accept stream (see `STREAM_PANIC_LIMIT`).
         stream_panics: u32,
+        // Connections accepted while full, started first when a slot frees (see `HOLD_LIMIT`).
+        held: VecDeque<S::Item>,
+        // The waker the stream gets while the listener is full, made on the first need.
+        full_waker: Option<(Arc<StreamWake>, Waker)>,
     }
 }
 
@@ -91,6 +106,8 @@ where
             max_connections,
             time_limit: None,
             stream_panics: 0,
+            held: VecDeque::new(),
+            full_waker: None,
         }
     }
 
@@ -300,9 +317,14 @@ where
         }
     }
 
-    /// Cancel every connection still running.
+    /// Cancel every connection still running, and those accepted but not yet started.
     pub(crate) fn cancel_all(self: Pin<&mut Self>) {
-        self.project().pool.cancel_all();
+        let this = self.project();
+        for _ in this.held.drain(..) {
+            this.pool.shared().started();
+            Ending::Cancelled.record(this.pool.shared());
+        }
+        this.pool.cancel_all();
     }
 }
 
@@ -319,17 +341,33 @@ where
         let mut accepted = 0;
         loop {
             let _ = this.pool.poll_endings(cx);
-            let Some(stream) = this.stream.as_mut().as_pin_mut() else {
-                return if this.pool.len() == 0 {
+            let full = this.pool.len() >= *this.max_connections;
+            if !full {
+                if let Some(connection) = this.held.pop_front() {
+                    start(this.pool, connection, *this.time_limit);
+                    continue;
+                }
+            }
+            let Some(mut stream) = this.stream.as_mut().as_pin_mut() else {
+                return if this.pool.len() == 0 && this.held.is_empty() {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
                 };
             };
-            if this.pool.len() >= *this.max_connections {
-                // Full: leave new clients in the kernel backlog; a connection ending wakes us.
-                return Poll::Pending;
-            }
+            // Full: new clients wait in the kernel backlog and a connection ending wakes us. The
+            // stream is still polled (with a waker that notes its own wake-ups) so that it can
+            // end, but only while nothing is in hand or when it asked to be.
+            let full_waker = if full {
+                let (wake, waker) = this.full_waker.get_or_insert_with(StreamWake::new);
+                let asked = wake.take(cx.waker());
+                if this.held.len() >= HOLD_LIMIT || !(this.held.is_empty() || asked) {
+                    return Poll::Pending;
+                }
+                Some(waker.clone())
+            } else {
+                None
+            };
             if accepted >= ACCEPT_BUDGET {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -337,9 +375,14 @@ where
             // Any `sleep_on_error` inside the stream (behind `map`, `select`, ...) finds us. A
             // panic in the synchronous part of the `map` closure happens here, not in the
             // connection future: catch it too, and count it as a connection that panicked.
-            let polled = this
-                .link
-                .lend(|| catch_unwind(AssertUnwindSafe(|| stream.poll_next(cx))));
+            let link = &mut *this.link;
+            let mut poll_stream = |cx: &mut Context<'_>| {
+                link.lend(|| catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx))))
+            };
+            let polled = match &full_waker {
+                Some(waker) => poll_stream(&mut Context::from_waker(waker)),
+                None => poll_stream(cx),
+            };
             let polled = match polled {
                 Ok(polled) => polled,
                 Err(payload) => {
@@ -363,12 +406,14 @@ where
             };
             *this.stream_panics = 0;
             match polled {
+                Poll::Ready(Some(connection)) if full => {
+                    accepted += 1;
+                    log_event!(trace, "connection accepted while full, held");
+                    this.held.push_back(connection);
+                }
                 Poll::Ready(Some(connection)) => {
                     accepted += 1;
-                    let active = this.pool.shared().started();
-                    log_event!(trace, active, "connection accepted");
-                    let _ = active;
-                    this.pool.push(Tracked::new(connection, *this.time_limit));
+                    start(this.pool, connection, *this.time_limit);
                 }
                 Poll::Ready(None) => {
                     this.stream.set(None);
@@ -380,6 +425,52 @@ where
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+fn start<P: Pool>(pool: &mut P, connection: P::Connection, time_limit: Option<Duration>) {
+    let active = pool.shared().started();
+    log_event!(trace, active, "connection accepted");
+    let _ = active;
+    pool.push(Tracked::new(connection, time_limit));
+}
+
+/// The waker a full listener polls its stream with: it notes that the stream woke it, then wakes
+/// the listener's task.
+struct StreamWake {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl StreamWake {
+    fn new() -> (Arc<Self>, Waker) {
+        let wake = Arc::new(StreamWake {
+            woken: AtomicBool::new(false),
+            task: Mutex::new(None),
+        });
+        (wake.clone(), Waker::from(wake))
+    }
+
+    /// Whether the stream asked to be polled since the last call; `task` is woken next time.
+    fn take(&self, task: &Waker) -> bool {
+        let mut current = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if !current.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *current = Some(task.clone());
+        }
+        self.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for StreamWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+            task.wake_by_ref();
         }
     }
 }
@@ -396,6 +487,7 @@ where
             .field("time_limit", &self.time_limit)
             .field("in_flight", &self.pool.len())
             .field("accepting", &self.stream.is_some())
+            .field("held", &self.held.len())
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::{sleep, Sleep};
 
 use futures_core::Stream;
 
+use super::drain::Drain;
 use super::listener::Listener;
 use super::mode::Mode;
 use super::stats::{Stats, StatsSnapshot};
@@ -17,26 +18,52 @@ pin_project! {
     /// Future for the [`with_graceful_shutdown`](Listener::with_graceful_shutdown) and
     /// [`with_graceful_drain`](Listener::with_graceful_drain) methods of a [`Listener`].
     ///
-    /// 1. Until `signal` completes, it runs the listener as usual.
-    /// 2. When it does, the accept stream is dropped at once (the listening socket closes, so
-    ///    new clients are refused instead of waiting in the backlog) and in-flight connections get
-    ///    the grace period to finish (with `with_graceful_drain`, as long as they take).
-    /// 3. When the grace period runs out, every connection still running is cancelled.
+    /// Until `signal` completes, it runs the listener as usual. Then, in phases, each counted in
+    /// the [`ShutdownReport`]:
     ///
-    /// It resolves to a [`ShutdownReport`] saying how many connections finished during the grace
-    /// period and how many were cut. If the accept stream ends on its own first, it waits for the
-    /// connections with no deadline until the signal comes, which then starts the grace period.
+    /// 1. **Grace accept** (only with [`grace_accept`](GracefulShutdown::grace_accept)): the
+    ///    listener keeps accepting for a while, so clients that have not yet heard of the
+    ///    shutdown (a load balancer still sending, a DNS change under way) are served, and told
+    ///    to close after their request.
+    /// 2. **Refuse**: the accept stream is dropped (the listening socket closes, so new clients
+    ///    are refused instead of waiting in the backlog).
+    /// 3. **Drain**: in-flight connections get the grace period to finish (with
+    ///    `with_graceful_drain`, as long as they take). A [`Drain`] given to
+    ///    [`with_drain`](GracefulShutdown::with_drain) starts with the signal, so connections
+    ///    can finish at once instead of at the deadline.
+    /// 4. **Cancel**: when the grace period runs out, every connection still running is
+    ///    cancelled.
+    ///
+    /// If the accept stream ends on its own first, it waits for the connections with no deadline
+    /// until the signal comes, which then starts the grace period.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct GracefulShutdown<L, F> {
         #[pin]
         listener: L,
         #[pin]
         signal: Option<F>,
+        // The end of the current phase: of the grace-accept window, then of the grace period.
         #[pin]
-        deadline: Option<Sleep>,
+        timer: Option<Sleep>,
+        phase: Phase,
         grace: Option<Duration>,
+        grace_accept: Option<Duration>,
+        drain: Option<Drain>,
         at_signal: Option<StatsSnapshot>,
+        at_refuse: Option<StatsSnapshot>,
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the signal (and just after it, until the port is closed).
+    Running,
+    /// After the signal, still accepting until `timer`.
+    GraceAccept,
+    /// The port is closed; connections end until `timer` (if any).
+    Draining,
+    /// The grace period ran out and the rest were cancelled.
+    Cancelled,
 }
 
 /// How a [`GracefulShutdown`] ended.
@@ -46,11 +73,16 @@ pub struct ShutdownReport {
     /// `true` if the signal came; `false` if the accept stream ended and every connection
     /// finished before it.
     pub signalled: bool,
-    /// Connections that ended on their own after the signal (finished, failed, panicked or
-    /// timed out), within the grace period. Not to be confused with
+    /// Phase 1: connections accepted after the signal, during the
+    /// [`grace_accept`](GracefulShutdown::grace_accept) window.
+    pub grace_accepted: u64,
+    /// Phase 2: connections running when the port closed.
+    pub open_at_refuse: u64,
+    /// Phase 3: connections that ended on their own after the signal (finished, failed,
+    /// panicked or timed out), before the grace period ran out. Not to be confused with
     /// [`StatsSnapshot::finished`], which counts only connections that ended with `Ok` or `()`.
     pub ended: u64,
-    /// Connections still running when the grace period ran out, and so cancelled.
+    /// Phase 4: connections still running when the grace period ran out, and so cancelled.
     pub cancelled: u64,
     /// The listener's counters at the end.
     pub stats: StatsSnapshot,
@@ -61,9 +93,13 @@ impl fmt::Display for ShutdownReport {
         if self.signalled {
             write!(
                 f,
-                "shutdown: {} ended and {} cancelled after the signal; ",
-                self.ended, self.cancelled
+                "shutdown: {} ended and {} cancelled after the signal ({} open when the port closed",
+                self.ended, self.cancelled, self.open_at_refuse
             )?;
+            if self.grace_accepted > 0 {
+                write!(f, ", {} accepted in the grace window", self.grace_accepted)?;
+            }
+            f.write_str("); ")?;
         } else {
             f.write_str("stopped: the accept stream ended and every connection finished; ")?;
         }
@@ -81,10 +117,66 @@ where
         GracefulShutdown {
             listener,
             signal: Some(signal),
-            deadline: None,
+            timer: None,
+            phase: Phase::Running,
             grace,
+            grace_accept: None,
+            drain: None,
             at_signal: None,
+            at_refuse: None,
         }
+    }
+
+    /// Start `drain` when the signal comes, so that every connection holding a clone of it
+    /// hears of the shutdown at once (or at its moment in the drain's spread window). See
+    /// [`Drain`].
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// Keep accepting for `window` after the signal before closing the port (phase 1): clients
+    /// that connect meanwhile are served, and the [`Drain`] (already started) tells them to
+    /// close after their request. The grace period starts when the port closes. A zero window
+    /// closes the port at once, as without this call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::{listen::Drain, ListenExt};
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // A client a second; each one's connection lasts until the drain tells it to close.
+    /// let clients = stream::unfold((), |()| async {
+    ///     sleep(Duration::from_secs(1)).await;
+    ///     Some(((), ()))
+    /// });
+    /// let drain = Drain::new();
+    /// let report = clients
+    ///     .map({
+    ///         let drain = drain.clone();
+    ///         move |()| {
+    ///             let drain = drain.clone();
+    ///             async move { drain.draining().await }
+    ///         }
+    ///     })
+    ///     .listen(100)
+    ///     .with_graceful_shutdown(sleep(Duration::from_millis(5500)), Duration::from_secs(30))
+    ///     .with_drain(drain)
+    ///     .grace_accept(Duration::from_secs(3))
+    ///     .await;
+    /// // The clients of 6 s, 7 s and 8 s were still accepted; the port closed at 8.5 s.
+    /// assert_eq!(report.grace_accepted, 3);
+    /// assert_eq!((report.ended, report.cancelled), (8, 0));
+    /// # }
+    /// ```
+    pub fn grace_accept(mut self, window: Duration) -> Self {
+        self.grace_accept = Some(window).filter(|w| !w.is_zero());
+        self
     }
 
     /// The grace period; `None` waits for every connection with no deadline.
@@ -100,6 +192,12 @@ where
     /// The listener.
     pub fn get_ref(&self) -> &Listener<S, M> {
         &self.listener
+    }
+
+    /// Cancel every connection still running now, as the end of the grace period does.
+    #[allow(dead_code)] // used by `per_core`, which exists only where `SO_REUSEPORT` does
+    pub(crate) fn cancel_all(self: Pin<&mut Self>) {
+        self.project().listener.cancel_all();
     }
 }
 
@@ -118,50 +216,98 @@ where
                 this.signal.set(None);
                 let stats = this.listener.stats();
                 *this.at_signal = Some(stats.snapshot());
+                if let Some(drain) = this.drain {
+                    drain.start();
+                }
                 log_event!(
                     info,
                     active = stats.active(),
+                    grace_accept_ms = this.grace_accept.map(|w| w.as_millis() as u64),
                     grace_ms = this.grace.map(|g| g.as_millis() as u64),
-                    "graceful shutdown: stop accepting, draining"
+                    "graceful shutdown: signal received"
                 );
-                this.listener.as_mut().stop_accepting();
-                if let Some(grace) = *this.grace {
-                    this.deadline.set(Some(sleep(grace)));
+                // Without a grace-accept window, the port is closed just below.
+                if let Some(window) = *this.grace_accept {
+                    *this.phase = Phase::GraceAccept;
+                    this.timer.set(Some(sleep(window)));
                 }
             }
         }
         loop {
-            if this.listener.as_mut().poll(cx).is_ready() {
-                let end = this.listener.stats().snapshot();
-                let start = this.at_signal.unwrap_or(end);
-                let cut = end.cancelled - start.cancelled;
-                let ended = |s: &StatsSnapshot| s.finished + s.failed + s.panicked + s.timed_out;
-                let report = ShutdownReport {
-                    signalled: this.at_signal.is_some(),
-                    ended: ended(&end) - ended(&start),
-                    cancelled: cut,
-                    stats: end,
-                };
+            let accepting = this.listener.as_ref().get_ref().get_ref().is_some();
+            // Phase 2: refuse, once the signal came and any grace-accept window is over (or
+            // the stream ended on its own).
+            if this.at_signal.is_some()
+                && this.at_refuse.is_none()
+                && (*this.phase != Phase::GraceAccept || !accepting)
+            {
+                let stats = this.listener.stats();
+                *this.at_refuse = Some(stats.snapshot());
+                this.listener.as_mut().stop_accepting();
+                *this.phase = Phase::Draining;
                 log_event!(
                     info,
+                    active = stats.active(),
+                    "graceful shutdown: port closed, draining"
+                );
+                this.timer.set(this.grace.map(sleep));
+            }
+            if this.listener.as_mut().poll(cx).is_ready() {
+                let report = report(
+                    this.listener.stats().snapshot(),
+                    *this.at_signal,
+                    *this.at_refuse,
+                );
+                log_event!(
+                    info,
+                    grace_accepted = report.grace_accepted,
                     ended = report.ended,
                     cancelled = report.cancelled,
                     "graceful shutdown: done"
                 );
                 return Poll::Ready(report);
             }
-            let Some(deadline) = this.deadline.as_mut().as_pin_mut() else {
+            let Some(timer) = this.timer.as_mut().as_pin_mut() else {
                 return Poll::Pending;
             };
-            ready!(deadline.poll(cx));
-            this.deadline.set(None);
-            log_event!(
-                warn,
-                active = this.listener.stats().active(),
-                "graceful shutdown: grace period over, cancelling the remaining connections"
-            );
-            this.listener.as_mut().cancel_all();
+            ready!(timer.poll(cx));
+            this.timer.set(None);
+            match *this.phase {
+                Phase::GraceAccept => *this.phase = Phase::Draining, // refused above
+                Phase::Draining => {
+                    log_event!(
+                        warn,
+                        active = this.listener.stats().active(),
+                        "graceful shutdown: grace period over, cancelling the remaining connections"
+                    );
+                    *this.phase = Phase::Cancelled;
+                    this.listener.as_mut().cancel_all();
+                }
+                Phase::Running | Phase::Cancelled => {}
+            }
         }
+    }
+}
+
+fn report(
+    end: StatsSnapshot,
+    at_signal: Option<StatsSnapshot>,
+    at_refuse: Option<StatsSnapshot>,
+) -> ShutdownReport {
+    let start = at_signal.unwrap_or(end);
+    let refuse = at_refuse.unwrap_or(end);
+    let ended = |s: &StatsSnapshot| s.finished + s.failed + s.panicked + s.timed_out;
+    ShutdownReport {
+        signalled: at_signal.is_some(),
+        grace_accepted: refuse.connections - start.connections,
+        open_at_refuse: if at_refuse.is_some() {
+            refuse.active as u64
+        } else {
+            0
+        },
+        ended: ended(&end) - ended(&start),
+        cancelled: end.cancelled - start.cancelled,
+        stats: end,
     }
 }
 
@@ -170,7 +316,10 @@ impl<L: fmt::Debug, F> fmt::Debug for GracefulShutdown<L, F> {
         f.debug_struct("GracefulShutdown")
             .field("listener", &self.listener)
             .field("signalled", &self.signal.is_none())
+            .field("phase", &self.phase)
             .field("grace", &self.grace)
+            .field("grace_accept", &self.grace_accept)
+            .field("drain", &self.drain)
             .finish_non_exhaustive()
     }
 }

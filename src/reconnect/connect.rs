@@ -58,6 +58,34 @@ pub trait Connect {
 
     /// Start one connection attempt.
     fn connect(&mut self) -> Self::Future;
+
+    /// Bytes written to `io` that the peer has not acknowledged, as the operating system
+    /// counts them; read when a connection is lost and reported as
+    /// [`Disconnected::kernel_unacked_bytes`](super::Disconnected::kernel_unacked_bytes).
+    ///
+    /// The default is `None` (not known). [`TcpConnector`](super::TcpConnector) reads the TCP
+    /// send queue on Linux and Android; a connector of its own over a `TcpStream` can do the
+    /// same with [`tcp_send_queue`](super::tcp_send_queue).
+    fn unacked_bytes(io: &Self::Io) -> Option<u64> {
+        let _ = io;
+        None
+    }
+}
+
+/// The bytes in a TCP socket's send queue: written to the socket but not acknowledged by the
+/// peer's kernel, whether not yet sent or sent and unacknowledged (Linux's `SIOCOUTQ`). The
+/// kernel keeps the count after the connection was reset, so it can still be read once a write
+/// failed. `None` on other systems, or if the socket cannot say.
+///
+/// For [`Connect::unacked_bytes`] in a connector of your own.
+pub fn tcp_send_queue(stream: &tokio::net::TcpStream) -> Option<u64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return crate::sockopt::send_queue(stream);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = stream;
+        None
+    }
 }
 
 impl<F, Fut, Io> Connect for F

@@ -161,6 +161,11 @@ pub fn is_retryable_connect_error(error: &io::Error) -> bool {
 /// [`Reconnecting::split`](super::Reconnecting::split) (the read half wrote nothing, so its report
 /// counts 0 unconfirmed bytes).
 ///
+/// Where the operating system can say, [`kernel_unacked_bytes`](Disconnected::kernel_unacked_bytes)
+/// narrows it down: of the unconfirmed bytes, that many were never acknowledged by the peer's
+/// kernel and so certainly did not reach the peer's application; the rest reached the peer's
+/// kernel, and may or may not have been read before the connection died.
+///
 /// `#[non_exhaustive]`: more facts about the loss may be added.
 ///
 /// # Examples
@@ -192,6 +197,7 @@ pub fn is_retryable_connect_error(error: &io::Error) -> bool {
 pub struct Disconnected {
     pub(crate) generation: u64,
     pub(crate) unconfirmed: u64,
+    pub(crate) kernel_unacked: Option<u64>,
     pub(crate) reason: Reason,
 }
 
@@ -205,6 +211,22 @@ impl Disconnected {
     /// them may not have reached the peer.
     pub fn unconfirmed_bytes(&self) -> u64 {
         self.unconfirmed
+    }
+
+    /// The bytes the lost connection's send queue still held when the loss was noticed:
+    /// written to the socket, but never acknowledged by the peer's kernel (not yet sent, or sent
+    /// and not acknowledged). None of them reached the peer's application.
+    ///
+    /// Measured by the kernel where the connector can read it
+    /// ([`Connect::unacked_bytes`](super::Connect::unacked_bytes)): over TCP on Linux and
+    /// Android with [`TcpConnector`](super::TcpConnector) (`SIOCOUTQ`). `None` elsewhere, for
+    /// other connectors, and for the read half of a [split](super::Reconnecting::split)
+    /// adapter; fall back to [`unconfirmed_bytes`](Self::unconfirmed_bytes) then.
+    ///
+    /// It is at most `unconfirmed_bytes` unless [`confirm`](super::Reconnecting::confirm) was
+    /// called while written bytes were still queued (the kernel does not know about confirms).
+    pub fn kernel_unacked_bytes(&self) -> Option<u64> {
+        self.kernel_unacked
     }
 
     /// Why the connection was lost.
@@ -232,7 +254,11 @@ impl fmt::Display for Disconnected {
             self.reason,
             plural(self.unconfirmed, "byte"),
             if self.unconfirmed == 1 { "was" } else { "were" }
-        )
+        )?;
+        if let Some(n) = self.kernel_unacked {
+            write!(f, " ({} never acknowledged by the peer)", plural(n, "byte"))?;
+        }
+        Ok(())
     }
 }
 

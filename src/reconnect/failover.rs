@@ -78,6 +78,10 @@ impl<C: Connect> Connect for Failover<C> {
             current: Arc::clone(&self.current),
         }
     }
+
+    fn unacked_bytes(io: &C::Io) -> Option<u64> {
+        C::unacked_bytes(io)
+    }
 }
 
 pin_project_lite::pin_project! {

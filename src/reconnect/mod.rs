@@ -73,7 +73,7 @@ pub mod future {
 }
 
 pub use builder::Builder;
-pub use connect::{BoxFuture, Connect};
+pub use connect::{tcp_send_queue, BoxFuture, Connect};
 pub use error::{
     is_disconnect, is_retryable_connect_error, Disconnected, GaveUp, GiveUpCause, Reason,
 };

@@ -190,6 +190,8 @@ impl<C: Connect> RetryLoop<C> {
         loop {
             let attempt = outage.begin_attempt();
             log_event!(debug, attempt, "retry loop: connecting");
+            // Only the log event reads it (no event without the `tracing` feature).
+            let _ = attempt;
             let connect = self.retry.attempt(self.connector.connect());
             let (reason, uptime) = match self.retry.cancellable(connect).await {
                 None => return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error),

@@ -179,6 +179,10 @@ impl Connect for TcpConnector {
     fn connect(&mut self) -> Self::Future {
         Box::pin(self.clone().open())
     }
+
+    fn unacked_bytes(io: &TcpStream) -> Option<u64> {
+        super::tcp_send_queue(io)
+    }
 }
 
 /// Whether `addr` ends in a port: `host:port`, `1.2.3.4:port` or `[v6]:port` (a bare IPv6

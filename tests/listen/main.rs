@@ -2,9 +2,11 @@
 
 mod auto_traits;
 mod bind;
+mod drain;
 mod emfile;
 mod link;
 mod listener;
+mod per_core;
 mod props;
 mod shutdown;
 mod sleep_on_error;

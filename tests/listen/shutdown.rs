@@ -110,7 +110,9 @@ async fn graceful_shutdown_drops_the_stream_at_the_signal_even_when_full() {
     );
     time::advance(Duration::from_secs(10)).await;
     let report = assert_ready!(server.poll());
-    assert_eq!((report.ended, report.cancelled), (0, 1));
+    // The running connection, and the one accepted while full and held for a free slot.
+    assert_eq!((report.ended, report.cancelled), (0, 2));
+    assert_eq!(report.open_at_refuse, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -303,3 +303,46 @@ async fn the_retry_loop_does_not_busy_loop_on_zero_delays() {
         "{attempts} attempts in {elapsed_ms} ms"
     );
 }
+
+/// gRPC's connection backoff: 1,000 clients that fail together (clones of one policy) retry
+/// spread over at least 30% of the nominal first delay (±20% jitter allows 40%), and every
+/// client's delays follow the spec's numbers.
+#[test]
+fn grpc_preset_spreads_a_fleet_and_follows_the_spec() {
+    let policy = Exponential::grpc();
+    let first: Vec<Duration> = (0..1_000).map(|_| policy.clone().next().unwrap()).collect();
+    let lo = *first.iter().min().unwrap();
+    let hi = *first.iter().max().unwrap();
+    assert!(
+        lo >= Duration::from_millis(800) && hi <= Duration::from_millis(1200),
+        "{lo:?}..{hi:?}"
+    );
+    assert!(
+        hi - lo >= Duration::from_millis(300),
+        "first retries span only {:?}",
+        hi - lo
+    );
+    // Each delay is within ±20% of min(1 s * 1.6^n, 120 s).
+    for (n, delay) in Exponential::grpc().take(20).enumerate() {
+        let base = (1.6f64.powi(n as i32)).min(120.0);
+        let secs = delay.as_secs_f64();
+        assert!(
+            secs >= base * 0.8 - 1e-9 && secs <= (base * 1.2).min(120.0) + 1e-9,
+            "retry {n}: {secs} s for base {base} s"
+        );
+    }
+    // Control: the same fleet with no jitter retries in lockstep.
+    let lockstep = Exponential::builder()
+        .min(Duration::from_secs(1))
+        .factor(1.6)
+        .build()
+        .unwrap();
+    let first: std::collections::HashSet<Duration> = (0..1_000)
+        .map(|_| lockstep.clone().next().unwrap())
+        .collect();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        staunch::backoff::GRPC_MIN_CONNECT_TIMEOUT,
+        Duration::from_secs(20)
+    );
+}

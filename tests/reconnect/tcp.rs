@@ -401,3 +401,75 @@ async fn connect_errors_name_the_problem() {
     let text = err.to_string();
     assert!(text.contains("cannot resolve host"), "{text}");
 }
+
+/// Write without waiting until the kernel's buffers are full; the bytes accepted.
+async fn fill_send_queue<W: tokio::io::AsyncWrite + Unpin>(conn: &mut W) -> u64 {
+    use futures_util::FutureExt;
+    let chunk = vec![7u8; 64 * 1024];
+    let mut total = 0;
+    // Bounded: the peer's receive buffer and our send buffer hold a few MB at most.
+    for _ in 0..10_000 {
+        match conn.write(&chunk).now_or_never() {
+            Some(Ok(n)) => total += n as u64,
+            Some(Err(e)) => panic!("write failed before the reset: {e}"),
+            None => return total,
+        }
+    }
+    panic!("the send queue never filled");
+}
+
+/// A peer that stops reading, then resets: the loss report's kernel count (the send queue) is
+/// positive and within the unconfirmed count with `TcpConnector` on Linux; a closure connector
+/// (the control) cannot say.
+#[tokio::test]
+async fn a_lost_connection_reports_the_bytes_the_peer_never_acknowledged() {
+    timeout(LIMIT, async {
+        for kernel_counted in [true, false] {
+            let listener = any_port();
+            let addr = listener.local_addr().unwrap();
+            let mut conn: Box<dyn tokio::io::AsyncWrite + Unpin> = if kernel_counted {
+                let mut c = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+                    .policy(quick())
+                    .build();
+                c.wait_connected().await.unwrap();
+                Box::new(c)
+            } else {
+                let mut c = Reconnecting::builder(move || TcpStream::connect(addr))
+                    .policy(quick())
+                    .build();
+                c.wait_connected().await.unwrap();
+                Box::new(c)
+            };
+            let (peer, _) = listener.accept().await.unwrap();
+            let written = fill_send_queue(&mut conn).await;
+            assert!(written > 0);
+            // Reset with the data unread.
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            let chunk = [7u8; 1024];
+            let err = loop {
+                match conn.write(&chunk).await {
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            };
+            let lost = staunch::reconnect::Disconnected::from_io_error(&err)
+                .unwrap_or_else(|| panic!("not a loss report: {err}"));
+            let unconfirmed = lost.unconfirmed_bytes();
+            assert!(unconfirmed >= written, "{lost}");
+            match (kernel_counted, lost.kernel_unacked_bytes()) {
+                (true, Some(kernel)) if cfg!(target_os = "linux") => {
+                    assert!(kernel > 0 && kernel <= unconfirmed, "{lost}");
+                    assert!(lost.to_string().contains("never acknowledged"), "{lost}");
+                }
+                (true, None) => assert!(!cfg!(target_os = "linux"), "{lost}"),
+                (false, None) => {}
+                (_, other) => panic!("kernel count {other:?} ({lost})"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -47,6 +47,23 @@ fn build_examples(examples: &[&str]) -> Result<Vec<PathBuf>, String> {
         Some(other) => other,
     };
     let mut command = Command::new(env!("CARGO"));
+    // Variables cargo sets for this test process, not for a shell: build scripts that watch
+    // them (ring's watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would rerun on every switch
+    // between this build and a plain `cargo build` or `cargo test`.
+    for (var, _) in std::env::vars_os() {
+        let var = var.to_string_lossy();
+        if var.starts_with("CARGO_PKG_")
+            || var.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&&*var)
+        {
+            command.env_remove(&*var);
+        }
+    }
     command.arg("build");
     for name in examples {
         command.args(["--example", name]);

@@ -29,10 +29,9 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use staunch::ListenExt;
+use staunch::{listen::Drain, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tracing_subscriber::EnvFilter;
 
@@ -70,20 +69,16 @@ async fn main() -> anyhow::Result<()> {
             http.http2()
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30));
-            let shutdown = CancellationToken::new();
+            // Started at the signal: every connection sends GOAWAY and finishes its calls.
+            let drain = Drain::new();
             let report = accepted
                 .map({
-                    let shutdown = shutdown.clone();
-                    move |stream| serve(http.clone(), routes.clone(), stream, shutdown.clone())
+                    let drain = drain.clone();
+                    move |stream| serve(http.clone(), routes.clone(), stream, drain.clone())
                 })
                 .spawn_listen(MAX_CONNECTIONS)
-                .with_graceful_shutdown(
-                    async move {
-                        signal.await;
-                        shutdown.cancel();
-                    },
-                    GRACE,
-                )
+                .with_graceful_shutdown(signal, GRACE)
+                .with_drain(drain)
                 .await;
             println!(
                 "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
@@ -105,19 +100,19 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serve one HTTP/2 connection until the client closes it or, once `shutdown` is cancelled,
-/// until hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
+/// Serve one HTTP/2 connection until the client closes it or, once the drain starts, until
+/// hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     routes: Routes,
     stream: TcpStream,
-    shutdown: CancellationToken,
+    drain: Drain,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let service = TowerToHyperService::new(routes);
     let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));
     tokio::select! {
         done = conn.as_mut() => return done,
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        () = drain.draining() => conn.as_mut().graceful_shutdown(),
     }
     conn.await
 }

@@ -286,8 +286,10 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     pub(super) fn connect(&mut self, attempt: Attempt<C::Future, C::Io>) -> State<C> {
-        let n = self.outage.begin_attempt();
-        log_event!(debug, attempt = n, "reconnect: connecting");
+        let attempt_number = self.outage.begin_attempt();
+        log_event!(debug, attempt = attempt_number, "reconnect: connecting");
+        // Only the log event reads it (no event without the `tracing` feature).
+        let _ = attempt_number;
         State::Connecting(Box::pin(self.retry.attempt(attempt)))
     }
 
@@ -385,6 +387,7 @@ impl<C: Connect> Reconnecting<C> {
         let error = self.halves.lost(
             self.generation,
             live.unconfirmed,
+            C::unacked_bytes(&live.io),
             &reason,
             detector,
             [read_reports, write_reports],

@@ -131,6 +131,7 @@ impl Halves {
         &mut self,
         generation: u64,
         unconfirmed: u64,
+        kernel_unacked: Option<u64>,
         reason: &Reason,
         detector: Half,
         reports: [bool; 2],
@@ -152,14 +153,12 @@ impl Halves {
                 continue;
             }
             told = true;
+            // A read half wrote nothing on it.
+            let wrote = !(self.split && half == Half::Read);
             let loss = Disconnected {
                 generation,
-                // A read half wrote nothing on it.
-                unconfirmed: if self.split && half == Half::Read {
-                    0
-                } else {
-                    unconfirmed
-                },
+                unconfirmed: if wrote { unconfirmed } else { 0 },
+                kernel_unacked: kernel_unacked.filter(|_| wrote),
                 reason: reason.clone(),
             };
             if half == detector {

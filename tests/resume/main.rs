@@ -1,0 +1,9 @@
+//! The resumable session layer: exactly-once delivery across killed connections on real
+//! loopback sockets and in turmoil's simulated network, the session rules (unknown ids, expiry)
+//! and malformed input, by scripted transports and a fuzz-style property test.
+
+mod fuzz;
+mod loopback;
+mod rules;
+mod simulated;
+mod support;

@@ -1,0 +1,345 @@
+//! The session rules over in-memory transports on paused time: backpressure, expiry, unknown
+//! ids, wrong versions and malformed frames.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use staunch::resume::{Accepted, Acceptor, Client, Config, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+
+use crate::support::{Kill, Killable};
+
+type ServerIo = Killable<DuplexStream>;
+
+/// An in-memory network: the connector hands one end of a pipe to the acceptor's loop.
+struct Net {
+    acceptor: Acceptor<ServerIo>,
+    sessions: mpsc::UnboundedReceiver<Session<ServerIo>>,
+    errors: mpsc::UnboundedReceiver<io::Error>,
+    refuse: Arc<AtomicBool>,
+    current: Arc<Mutex<Option<Kill<DuplexStream>>>>,
+    pipes: mpsc::UnboundedSender<DuplexStream>,
+}
+
+impl Net {
+    fn new(config: Config) -> Self {
+        let acceptor = Acceptor::new(config);
+        let (pipes, mut incoming) = mpsc::unbounded_channel::<DuplexStream>();
+        let (sessions_tx, sessions) = mpsc::unbounded_channel();
+        let (errors_tx, errors) = mpsc::unbounded_channel();
+        let current: Arc<Mutex<Option<Kill<DuplexStream>>>> = Arc::default();
+        {
+            let (acceptor, current) = (acceptor.clone(), current.clone());
+            tokio::spawn(async move {
+                while let Some(pipe) = incoming.recv().await {
+                    let (io, kill) = Killable::new(pipe);
+                    *current.lock().unwrap() = Some(kill);
+                    match acceptor.accept(io).await {
+                        Ok(Accepted::New(session)) => drop(sessions_tx.send(session)),
+                        Ok(Accepted::Resumed(_)) => {}
+                        Err(error) => drop(errors_tx.send(error)),
+                    }
+                }
+            });
+        }
+        Self {
+            acceptor,
+            sessions,
+            errors,
+            refuse: Arc::default(),
+            current,
+            pipes,
+        }
+    }
+
+    fn connector(
+        &self,
+    ) -> impl FnMut() -> std::future::Ready<io::Result<DuplexStream>> + Send + 'static {
+        let (refuse, pipes) = (self.refuse.clone(), self.pipes.clone());
+        move || {
+            if refuse.load(Ordering::Relaxed) {
+                return std::future::ready(Err(io::ErrorKind::ConnectionRefused.into()));
+            }
+            let (client, server) = tokio::io::duplex(256 * 1024);
+            let _ = pipes.send(server);
+            std::future::ready(Ok(client))
+        }
+    }
+
+    fn kill_current(&self) -> bool {
+        self.current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(Kill::kill)
+    }
+
+    /// A raw connection to the acceptor, for hand-written frames.
+    fn raw(&self) -> DuplexStream {
+        (self.connector())().into_inner().unwrap()
+    }
+}
+
+/// Start a session: `greeting` goes from the client to the new session (both must be polled:
+/// the client's data waits for the session's welcome).
+async fn start<C>(net: &mut Net, client: &mut C, greeting: &[u8]) -> Session<ServerIo>
+where
+    C: AsyncWriteExt + Unpin,
+{
+    let (_, session) = tokio::join!(
+        async {
+            client.write_all(greeting).await.unwrap();
+            client.flush().await.unwrap();
+        },
+        async {
+            let mut session = net.sessions.recv().await.unwrap();
+            let mut buf = vec![0; greeting.len()];
+            session.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, greeting);
+            session
+        }
+    );
+    session
+}
+
+fn backoff() -> std::iter::RepeatN<Duration> {
+    std::iter::repeat_n(Duration::from_millis(50), 100)
+}
+
+fn hello(id: [u8; 16], received: u64) -> Vec<u8> {
+    let mut frame = vec![1, 0, 0, 0, 25, 1];
+    frame.extend_from_slice(&id);
+    frame.extend_from_slice(&received.to_be_bytes());
+    frame
+}
+
+/// A write beyond the buffer waits until the peer's reader takes bytes; then all arrive.
+#[tokio::test(start_paused = true)]
+async fn writes_wait_while_the_buffer_is_full() {
+    let config = Config::default()
+        .buffer_size(1000)
+        .heartbeat(Duration::from_secs(600));
+    let mut net = Net::new(config.clone());
+    let mut client = Client::with_config(net.connector(), backoff(), config);
+    let writer = tokio::spawn(async move {
+        client.write_all(&[7; 5000]).await?;
+        client.shutdown().await?;
+        io::Result::Ok(client)
+    });
+    let mut session = net.sessions.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !writer.is_finished(),
+        "5000 bytes cannot fit a 1000-byte buffer"
+    );
+
+    let mut received = Vec::new();
+    session.read_to_end(&mut received).await.unwrap();
+    assert_eq!(received, vec![7; 5000]);
+    writer.await.unwrap().unwrap();
+}
+
+/// A client that stays away past the expiry: the session is freed and counted, its owner gets
+/// `TimedOut`, and the client coming back is told the session is unknown.
+#[tokio::test(start_paused = true)]
+async fn a_session_expires_when_its_client_stays_away() {
+    let config = Config::default()
+        .session_expiry(Duration::from_secs(1))
+        .heartbeat(Duration::from_millis(100));
+    let mut net = Net::new(config.clone());
+    let mut client = Client::with_config(net.connector(), backoff(), config);
+    let mut session = start(&mut net, &mut client, b"hello").await;
+    let mut buf = [0; 5];
+    assert_eq!(net.acceptor.stats().active, 1);
+
+    net.refuse.store(true, Ordering::Relaxed);
+    assert!(net.kill_current());
+    let error = session.read(&mut buf).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    let stats = net.acceptor.stats();
+    assert_eq!((stats.expired, stats.active), (1, 0), "{stats:?}");
+    drop(session);
+
+    net.refuse.store(false, Ordering::Relaxed);
+    let error = client.read(&mut buf).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+    assert_eq!(net.acceptor.stats().rejected, 1);
+    // The client stays failed.
+    let error = client.write(b"more").await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::NotFound);
+
+    // Control: a client that comes back in time resumes.
+    let mut client = Client::with_config(net.connector(), backoff(), Config::default());
+    let mut session = start(&mut net, &mut client, b"again").await;
+    assert!(net.kill_current());
+    let (sent, read) = tokio::join!(
+        async {
+            client.write_all(b"after").await?;
+            client.flush().await
+        },
+        session.read_exact(&mut buf)
+    );
+    sent.unwrap();
+    read.unwrap();
+    assert_eq!(&buf, b"after");
+    assert_eq!(net.acceptor.stats().resumed, 1);
+}
+
+/// A hello with an id the acceptor never issued is rejected and joins nothing.
+#[tokio::test(start_paused = true)]
+async fn an_unknown_id_is_rejected() {
+    let mut net = Net::new(Config::default());
+    let mut client = Client::new(net.connector(), backoff());
+    let mut session = start(&mut net, &mut client, b"mine").await;
+
+    let mut raw = net.raw();
+    raw.write_all(&hello([0xAB; 16], 0)).await.unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(
+        answer,
+        [3, 0, 0, 0, 1, 1],
+        "a reject frame: unknown session"
+    );
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+
+    client.write_all(b"more").await.unwrap();
+    client.flush().await.unwrap();
+    let mut buf = [0; 4];
+    session.read_exact(&mut buf).await.unwrap();
+    assert_eq!(
+        &buf, b"more",
+        "the real session saw nothing of the stranger"
+    );
+    let stats = net.acceptor.stats();
+    assert_eq!((stats.rejected, stats.resumed, stats.active), (1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_hello_is_refused() {
+    let mut net = Net::new(Config::default().handshake_timeout(Duration::from_secs(1)));
+    let mut raw = net.raw();
+    let mut frame = hello([0; 16], 0);
+    frame[5] = 2;
+    raw.write_all(&frame).await.unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(
+        answer,
+        [3, 0, 0, 0, 1, 2],
+        "a reject frame: unsupported version"
+    );
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::Unsupported, "{error}");
+
+    let mut raw = net.raw();
+    raw.write_all(&hello([0; 16], 0)[..10]).await.unwrap();
+    drop(raw);
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof,
+        "truncated: {error}"
+    );
+
+    let _silent = net.raw();
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::TimedOut, "silent: {error}");
+
+    let mut raw = net.raw();
+    raw.write_all(&[4, 0, 0, 0, 25]).await.unwrap();
+    raw.write_all(&[0; 25]).await.unwrap();
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(
+        error.kind(),
+        io::ErrorKind::InvalidData,
+        "not a hello: {error}"
+    );
+    assert_eq!(net.acceptor.stats().created, 0);
+}
+
+/// Malformed frames on one session fail that session only.
+#[tokio::test(start_paused = true)]
+async fn a_malformed_frame_closes_that_session_only() {
+    let cases: [(&str, Vec<u8>); 4] = [
+        (
+            "ack beyond what was sent",
+            vec![5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 9],
+        ),
+        ("oversized data frame", vec![4, 0, 1, 0, 1]),
+        ("unknown kind", vec![9, 0, 0, 0, 0]),
+        ("a second hello", hello([0; 16], 0)),
+    ];
+    let mut net = Net::new(Config::default());
+    let mut bystander = Client::new(net.connector(), backoff());
+    let mut bystander_session = start(&mut net, &mut bystander, b"ok").await;
+
+    for (what, frame) in cases {
+        let mut raw = net.raw();
+        raw.write_all(&hello([0; 16], 0)).await.unwrap();
+        let mut session = net.sessions.recv().await.unwrap();
+        let mut buf = [0; 16];
+        let (reading, welcome) = tokio::join!(session.read(&mut buf), async {
+            let mut welcome = [0; 29];
+            raw.read_exact(&mut welcome).await.unwrap();
+            raw.write_all(&frame).await.unwrap();
+            welcome
+        });
+        assert_eq!(welcome[0], 2, "{what}: a welcome");
+        let error = reading.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
+        let again = session.write(b"x").await.unwrap_err();
+        assert_eq!(
+            again.kind(),
+            io::ErrorKind::InvalidData,
+            "{what}: stays failed"
+        );
+    }
+
+    bystander_session.write_all(b"still").await.unwrap();
+    bystander_session.flush().await.unwrap();
+    let mut buf = [0; 5];
+    bystander.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still");
+}
+
+#[test]
+fn the_public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Acceptor<tokio::net::TcpStream>>();
+    send_sync::<Session<tokio::net::TcpStream>>();
+    send_sync::<Accepted<tokio::net::TcpStream>>();
+    send_sync::<staunch::resume::SessionId>();
+    send_sync::<Config>();
+    let client = Client::new(|| tokio::net::TcpStream::connect("127.0.0.1:1"), backoff());
+    send(&client);
+}
+
+/// The server reads to the end and drops its session at once: the client's shutdown still
+/// returns, because the last ack arrived before the close (even with no reconnects allowed).
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_when_the_peer_closes_right_after_its_last_ack() {
+    let mut net = Net::new(Config::default());
+    let mut client = Client::new(net.connector(), std::iter::empty());
+    let (shutdown, ()) = tokio::join!(
+        async {
+            client.write_all(b"bye").await?;
+            client.shutdown().await
+        },
+        async {
+            let mut session = net.sessions.recv().await.unwrap();
+            let mut all = Vec::new();
+            session.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, b"bye");
+            drop(session);
+            // The test's kill handle holds the pipe too: close it now.
+            net.kill_current();
+        }
+    );
+    shutdown.unwrap();
+}
