@@ -9,10 +9,11 @@
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
 //! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 resumable sessions against
-//! `Reconnecting`, 11 the accept rate limit's accuracy.
+//! `Reconnecting`, 11 the accept rate limit's accuracy, 12 HTTP with one loop per core
+//! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed).
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--threads N` (load-generator
-//! threads for scenarios 1, 2 and 8: tokio workers, and `wrk -t`; default 2, at least as many
+//! threads for scenarios 1, 2, 8 and 12: tokio workers, and `wrk -t`; default 2, at least as many
 //! as the server has cores so the load is not the ceiling), `--out DIR` (default `docs/perf`,
 //! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
 //! `--soak-connections N`. Servers run in child processes (this binary re-executed with
@@ -23,6 +24,7 @@
 
 mod client;
 mod load;
+mod per_core_http;
 mod report;
 mod resume;
 mod servers;
@@ -41,7 +43,7 @@ use sys::ChildServer;
 struct Config {
     quick: bool,
     rounds: usize,
-    /// Load-generator threads (scenarios 1, 2 and 8).
+    /// Load-generator threads (scenarios 1, 2, 8 and 11).
     threads: usize,
     only: Option<Vec<u32>>,
     out: PathBuf,
@@ -175,6 +177,9 @@ fn main() {
     }
     if cfg.wants(11) {
         scenario_rate(&cfg, &rt, &mut rep);
+    }
+    if cfg.wants(12) {
+        per_core_http::scenario(&cfg, &mut rep);
     }
 
     let table = rep.table();

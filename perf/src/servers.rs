@@ -94,6 +94,10 @@ pub(crate) fn run(role: &str, args: RoleArgs) {
         reuseport_server(&args, cmd_rx);
         return;
     }
+    if role == "http-per-core" {
+        http_per_core_server(&args);
+        return;
+    }
     let multi =
         args.contender.ends_with("-mt") || matches!(role, "http" | "emfile" | "sink" | "soak");
     let rt = if multi {
@@ -435,5 +439,54 @@ async fn answer_stats(per_loop: Vec<Stats>, mut cmds: UnboundedReceiver<String>)
             .map(|s| s.snapshot().connections.to_string())
             .collect();
         println!("STATS {} per_loop={}", all.snapshot(), loops.join("/"));
+    }
+}
+
+/// Scenario 12: hyper "hello" on one current-thread loop per core, each with its own
+/// `SO_REUSEPORT` socket: `listen::per_core` with in-task `listen` (`percore-staunch`), or the
+/// same layout by hand with bare accept + spawn loops (`percore-bare`). Serves until stdin closes.
+fn http_per_core_server(args: &RoleArgs) {
+    let n = args.threads.max(1);
+    let local = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let max = args.max;
+    // The staunch loops live as long as their handle.
+    let mut _per_core = None;
+    let port = match args.contender.as_str() {
+        "percore-staunch" => {
+            let server = staunch::listen::per_core(local, n, move |listener| {
+                TcpListenerStream::new(listener)
+                    .sleep_on_error(Duration::from_millis(100))
+                    .map(serve_hyper)
+                    .listen(max)
+            })
+            .expect("per_core 127.0.0.1");
+            let port = server.local_addr().port();
+            _per_core = Some(server);
+            port
+        }
+        "percore-bare" => {
+            let listeners =
+                staunch::listen::bind_reuseport(local, n).expect("bind_reuseport 127.0.0.1");
+            let port = listeners[0].local_addr().unwrap().port();
+            for listener in listeners {
+                std::thread::spawn(move || {
+                    current_thread().block_on(async move {
+                        let listener = TcpListener::from_std(listener).expect("register listener");
+                        loop {
+                            if let Ok((s, _)) = listener.accept().await {
+                                tokio::spawn(serve_hyper(s));
+                            }
+                        }
+                    })
+                });
+            }
+            port
+        }
+        other => panic!("unknown http-per-core contender {other}"),
+    };
+    println!("READY {port} {}", sys::own_fd_count());
+    // The stdin thread exits the process when the parent is done.
+    loop {
+        std::thread::park();
     }
 }
