@@ -464,7 +464,7 @@ async fn a_lost_connection_reports_the_bytes_the_peer_never_acknowledged() {
                     assert!(kernel > 0 && kernel <= unconfirmed, "{lost}");
                     assert!(lost.to_string().contains("never acknowledged"), "{lost}");
                 }
-                (true, None) => assert!(!cfg!(target_os = "linux"), "{lost}"),
+                (true, None) if !cfg!(target_os = "linux") => {}
                 (false, None) => {}
                 (_, other) => panic!("kernel count {other:?} ({lost})"),
             }
