@@ -8,7 +8,7 @@
 //!
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
-//! 9 resumable sessions against `Reconnecting`.
+//! 13 resumable sessions against `Reconnecting`.
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--out DIR` (default `docs/perf`,
 //! `--quick` defaults to `target/perf-quick` so a smoke run does not overwrite the full one),
@@ -149,7 +149,7 @@ fn main() {
     if cfg.wants(8) {
         scenario_reuseport(&cfg, &mut rep);
     }
-    if cfg.wants(9) {
+    if cfg.wants(13) {
         scenario_resume(&cfg, &rt, &mut rep);
     }
 
@@ -856,9 +856,9 @@ fn scenario_client(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report)
     });
 }
 
-/// Scenario 9: `staunch::resume` (framing, replay buffer, acks) against the plain adapter.
+/// Scenario 13: `staunch::resume` (framing, replay buffer, acks) against the plain adapter.
 fn scenario_resume(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
-    const S: &str = "9 resumable session";
+    const S: &str = "13 resumable session";
     const M: &str = "one-way throughput";
     let mib: u64 = if cfg.quick { 64 } else { 256 };
     println!("\n== {S}: {mib} MiB one way over loopback, 64 KiB writes, both ends in this process");

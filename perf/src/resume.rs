@@ -1,4 +1,4 @@
-//! Scenario 9: the overhead of `staunch::resume` against the plain `Reconnecting` adapter (and
+//! Scenario 13: the overhead of `staunch::resume` against the plain `Reconnecting` adapter (and
 //! a bare `TcpStream` for reference): one direction over loopback, 64 KiB writes, the same bytes
 //! for each, both ends in this process.
 //!
