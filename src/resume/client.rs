@@ -188,10 +188,7 @@ where
                     match result {
                         Ok(io) => {
                             self.state = ConnectState::Idle;
-                            return Poll::Ready(Ok(Attach {
-                                io,
-                                peer_received: None,
-                            }));
+                            return Poll::Ready(Ok(Attach { io, peer: None }));
                         }
                         Err(error) => self.back_off(error),
                     }

@@ -17,17 +17,32 @@ use tokio::time::{Instant, Sleep};
 use super::frame::{self, Kind, RejectReason, HEADER_LEN, MAX_DATA};
 use super::{Config, SessionId};
 
-/// Ack after this many delivered bytes; sooner when the peer asks (its buffer is full).
-const ACK_EVERY: u64 = 32 * 1024;
-/// Bytes read at once when a header is due (payloads go straight into the caller's buffer).
+/// Ack after the reader has taken a quarter of the peer's replay buffer (announced in the hello
+/// and the welcome): the peer can go on writing while the ack travels, and is woken by an ack
+/// only when it frees a good share of its buffer. Sooner when the peer asks (its buffer is full).
+const ACK_SHARE: u64 = 4;
+/// Bytes read at once when a header is due and frames are small (payloads go straight into the
+/// caller's buffer).
 const INBUF_LEN: usize = 32 * 1024;
+/// A data frame at least this long counts as large: the next header is read on its own, so
+/// that the payload after it goes straight into the caller's buffer instead of being copied.
+const LARGE_FRAME: usize = 8 * 1024;
 
 /// A transport, ready for the handshake.
 pub(crate) struct Attach<Io> {
     pub(crate) io: Io,
-    /// Server: the position the client's hello says it received; the server answers with a
-    /// welcome and resends from there. Client: `None`; the client sends its hello and waits.
-    pub(crate) peer_received: Option<u64>,
+    /// Server: what the client's hello says; the server answers with a welcome and resends
+    /// from there. Client: `None`; the client sends its hello and waits for the welcome.
+    pub(crate) peer: Option<Peer>,
+}
+
+/// What an end tells the other in its hello or welcome.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    /// The position it received up to.
+    pub(crate) received: u64,
+    /// Its replay buffer size.
+    pub(crate) buffer: u32,
 }
 
 /// Where transports come from.
@@ -125,6 +140,8 @@ pub(crate) struct Engine<L: Link> {
     peer_waiting: bool,
     /// Bytes handed to the reader (plus one once the peer's FIN arrived).
     received: u64,
+    /// Ack when the reader has taken this many bytes since the last ack.
+    ack_every: u64,
     acked_to_peer: u64,
     peer_fin: bool,
     inbuf: Box<[u8]>,
@@ -132,6 +149,10 @@ pub(crate) struct Engine<L: Link> {
     in_end: usize,
     /// Payload bytes of the data frame being received.
     in_data_left: usize,
+    /// Bytes still missing from the frame being parsed (header, or a control frame's payload).
+    in_need: usize,
+    /// The last data frame was large: read only the next header, not what follows it.
+    large_frames: bool,
 
     heartbeat: Duration,
     watch: Watch,
@@ -178,12 +199,16 @@ impl<L: Link> Engine<L> {
             ack_requested: false,
             peer_waiting: false,
             received: 0,
+            // Until the peer says: a quarter of ours.
+            ack_every: (config.buffer_size as u64 / ACK_SHARE).max(1),
             acked_to_peer: 0,
             peer_fin: false,
             inbuf: vec![0; INBUF_LEN].into_boxed_slice(),
             in_start: 0,
             in_end: 0,
             in_data_left: 0,
+            in_need: HEADER_LEN,
+            large_frames: false,
             heartbeat: config.heartbeat,
             watch: Watch::Idle,
             timer: None,
@@ -247,26 +272,34 @@ impl<L: Link> Engine<L> {
         self.in_start = 0;
         self.in_end = 0;
         self.in_data_left = 0;
+        self.in_need = HEADER_LEN;
         self.ping_due = false;
         self.ack_requested = false;
         self.peer_waiting = false;
         self.watch = Watch::Idle;
         self.changed();
-        match attach.peer_received {
+        let buffer = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        match attach.peer {
             None => {
-                frame::push_hello(&mut self.out, self.id, self.received);
+                frame::push_hello(&mut self.out, self.id, self.received, buffer);
                 self.awaiting_welcome = true;
             }
-            Some(peer_received) => {
-                self.resume_from(peer_received)?;
+            Some(peer) => {
+                self.resume_from(peer.received)?;
+                self.peer_buffer(peer.buffer);
                 let id = self.id.expect("a server session has an id");
-                frame::push_welcome(&mut self.out, id, self.received);
+                frame::push_welcome(&mut self.out, id, self.received, buffer);
                 self.acked_to_peer = self.received;
                 self.ack_due = false;
                 self.link.resumed();
             }
         }
         Ok(())
+    }
+
+    /// The peer's replay buffer holds `bytes`: ack often enough that it never waits for one.
+    fn peer_buffer(&mut self, bytes: u32) {
+        self.ack_every = (u64::from(bytes) / ACK_SHARE).max(1);
     }
 
     /// The peer received up to `position`: resend from there.
@@ -440,7 +473,12 @@ impl<L: Link> Engine<L> {
             self.inbuf.copy_within(self.in_start..self.in_end, 0);
             self.in_end -= self.in_start;
             self.in_start = 0;
-            let mut buf = ReadBuf::new(&mut self.inbuf[self.in_end..]);
+            let limit = if self.large_frames {
+                self.in_end + self.in_need
+            } else {
+                INBUF_LEN
+            };
+            let mut buf = ReadBuf::new(&mut self.inbuf[self.in_end..limit]);
             let io = Pin::new(self.io.as_mut().expect("receiving needs a transport"));
             ready!(io.poll_read(cx, &mut buf))?;
             let n = buf.filled().len();
@@ -457,6 +495,7 @@ impl<L: Link> Engine<L> {
     fn parse_frame(&mut self) -> io::Result<bool> {
         let buffered = self.in_end - self.in_start;
         if buffered < HEADER_LEN {
+            self.in_need = HEADER_LEN - buffered;
             return Ok(false);
         }
         let header = &self.inbuf[self.in_start..self.in_start + HEADER_LEN];
@@ -467,12 +506,14 @@ impl<L: Link> Engine<L> {
             }
             self.in_start += HEADER_LEN;
             self.in_data_left = len;
+            self.large_frames = len >= LARGE_FRAME;
             return Ok(true);
         }
         if buffered < HEADER_LEN + len {
+            self.in_need = HEADER_LEN + len - buffered;
             return Ok(false);
         }
-        let mut payload = [0; 25];
+        let mut payload = [0; 29];
         let start = self.in_start + HEADER_LEN;
         payload[..len].copy_from_slice(&self.inbuf[start..start + len]);
         self.in_start = start + len;
@@ -496,6 +537,7 @@ impl<L: Link> Engine<L> {
                 self.id = Some(id);
                 self.awaiting_welcome = false;
                 self.resume_from(frame::u64_at(payload, 16))?;
+                self.peer_buffer(frame::u32_at(payload, 24));
                 self.changed();
                 self.link.resumed();
                 log_event!(debug, id = ?self.id, "resume: session (re)joined");
@@ -589,7 +631,8 @@ impl<L: Link> Engine<L> {
                 Poll::Ready(Ok(n)) if self.failed.is_some() => return Poll::Ready(Ok(n)),
                 Poll::Ready(Ok(n)) => {
                     if n > 0
-                        && (self.peer_waiting || self.received - self.acked_to_peer >= ACK_EVERY)
+                        && (self.peer_waiting
+                            || self.received - self.acked_to_peer >= self.ack_every)
                     {
                         self.ack_due = true;
                         self.peer_waiting = false;

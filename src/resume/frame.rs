@@ -11,7 +11,7 @@ pub(crate) const HEADER_LEN: usize = 5;
 /// The largest data payload; a longer frame is malformed.
 pub(crate) const MAX_DATA: usize = 64 * 1024;
 /// Bytes in a whole hello frame.
-pub(crate) const HELLO_LEN: usize = HEADER_LEN + 25;
+pub(crate) const HELLO_LEN: usize = HEADER_LEN + 29;
 
 /// What a frame is; the byte value is the header's first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +67,8 @@ pub(crate) fn malformed(what: impl Into<String>) -> io::Error {
 pub(crate) fn parse_header(header: &[u8]) -> io::Result<(Kind, usize)> {
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     let (kind, ok) = match header[0] {
-        1 => (Kind::Hello, len == 25),
-        2 => (Kind::Welcome, len == 24),
+        1 => (Kind::Hello, len == 29),
+        2 => (Kind::Welcome, len == 28),
         3 => (Kind::Reject, len == 1),
         4 => {
             if len > MAX_DATA {
@@ -97,17 +97,19 @@ pub(crate) fn push_header(out: &mut Vec<u8>, kind: Kind, len: usize) {
     out.extend_from_slice(&(len as u32).to_be_bytes());
 }
 
-pub(crate) fn push_hello(out: &mut Vec<u8>, id: Option<SessionId>, received: u64) {
-    push_header(out, Kind::Hello, 25);
+pub(crate) fn push_hello(out: &mut Vec<u8>, id: Option<SessionId>, received: u64, buffer: u32) {
+    push_header(out, Kind::Hello, 29);
     out.push(VERSION);
     out.extend_from_slice(&id.map_or([0; 16], |id| id.0));
     out.extend_from_slice(&received.to_be_bytes());
+    out.extend_from_slice(&buffer.to_be_bytes());
 }
 
-pub(crate) fn push_welcome(out: &mut Vec<u8>, id: SessionId, received: u64) {
-    push_header(out, Kind::Welcome, 24);
+pub(crate) fn push_welcome(out: &mut Vec<u8>, id: SessionId, received: u64, buffer: u32) {
+    push_header(out, Kind::Welcome, 28);
     out.extend_from_slice(&id.0);
     out.extend_from_slice(&received.to_be_bytes());
+    out.extend_from_slice(&buffer.to_be_bytes());
 }
 
 pub(crate) fn push_ack(out: &mut Vec<u8>, received: u64) {
@@ -125,19 +127,26 @@ pub(crate) fn u64_at(payload: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
+pub(crate) fn u32_at(payload: &[u8], at: usize) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&payload[at..at + 4]);
+    u32::from_be_bytes(bytes)
+}
+
 pub(crate) fn id_at(payload: &[u8], at: usize) -> SessionId {
     let mut bytes = [0; 16];
     bytes.copy_from_slice(&payload[at..at + 16]);
     SessionId(bytes)
 }
 
-/// A parsed hello: the protocol version, the session to resume (`None`: a new one) and the
-/// position the client has received up to.
+/// A parsed hello: the protocol version, the session to resume (`None`: a new one), the
+/// position the client has received up to, and the client's replay buffer size.
 #[derive(Debug)]
 pub(crate) struct Hello {
     pub(crate) version: u8,
     pub(crate) id: Option<SessionId>,
     pub(crate) received: u64,
+    pub(crate) buffer: u32,
 }
 
 pub(crate) fn parse_hello(frame: &[u8; HELLO_LEN]) -> io::Result<Hello> {
@@ -151,5 +160,6 @@ pub(crate) fn parse_hello(frame: &[u8; HELLO_LEN]) -> io::Result<Hello> {
         version: payload[0],
         id: (id.0 != [0; 16]).then_some(id),
         received: u64_at(payload, 17),
+        buffer: u32_at(payload, 25),
     })
 }

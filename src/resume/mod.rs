@@ -54,8 +54,8 @@
 //!
 //! | kind | name | payload | sent by |
 //! |---|---|---|---|
-//! | 1 | HELLO | version `u8` (1), session id (16 bytes, all zero for a new session), received position `u64` | client, first frame on each connection |
-//! | 2 | WELCOME | session id (16 bytes), received position `u64` | server, answer to a hello |
+//! | 1 | HELLO | version `u8` (1), session id (16 bytes, all zero for a new session), received position `u64`, replay buffer size `u32` | client, first frame on each connection |
+//! | 2 | WELCOME | session id (16 bytes), received position `u64`, replay buffer size `u32` | server, answer to a hello |
 //! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version | server, answer to a hello; then it closes |
 //! | 4 | DATA | 1 to 65,536 bytes of the stream | both |
 //! | 5 | ACK | received position `u64` | both |
@@ -69,9 +69,11 @@
 //!   client sends nothing else until the WELCOME.
 //! - **Data** frames carry no position: on each connection they continue from the position the
 //!   receiver reported in the handshake.
-//! - **Acks** carry the receiver's position: sent after every 32 KiB the reader takes, on a
-//!   FIN, and at once on an ACK REQUEST; after a request, again as soon as the reader takes more
-//!   bytes. The sender then frees those bytes.
+//! - **Acks** carry the receiver's position: sent each time the reader has taken a quarter of
+//!   the peer's replay buffer (as its hello or welcome announced), on a FIN, and at once on an
+//!   ACK REQUEST; after a request, again as soon as the reader takes more bytes. The sender then
+//!   frees those bytes. Acking by a share of the sender's buffer keeps it writing while an ack
+//!   travels, and wakes it only when an ack frees a good share of its buffer.
 //! - **ACK REQUEST** is sent when the buffer is full, and as a heartbeat when a connection has
 //!   been silent for [`Config::heartbeat`]; silent for another heartbeat, the connection is
 //!   taken as dead and replaced (a partition raises no error by itself).

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::engine::{Attach, Engine, Link};
+use super::engine::{Attach, Engine, Link, Peer};
 use super::frame::{self, RejectReason, HELLO_LEN, VERSION};
 use super::{Config, SessionId};
 
@@ -159,7 +159,7 @@ impl<Io> Registry<Io> {
 /// What a session's owner and the acceptor share.
 struct Slot<Io> {
     /// A connection the client came back on, with the position its hello reported.
-    pending: Option<(Io, u64)>,
+    pending: Option<(Io, Peer)>,
     waker: Option<Waker>,
     /// When the session lost its connection; `None` while one is attached.
     away_since: Option<Instant>,
@@ -213,7 +213,13 @@ where
         let Some(id) = hello.id else {
             let id = SessionId::random()?;
             let slot = Arc::new(Mutex::new(Slot {
-                pending: Some((io, 0)),
+                pending: Some((
+                    io,
+                    Peer {
+                        received: 0,
+                        buffer: hello.buffer,
+                    },
+                )),
                 waker: None,
                 away_since: None,
                 expired: false,
@@ -236,7 +242,13 @@ where
             return Err(self.reject(io, RejectReason::UnknownSession).await);
         };
         let mut slot = lock(&slot);
-        slot.pending = Some((io, hello.received));
+        slot.pending = Some((
+            io,
+            Peer {
+                received: hello.received,
+                buffer: hello.buffer,
+            },
+        ));
         if let Some(waker) = slot.waker.take() {
             waker.wake();
         }
@@ -352,10 +364,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Link for ServerLink<Io> {
             if slot.expired {
                 return Poll::Ready(Err(expired()));
             }
-            if let Some((io, peer_received)) = slot.pending.take() {
+            if let Some((io, peer)) = slot.pending.take() {
                 return Poll::Ready(Ok(Attach {
                     io,
-                    peer_received: Some(peer_received),
+                    peer: Some(peer),
                 }));
             }
             slot.waker = Some(cx.waker().clone());
@@ -374,9 +386,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Link for ServerLink<Io> {
     fn replacement(&mut self, cx: &mut Context<'_>) -> Option<Attach<Io>> {
         let mut slot = lock(&self.slot);
         match slot.pending.take() {
-            Some((io, peer_received)) => Some(Attach {
+            Some((io, peer)) => Some(Attach {
                 io,
-                peer_received: Some(peer_received),
+                peer: Some(peer),
             }),
             None => {
                 if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -79,9 +79,10 @@ fn client_reads(input: &[u8]) -> (Vec<u8>, io::Result<()>) {
             )
         };
         let client = Client::new(connector, std::iter::empty());
-        let mut welcome = vec![2, 0, 0, 0, 24];
+        let mut welcome = vec![2, 0, 0, 0, 28];
         welcome.extend_from_slice(&[0x5A; 16]);
         welcome.extend_from_slice(&0u64.to_be_bytes());
+        welcome.extend_from_slice(&100_000u32.to_be_bytes());
         server_end.write_all(&welcome).await.unwrap();
         server_end.write_all(input).await.unwrap();
         // End of stream for the client; its own writes still go through, as with TCP.
@@ -97,8 +98,9 @@ fn server_reads(input: &[u8]) -> (Vec<u8>, io::Result<()>) {
     runtime().block_on(async {
         let (mut client_end, server_end) = tokio::io::duplex(1 << 20);
         let acceptor = Acceptor::new(Config::default().session_expiry(Duration::from_secs(5)));
-        let mut hello = vec![1, 0, 0, 0, 25, 1];
+        let mut hello = vec![1, 0, 0, 0, 29, 1];
         hello.extend_from_slice(&[0; 24]);
+        hello.extend_from_slice(&100_000u32.to_be_bytes());
         client_end.write_all(&hello).await.unwrap();
         client_end.write_all(input).await.unwrap();
         client_end.shutdown().await.unwrap();

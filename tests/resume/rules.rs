@@ -110,9 +110,10 @@ fn backoff() -> std::iter::RepeatN<Duration> {
 }
 
 fn hello(id: [u8; 16], received: u64) -> Vec<u8> {
-    let mut frame = vec![1, 0, 0, 0, 25, 1];
+    let mut frame = vec![1, 0, 0, 0, 29, 1];
     frame.extend_from_slice(&id);
     frame.extend_from_slice(&received.to_be_bytes());
+    frame.extend_from_slice(&100_000u32.to_be_bytes());
     frame
 }
 
@@ -251,8 +252,8 @@ async fn a_bad_hello_is_refused() {
     assert_eq!(error.kind(), io::ErrorKind::TimedOut, "silent: {error}");
 
     let mut raw = net.raw();
-    raw.write_all(&[4, 0, 0, 0, 25]).await.unwrap();
-    raw.write_all(&[0; 25]).await.unwrap();
+    raw.write_all(&[4, 0, 0, 0, 29]).await.unwrap();
+    raw.write_all(&[0; 29]).await.unwrap();
     let error = net.errors.recv().await.unwrap();
     assert_eq!(
         error.kind(),
@@ -342,4 +343,40 @@ async fn shutdown_returns_when_the_peer_closes_right_after_its_last_ack() {
         }
     );
     shutdown.unwrap();
+}
+
+/// Acks follow the buffer the peer announced in its hello: a reader that took a quarter of it
+/// acks unasked; with a larger buffer announced (the control), the same bytes get no ack yet.
+#[tokio::test(start_paused = true)]
+async fn acks_come_every_quarter_of_the_peers_buffer() {
+    for (announced, acked) in [(4_000u32, true), (100_000, false)] {
+        let mut net = Net::new(Config::default());
+        let mut raw = net.raw();
+        let mut frame = hello([0; 16], 0);
+        frame.truncate(frame.len() - 4);
+        frame.extend_from_slice(&announced.to_be_bytes());
+        raw.write_all(&frame).await.unwrap();
+        let mut data = vec![4, 0, 0, 0x03, 0xE8];
+        data.extend_from_slice(&[9; 1000]);
+        raw.write_all(&data).await.unwrap();
+        // The session answers (welcome, then any ack) as its reader drives it.
+        let mut session = net.sessions.recv().await.unwrap();
+        let mut got = vec![0; 1000];
+        session.read_exact(&mut got).await.unwrap();
+        let mut welcome = [0; 5 + 28];
+        raw.read_exact(&mut welcome).await.unwrap();
+        assert_eq!(welcome[..5], [2, 0, 0, 0, 28]);
+        // The server's own buffer, announced back.
+        assert_eq!(welcome[29..], 100_000u32.to_be_bytes());
+        let mut ack = [0; 13];
+        let answer = tokio::time::timeout(Duration::from_secs(1), raw.read_exact(&mut ack)).await;
+        if acked {
+            answer.expect("an ack").unwrap();
+            let mut expected = vec![5, 0, 0, 0, 8];
+            expected.extend_from_slice(&1000u64.to_be_bytes());
+            assert_eq!(ack.to_vec(), expected);
+        } else {
+            assert!(answer.is_err(), "no ack before a quarter of 100,000 bytes");
+        }
+    }
 }
