@@ -10,26 +10,31 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::overload::{reject, RejectReason, Rejections};
 
-/// Accept one queued connection from `listener` without handing it to the runtime, and reset it
-/// (`SO_LINGER` 0). `Err(WouldBlock)` when the backlog is empty.
-pub(crate) type ShedOne<S> = fn(&S) -> io::Result<Option<SocketAddr>>;
+/// Accept one queued connection from `listener` and reset it (`SO_LINGER` 0). `Pending` when the
+/// backlog is empty, with the task registered to be woken by the next client.
+pub(crate) type ShedOne<S> = fn(&S, &mut Context<'_>) -> Poll<io::Result<Option<SocketAddr>>>;
 
-pub(crate) fn shed_one_tcp<S: AsRef<TcpListener>>(stream: &S) -> io::Result<Option<SocketAddr>> {
-    let listener = socket2::SockRef::from(stream.as_ref());
-    let (socket, peer) = listener.accept()?;
+pub(crate) fn shed_one_tcp<S: AsRef<TcpListener>>(
+    stream: &S,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<SocketAddr>>> {
+    // Through tokio's `poll_accept`, so that an empty backlog registers the task for the next
+    // client: it then meets `EMFILE` again (the spare is back) and is shed in turn, never served
+    // in the slot the spare freed.
+    let (socket, peer) = ready!(stream.as_ref().poll_accept(cx))?;
     // A reset, not a FIN: the client learns at once that it was not served (a FIN would read as
     // an empty answer), and the closed socket holds no kernel state (no FIN_WAIT or TIME_WAIT)
     // while the process is already out of resources.
-    let _ = socket.set_linger(Some(Duration::ZERO));
+    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
     drop(socket);
-    Ok(peer.as_socket())
+    Poll::Ready(Ok(Some(peer)))
 }
 
 /// The shedding state of one `sleep_on_error` stream.
@@ -51,39 +56,36 @@ impl<S> Shed<S> {
     }
 
     /// Accept and reset up to `bound` queued connections, in the slot the reserve frees; return
-    /// how many. Without a reserve it only tries to open one again: shedding without it would
-    /// take a descriptor that just came free, one a connection could be served with.
-    ///
-    /// When the backlog is empty before the bound, `then` runs (with the slot still free) and
-    /// its result comes back: the caller polls its accept stream there, which finds the backlog
-    /// empty and waits for the next client, so that the next one is shed when it arrives
-    /// instead of after a backoff.
-    pub(crate) fn shed<R>(
+    /// how many, and whether the backlog was found empty (the task is then registered for the
+    /// next client, who meets `EMFILE` and is shed in turn: no backoff is needed). Without a
+    /// reserve it only tries to open one again: shedding without it would take a descriptor that
+    /// just came free, one a connection could be served with.
+    pub(crate) fn shed(
         &mut self,
-        stream: Pin<&mut S>,
+        stream: &S,
         rejections: Option<&Rejections>,
-        then: impl FnOnce(Pin<&mut S>) -> R,
-    ) -> (u64, Option<R>) {
+        cx: &mut Context<'_>,
+    ) -> (u64, bool) {
         let Some(reserve) = self.reserve.take() else {
             self.reserve = open_reserve();
-            return (0, None);
+            return (0, false);
         };
         drop(reserve);
         let mut shed = 0;
-        let mut drained = None;
+        let mut drained = false;
         while shed < self.bound as u64 {
-            match (self.shed_one)(stream.as_ref().get_ref()) {
-                Ok(peer) => {
+            match (self.shed_one)(stream, cx) {
+                Poll::Ready(Ok(peer)) => {
                     shed += 1;
                     reject(rejections, RejectReason::Shed, peer);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drained = Some(then(stream));
+                Poll::Pending => {
+                    drained = true;
                     break;
                 }
                 // EMFILE/ENFILE: another thread took the slot. Anything else: the next accept
                 // meets it, and classifies it.
-                Err(_) => break,
+                Poll::Ready(Err(_)) => break,
             }
         }
         self.reserve = open_reserve();
@@ -91,7 +93,7 @@ impl<S> Shed<S> {
             log_event!(
                 warn,
                 "shed_on_emfile: the spare descriptor could not be opened again (another thread \
-                 or a connection took the slot); shedding pauses until one is free"
+                 took the slot); shedding pauses until one is free"
             );
         }
         (shed, drained)

@@ -527,9 +527,8 @@ where
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                let (n, drained) = shed.shed(this.stream.as_mut(), rejections.as_ref(), |s| {
-                    s.poll_next(cx)
-                });
+                let (n, drained) =
+                    shed.shed(this.stream.as_ref().get_ref(), rejections.as_ref(), cx);
                 if n > 0 {
                     log_event!(
                         info,
@@ -537,23 +536,10 @@ where
                         "accept: out of descriptors; queued connections reset"
                     );
                 }
-                match drained {
-                    // The backlog is empty and the stream waits for the next client, who is shed
-                    // (or served, if a descriptor frees meanwhile) when it arrives: no backoff.
-                    Some(Poll::Pending) => return Poll::Pending,
-                    // A client came in the slot the reserve freed: serve it.
-                    Some(Poll::Ready(Some(Ok(item)))) => {
-                        bump(&state.shared.accepted);
-                        backoff.consecutive = 0;
-                        backoff.current = backoff.policy.clone();
-                        return Poll::Ready(Some(item));
-                    }
-                    Some(Poll::Ready(None)) => {
-                        state.done = true;
-                        return Poll::Ready(None);
-                    }
-                    // An error: back off, and meet it again at the next accept.
-                    Some(Poll::Ready(Some(Err(_)))) | None => {}
+                if drained {
+                    // The backlog is empty and the task waits for the next client, who meets
+                    // `EMFILE` and is shed in turn when it arrives: no backoff.
+                    return Poll::Pending;
                 }
             }
             state.last_class = class;
