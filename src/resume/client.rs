@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -62,6 +63,39 @@ where
     /// The session's id, once the server has welcomed this client.
     pub fn session_id(&self) -> Option<SessionId> {
         self.engine.id()
+    }
+
+    /// Write all of `bytes` without copying them: the replay buffer keeps a reference to them
+    /// until the peer acknowledges them, where [`write`](tokio::io::AsyncWriteExt::write)
+    /// must copy what it is lent. Writes of under 4 KiB are copied anyway (and merged with
+    /// their neighbours into one frame). Waits while the buffer is full, as a write does.
+    ///
+    /// For bulk transfers: the copy a borrowed write makes costs about as much CPU as the
+    /// kernel's own copy into the socket.
+    ///
+    /// # Cancel safety
+    ///
+    /// As with [`write_all_buf`](tokio::io::AsyncWriteExt::write_all_buf), `bytes` is advanced
+    /// past what was taken: if the future is dropped before it completes, what was taken will
+    /// be delivered, and `bytes` holds the rest.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use bytes::Bytes;
+    /// use staunch::resume::Client;
+    /// use tokio::net::TcpStream;
+    ///
+    /// let mut client = Client::new(|| TcpStream::connect("127.0.0.1:7000"), std::iter::empty());
+    /// let mut payload = Bytes::from(vec![0x5a; 1 << 20]);
+    /// client.write_all_bytes(&mut payload).await?;
+    /// assert!(payload.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn write_all_bytes(&mut self, bytes: &mut Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.engine.poll_write_bytes(cx, bytes)).await
     }
 }
 

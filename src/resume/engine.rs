@@ -2,7 +2,6 @@
 //! transport comes from is the [`Link`]'s business (the client connects, the server waits for
 //! the client to come back).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::io::IoSlice;
@@ -11,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::frame::{self, Kind, RejectReason, HEADER_LEN, MAX_DATA};
+use super::replay::Replay;
 use super::{Config, SessionId};
 
 /// Ack after the reader has taken a quarter of the peer's replay buffer (announced in the hello
@@ -117,10 +118,7 @@ pub(crate) struct Engine<L: Link> {
     generation: u64,
 
     // Sending. Positions count bytes; the FIN takes one position after the last byte.
-    replay: VecDeque<u8>,
-    capacity: usize,
-    /// Position of `replay[0]`.
-    base: u64,
+    replay: Replay,
     /// The highest position the peer acknowledged (can be one past the data: the FIN).
     peer_acked: u64,
     /// The next position to send on this transport.
@@ -185,9 +183,7 @@ impl<L: Link> Engine<L> {
             failed: None,
             awaiting_welcome: false,
             generation: 0,
-            replay: VecDeque::with_capacity(config.buffer_size),
-            capacity: config.buffer_size,
-            base: 0,
+            replay: Replay::new(config.buffer_size),
             peer_acked: 0,
             sent: 0,
             fin_queued: false,
@@ -232,7 +228,7 @@ impl<L: Link> Engine<L> {
     }
 
     fn data_end(&self) -> u64 {
-        self.base + self.replay.len() as u64
+        self.replay.end()
     }
 
     fn end(&self) -> u64 {
@@ -278,7 +274,7 @@ impl<L: Link> Engine<L> {
         self.peer_waiting = false;
         self.watch = Watch::Idle;
         self.changed();
-        let buffer = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        let buffer = u32::try_from(self.replay.capacity()).unwrap_or(u32::MAX);
         match attach.peer {
             None => {
                 frame::push_hello(&mut self.out, self.id, self.received, buffer);
@@ -304,13 +300,13 @@ impl<L: Link> Engine<L> {
 
     /// The peer received up to `position`: resend from there.
     fn resume_from(&mut self, position: u64) -> io::Result<()> {
-        if position < self.peer_acked || position > self.end() {
+        if position < self.peer_acked || position > self.sent {
             return Err(self.fail(frame::malformed(format!(
                 "the peer resumes from position {position}, outside the replayable range {}..={}",
-                self.peer_acked,
-                self.end()
+                self.peer_acked, self.sent
             ))));
         }
+        self.replay.rewind(position.min(self.data_end()));
         self.sent = position;
         self.apply_ack(position)
     }
@@ -323,9 +319,7 @@ impl<L: Link> Engine<L> {
             ))));
         }
         if position > self.peer_acked {
-            let drop = (position.min(self.data_end()) - self.base) as usize;
-            self.replay.drain(..drop);
-            self.base += drop as u64;
+            self.replay.ack(position.min(self.data_end()));
             self.peer_acked = position;
             self.changed();
         }
@@ -366,7 +360,7 @@ impl<L: Link> Engine<L> {
         }
         let data_end = self.data_end();
         if self.sent < data_end {
-            let n = self.contiguous(self.sent).len().min(MAX_DATA);
+            let n = self.replay.unsent().len().min(MAX_DATA);
             frame::push_header(&mut self.out, Kind::Data, n);
             self.data_left = n;
         } else if self.fin_queued && self.sent == data_end {
@@ -374,11 +368,6 @@ impl<L: Link> Engine<L> {
             self.sent += 1;
         }
         !self.out.is_empty()
-    }
-
-    /// The replay bytes from `position` that lie in one piece.
-    fn contiguous(&self, position: u64) -> &[u8] {
-        contiguous(&self.replay, self.base, position)
     }
 
     /// Write queued frames and data until done (`Ready(Ok)`) or the transport is full.
@@ -389,8 +378,7 @@ impl<L: Link> Engine<L> {
             }
             let head = &self.out[self.out_pos..];
             let data = if self.data_left > 0 {
-                let data = contiguous(&self.replay, self.base, self.sent);
-                &data[..data.len().min(self.data_left)]
+                &self.replay.unsent()[..self.data_left]
             } else {
                 &[]
             };
@@ -407,8 +395,11 @@ impl<L: Link> Engine<L> {
             }
             let from_head = n.min(head.len());
             self.out_pos += from_head;
-            self.sent += (n - from_head) as u64;
-            self.data_left -= n - from_head;
+            if n > from_head {
+                self.replay.sent(n - from_head);
+                self.sent += (n - from_head) as u64;
+                self.data_left -= n - from_head;
+            }
         }
     }
 
@@ -708,6 +699,29 @@ impl<L: Link> Engine<L> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_room(cx, buf.is_empty()))?;
+        let n = self.replay.push(buf);
+        self.start_sending();
+        Poll::Ready(Ok(n))
+    }
+
+    /// Queue `bytes` without copying them; `Ready` once all of them are queued.
+    pub(crate) fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &mut Bytes,
+    ) -> Poll<io::Result<()>> {
+        while !bytes.is_empty() {
+            ready!(self.poll_room(cx, false))?;
+            self.replay.push_bytes(bytes);
+            self.start_sending();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Wait until a write can be taken: the replay buffer has room (or `empty`: the write
+    /// takes none). Errors: the session failed, or it was shut down.
+    fn poll_room(&mut self, cx: &mut Context<'_>, empty: bool) -> Poll<io::Result<()>> {
         Wakers::register(&self.wakers.write, cx.waker());
         loop {
             self.check_failed()?;
@@ -717,15 +731,8 @@ impl<L: Link> Engine<L> {
                     "resume: write after shutdown",
                 )));
             }
-            let free = self.capacity - self.replay.len();
-            if free > 0 || buf.is_empty() {
-                let n = free.min(buf.len());
-                self.replay.extend(&buf[..n]);
-                if self.io.is_some() {
-                    // Start sending at once; a full transport or a failure is handled later.
-                    let _ = self.poll_drive(None);
-                }
-                return Poll::Ready(Ok(n));
+            if self.replay.free() > 0 || empty {
+                return Poll::Ready(Ok(()));
             }
             if !self.ack_requested {
                 self.ack_requested = true;
@@ -735,20 +742,26 @@ impl<L: Link> Engine<L> {
         }
     }
 
+    /// Start sending what was just written; a full transport or a failure is handled later.
+    fn start_sending(&mut self) {
+        if self.io.is_some() {
+            let _ = self.poll_drive(None);
+        }
+    }
+
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Wakers::register(&self.wakers.write, cx.waker());
         loop {
             let progress = self.poll_drive(None);
             self.check_failed()?;
-            let all_sent = self.out_pos == self.out.len() && self.data_left == 0;
+            let all_sent =
+                self.out_pos == self.out.len() && self.data_left == 0 && self.sent == self.end();
             if let (Some(io), false, true) = (self.io.as_mut(), self.awaiting_welcome, all_sent) {
-                if self.sent == self.base + self.replay.len() as u64 + u64::from(self.fin_queued) {
-                    match ready!(Pin::new(io).poll_flush(cx)) {
-                        Ok(()) => return Poll::Ready(Ok(())),
-                        Err(error) => {
-                            self.lose(error);
-                            continue;
-                        }
+                match ready!(Pin::new(io).poll_flush(cx)) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(error) => {
+                        self.lose(error);
+                        continue;
                     }
                 }
             }
@@ -766,16 +779,6 @@ impl<L: Link> Engine<L> {
             }
             ready!(self.poll_drive(None))?;
         }
-    }
-}
-
-fn contiguous(replay: &VecDeque<u8>, base: u64, position: u64) -> &[u8] {
-    let offset = (position - base) as usize;
-    let (front, back) = replay.as_slices();
-    if offset < front.len() {
-        &front[offset..]
-    } else {
-        &back[offset - front.len()..]
     }
 }
 

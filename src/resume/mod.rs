@@ -110,6 +110,7 @@
 mod client;
 mod engine;
 mod frame;
+mod replay;
 mod server;
 
 use std::fmt;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -297,6 +298,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Session<Io> {
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.engine.link().id
+    }
+
+    /// Write all of `bytes` without copying them, as
+    /// [`Client::write_all_bytes`](super::Client::write_all_bytes) does (same cancel safety).
+    pub async fn write_all_bytes(&mut self, bytes: &mut Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.engine.poll_write_bytes(cx, bytes)).await
     }
 }
 

@@ -1,0 +1,245 @@
+//! The replay buffer: bytes written but not yet acknowledged by the peer, kept to send again
+//! after a reconnect.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::frame::MAX_DATA;
+
+/// Owned writes shorter than this are copied (and merged with their neighbours into one
+/// frame); longer ones are kept as they are, without a copy.
+const COPY_BELOW: usize = 4 * 1024;
+
+/// Written bytes from `base` (the first the peer has not acknowledged) to `end`: those sent on
+/// the current transport (`base..sent`), then those not sent yet (`sent..end`).
+///
+/// The bytes are held as [`Bytes`] segments: a borrowed write is copied into `tail` (frozen
+/// into a segment when it is sent or full), an owned one is kept as it came, so sending it costs
+/// no copy at all. Acknowledged segments are dropped; a reconnect moves the unacknowledged ones
+/// back to the queue to send.
+#[derive(Debug)]
+pub(crate) struct Replay {
+    /// Sent on this transport, not acknowledged: `base..sent`.
+    in_flight: VecDeque<Bytes>,
+    /// Not sent yet: `sent..` up to `tail`.
+    unsent: VecDeque<Bytes>,
+    /// Copied bytes after `unsent`, at most one frame's worth.
+    tail: BytesMut,
+    base: u64,
+    sent: u64,
+    end: u64,
+    capacity: usize,
+}
+
+impl Replay {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            in_flight: VecDeque::new(),
+            unsent: VecDeque::new(),
+            tail: BytesMut::new(),
+            base: 0,
+            sent: 0,
+            end: 0,
+            capacity,
+        }
+    }
+
+    /// The position after the last byte written.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        (self.end - self.base) as usize
+    }
+
+    /// The most bytes held at once.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Room left, in bytes.
+    pub(crate) fn free(&self) -> usize {
+        self.capacity - self.len()
+    }
+
+    /// Copy as much of `buf` as there is room for; returns how much.
+    pub(crate) fn push(&mut self, buf: &[u8]) -> usize {
+        let n = buf.len().min(self.free());
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            if self.tail.len() == MAX_DATA || self.tail.capacity() == self.tail.len() {
+                self.freeze_tail();
+                if self.tail.capacity() == 0 {
+                    // The tail is empty: a fresh block, never a copy of what it held.
+                    self.tail.reserve(MAX_DATA);
+                }
+            }
+            let k = rest
+                .len()
+                .min(self.tail.capacity() - self.tail.len())
+                .min(MAX_DATA - self.tail.len());
+            self.tail.extend_from_slice(&rest[..k]);
+            rest = &rest[k..];
+        }
+        self.end += n as u64;
+        n
+    }
+
+    /// Take as much of `bytes` as there is room for, without copying it (unless it is short);
+    /// what is taken is split off its front.
+    pub(crate) fn push_bytes(&mut self, bytes: &mut Bytes) -> usize {
+        let n = bytes.len().min(self.free());
+        if n < COPY_BELOW {
+            let taken = self.push(&bytes[..n]);
+            let _ = bytes.split_to(taken);
+            return taken;
+        }
+        self.freeze_tail();
+        self.unsent.push_back(bytes.split_to(n));
+        self.end += n as u64;
+        n
+    }
+
+    fn freeze_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.unsent.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// The next unsent bytes that lie in one piece (empty when everything was sent).
+    pub(crate) fn unsent(&mut self) -> &[u8] {
+        if self.unsent.is_empty() {
+            self.freeze_tail();
+        }
+        self.unsent.front().map_or(&[], |b| &b[..])
+    }
+
+    /// `n` bytes of [`unsent`](Self::unsent) went out.
+    pub(crate) fn sent(&mut self, n: usize) {
+        let front = self.unsent.front_mut().expect("sent bytes were queued");
+        if n == front.len() {
+            let whole = self.unsent.pop_front().expect("checked above");
+            self.in_flight.push_back(whole);
+        } else {
+            self.in_flight.push_back(front.split_to(n));
+        }
+        self.sent += n as u64;
+    }
+
+    /// The peer has every byte before `position` (at most what was sent): drop them.
+    pub(crate) fn ack(&mut self, position: u64) {
+        debug_assert!(position <= self.sent);
+        while self.base < position {
+            let front = self
+                .in_flight
+                .front_mut()
+                .expect("acknowledged bytes were sent");
+            let k = front.len().min((position - self.base) as usize);
+            if k == front.len() {
+                self.in_flight.pop_front();
+            } else {
+                let _ = front.split_to(k);
+            }
+            self.base += k as u64;
+        }
+    }
+
+    /// A new transport, whose peer has every byte before `position` (at least `base`, at most
+    /// what was sent): everything after it is to be sent again.
+    pub(crate) fn rewind(&mut self, position: u64) {
+        debug_assert!(self.base <= position && position <= self.sent);
+        self.ack(position);
+        while let Some(segment) = self.in_flight.pop_back() {
+            self.unsent.push_front(segment);
+        }
+        self.sent = self.base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Send everything unsent, chunk by chunk, at most `most` bytes at a time.
+    fn send_all(replay: &mut Replay, most: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let chunk = replay.unsent();
+            let k = chunk.len().min(most);
+            if k == 0 {
+                return out;
+            }
+            assert!(k <= MAX_DATA, "a chunk fits a frame");
+            out.extend_from_slice(&chunk[..k]);
+            replay.sent(k);
+        }
+    }
+
+    #[test]
+    fn copied_and_owned_writes_are_sent_in_order_and_again_after_a_rewind() {
+        let mut replay = Replay::new(1 << 20);
+        let mut written = Vec::new();
+        for (i, len) in [10, 70_000, 3, 5_000, 200_000, 1].into_iter().enumerate() {
+            let data: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+            if i % 2 == 0 {
+                assert_eq!(replay.push(&data), len);
+            } else {
+                let mut owned = Bytes::from(data.clone());
+                assert_eq!(replay.push_bytes(&mut owned), len);
+                assert!(owned.is_empty());
+            }
+            written.extend_from_slice(&data);
+        }
+        assert_eq!(replay.end(), written.len() as u64);
+        assert_eq!(send_all(&mut replay, 30_000), written);
+        // The peer got the first 12,345 bytes; the rest goes out again.
+        replay.rewind(12_345);
+        assert_eq!(replay.len(), written.len() - 12_345);
+        assert_eq!(send_all(&mut replay, MAX_DATA), written[12_345..]);
+        replay.ack(written.len() as u64);
+        assert_eq!((replay.len(), replay.free()), (0, 1 << 20));
+    }
+
+    #[test]
+    fn writes_wait_for_room_and_partial_acks_free_it() {
+        let mut replay = Replay::new(10);
+        assert_eq!(replay.push(b"0123456"), 7);
+        let mut owned = Bytes::from_static(b"789abc");
+        assert_eq!(replay.push_bytes(&mut owned), 3);
+        assert_eq!(&owned[..], b"abc");
+        assert_eq!(replay.push(b"x"), 0);
+        assert_eq!(send_all(&mut replay, 4), b"0123456789");
+        replay.ack(4);
+        assert_eq!(replay.free(), 4);
+        assert_eq!(replay.push_bytes(&mut owned), 3);
+        replay.rewind(5);
+        assert_eq!(send_all(&mut replay, 100), b"56789abc");
+    }
+
+    #[test]
+    fn long_owned_writes_are_not_copied() {
+        let mut replay = Replay::new(1 << 20);
+        let data = Bytes::from(vec![7; 100_000]);
+        replay.push_bytes(&mut data.clone());
+        let chunk = replay.unsent();
+        assert_eq!(chunk.as_ptr(), data.as_ptr(), "the same memory, not a copy");
+    }
+
+    #[test]
+    fn copied_bytes_are_cut_into_frames() {
+        let mut replay = Replay::new(1 << 20);
+        replay.push(&vec![1; 3 * MAX_DATA + 10]);
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let k = replay.unsent().len();
+            (k > 0).then(|| {
+                replay.sent(k);
+                k
+            })
+        })
+        .collect();
+        assert_eq!(sizes, [MAX_DATA, MAX_DATA, MAX_DATA, 10]);
+    }
+}
