@@ -434,15 +434,21 @@ impl<L: Link> Engine<L> {
                 if delivered > 0 {
                     return Poll::Ready(Ok(delivered));
                 }
-                // The payload goes straight into the caller's buffer.
-                let k = self.in_data_left.min(dst.remaining());
+                // The payload goes straight into the caller's buffer, and with it the next
+                // frame's header where the buffer has room for it (one read instead of two);
+                // the header is moved to `inbuf`, which is empty here.
+                let k = (self.in_data_left + HEADER_LEN).min(dst.remaining());
                 let mut direct = ReadBuf::new(dst.initialize_unfilled_to(k));
                 let io = Pin::new(self.io.as_mut().expect("receiving needs a transport"));
                 ready!(io.poll_read(cx, &mut direct))?;
-                let n = direct.filled().len();
-                if n == 0 {
+                let read = direct.filled();
+                if read.is_empty() {
                     return Poll::Ready(Err(closed()));
                 }
+                let n = read.len().min(self.in_data_left);
+                let header = &read[n..];
+                self.inbuf[..header.len()].copy_from_slice(header);
+                (self.in_start, self.in_end) = (0, header.len());
                 dst.advance(n);
                 self.watch = Watch::Idle;
                 self.in_data_left -= n;
