@@ -1,6 +1,7 @@
 //! The session rules over in-memory transports on paused time: backpressure, expiry, unknown
 //! ids, wrong versions and malformed frames.
 
+use futures_util::FutureExt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -379,4 +380,31 @@ async fn acks_come_every_quarter_of_the_peers_buffer() {
             assert!(answer.is_err(), "no ack before a quarter of 100,000 bytes");
         }
     }
+}
+
+/// A client that claims, on its return, bytes the server wrote but never sent is refused: the
+/// session fails instead of skipping them.
+#[tokio::test(start_paused = true)]
+async fn a_resume_from_beyond_what_was_sent_fails_the_session() {
+    let mut net = Net::new(Config::default());
+    let mut client = Client::new(net.connector(), backoff());
+    let mut session = start(&mut net, &mut client, b"hi").await;
+    // The client is never polled again: it does not come back by itself.
+    drop(client);
+    assert!(net.kill_current());
+    // Written while no transport is attached: none of it was sent.
+    session.write_all(&[7; 100]).await.unwrap();
+    let mut buf = [0; 1];
+    let lost = session.read(&mut buf).now_or_never();
+    assert!(lost.is_none(), "the session waits for its client");
+
+    let mut raw = net.raw();
+    raw.write_all(&hello(session.id().to_bytes(), 100))
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(60), session.read(&mut buf))
+        .await
+        .expect("the session fails at once")
+        .expect_err("a resume from position 100 is refused: nothing was sent");
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
 }
