@@ -1,11 +1,14 @@
 //! Scenario 10: the overhead of `staunch::resume` against the plain `Reconnecting` adapter (and
 //! a bare `TcpStream` for reference): one direction over loopback, 64 KiB writes, the same bytes
-//! for each, both ends in this process.
+//! for each, both ends in this process. Resume writes either borrowed slices (`write_all`, which
+//! copies them into the replay buffer) or owned `Bytes` (`write_all_bytes`, no copy).
 //!
 //! Each run times the transfer from the first write until the receiver has read every byte (for
 //! resume, until `shutdown` has returned, so the last ack's round trip is included).
 
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use staunch::reconnect::{Reconnecting, TcpConnector};
 use staunch::resume::{Accepted, Acceptor, Client, Config};
@@ -14,11 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 const CHUNK: usize = 64 * 1024;
 
-pub(crate) const CONTENDERS: [&str; 4] = [
+pub(crate) const CONTENDERS: [&str; 6] = [
     "bare TcpStream",
     "staunch Reconnecting",
     "resume (100,000 B buffer)",
+    "resume, Bytes (100,000 B)",
     "resume (4 MiB buffer)",
+    "resume, Bytes (4 MiB)",
 ];
 
 async fn write_all_chunks<W: AsyncWrite + Unpin>(mut writer: W, total: u64) -> std::io::Result<()> {
@@ -47,8 +52,10 @@ pub(crate) async fn throughput(kind: &str, total: u64) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let resume_config = match kind {
-        "resume (100,000 B buffer)" => Some(Config::default()),
-        "resume (4 MiB buffer)" => Some(Config::default().buffer_size(4 << 20)),
+        "resume (100,000 B buffer)" | "resume, Bytes (100,000 B)" => Some(Config::default()),
+        "resume (4 MiB buffer)" | "resume, Bytes (4 MiB)" => {
+            Some(Config::default().buffer_size(4 << 20))
+        }
         _ => None,
     };
     let server = {
@@ -76,8 +83,16 @@ pub(crate) async fn throughput(kind: &str, total: u64) -> f64 {
                 socket.set_nodelay(true)?;
                 std::io::Result::Ok(socket)
             };
-            let client = Client::with_config(connect, std::iter::empty(), config);
-            write_all_chunks(client, total).await.unwrap();
+            let mut client = Client::with_config(connect, std::iter::empty(), config);
+            if kind.contains("Bytes") {
+                let chunk = Bytes::from(vec![0x5A; CHUNK]);
+                for _ in 0..total / CHUNK as u64 {
+                    client.write_all_bytes(&mut chunk.clone()).await.unwrap();
+                }
+                client.shutdown().await.unwrap();
+            } else {
+                write_all_chunks(client, total).await.unwrap();
+            }
         }
         ("bare TcpStream", None) => {
             let client = TcpStream::connect(addr).await.unwrap();

@@ -18,18 +18,31 @@ const COPY_BELOW: usize = 4 * 1024;
 /// into a segment when it is sent or full), an owned one is kept as it came, so sending it costs
 /// no copy at all. Acknowledged segments are dropped; a reconnect moves the unacknowledged ones
 /// back to the queue to send.
+///
+/// The blocks copies go into are reused, most recently freed first: allocating and freeing one
+/// per frame made the allocator hand memory back to the kernel and fault it in again, a page
+/// fault every few kilobytes.
 #[derive(Debug)]
 pub(crate) struct Replay {
     /// Sent on this transport, not acknowledged: `base..sent`.
-    in_flight: VecDeque<Bytes>,
+    in_flight: VecDeque<Segment>,
     /// Not sent yet: `sent..` up to `tail`.
-    unsent: VecDeque<Bytes>,
+    unsent: VecDeque<Segment>,
     /// Copied bytes after `unsent`, at most one frame's worth.
     tail: BytesMut,
+    /// Emptied blocks for `tail`.
+    spare: Vec<BytesMut>,
     base: u64,
     sent: u64,
     end: u64,
     capacity: usize,
+}
+
+#[derive(Debug)]
+struct Segment {
+    bytes: Bytes,
+    /// Cut from one of this buffer's own blocks (not an owned write): its block may be reused.
+    copied: bool,
 }
 
 impl Replay {
@@ -38,6 +51,7 @@ impl Replay {
             in_flight: VecDeque::new(),
             unsent: VecDeque::new(),
             tail: BytesMut::new(),
+            spare: Vec::new(),
             base: 0,
             sent: 0,
             end: 0,
@@ -73,7 +87,9 @@ impl Replay {
             if self.tail.len() == MAX_DATA || self.tail.capacity() == self.tail.len() {
                 self.freeze_tail();
                 if self.tail.capacity() == 0 {
-                    // The tail is empty: a fresh block, never a copy of what it held.
+                    // The tail is empty: a spare block (or a new one), never a copy of what
+                    // the tail held.
+                    self.tail = self.spare.pop().unwrap_or_default();
                     self.tail.reserve(MAX_DATA);
                 }
             }
@@ -98,14 +114,35 @@ impl Replay {
             return taken;
         }
         self.freeze_tail();
-        self.unsent.push_back(bytes.split_to(n));
+        self.unsent.push_back(Segment {
+            bytes: bytes.split_to(n),
+            copied: false,
+        });
         self.end += n as u64;
         n
     }
 
     fn freeze_tail(&mut self) {
         if !self.tail.is_empty() {
-            self.unsent.push_back(self.tail.split().freeze());
+            self.unsent.push_back(Segment {
+                bytes: self.tail.split().freeze(),
+                copied: true,
+            });
+            if self.tail.capacity() == 0 {
+                // Let go of the full block, so that it can be reused once acknowledged.
+                self.tail = BytesMut::new();
+            }
+        }
+    }
+
+    /// Keep the block of an acknowledged segment for reuse, if nothing else holds it.
+    fn recycle(&mut self, segment: Segment) {
+        if !segment.copied || self.spare.len() > self.capacity / MAX_DATA {
+            return;
+        }
+        if let Ok(mut block) = segment.bytes.try_into_mut() {
+            block.clear();
+            self.spare.push(block);
         }
     }
 
@@ -114,17 +151,19 @@ impl Replay {
         if self.unsent.is_empty() {
             self.freeze_tail();
         }
-        self.unsent.front().map_or(&[], |b| &b[..])
+        self.unsent.front().map_or(&[], |s| &s.bytes[..])
     }
 
     /// `n` bytes of [`unsent`](Self::unsent) went out.
     pub(crate) fn sent(&mut self, n: usize) {
         let front = self.unsent.front_mut().expect("sent bytes were queued");
-        if n == front.len() {
+        if n == front.bytes.len() {
             let whole = self.unsent.pop_front().expect("checked above");
             self.in_flight.push_back(whole);
         } else {
-            self.in_flight.push_back(front.split_to(n));
+            let bytes = front.bytes.split_to(n);
+            let copied = front.copied;
+            self.in_flight.push_back(Segment { bytes, copied });
         }
         self.sent += n as u64;
     }
@@ -137,11 +176,12 @@ impl Replay {
                 .in_flight
                 .front_mut()
                 .expect("acknowledged bytes were sent");
-            let k = front.len().min((position - self.base) as usize);
-            if k == front.len() {
-                self.in_flight.pop_front();
+            let k = front.bytes.len().min((position - self.base) as usize);
+            if k == front.bytes.len() {
+                let done = self.in_flight.pop_front().expect("checked above");
+                self.recycle(done);
             } else {
-                let _ = front.split_to(k);
+                let _ = front.bytes.split_to(k);
             }
             self.base += k as u64;
         }
@@ -226,6 +266,33 @@ mod tests {
         replay.push_bytes(&mut data.clone());
         let chunk = replay.unsent();
         assert_eq!(chunk.as_ptr(), data.as_ptr(), "the same memory, not a copy");
+    }
+
+    #[test]
+    fn blocks_are_reused_once_acknowledged() {
+        let mut replay = Replay::new(4 * MAX_DATA);
+        replay.push(&vec![1; 2 * MAX_DATA]);
+        let blocks = [replay.unsent().as_ptr(), {
+            replay.sent(MAX_DATA);
+            replay.unsent().as_ptr()
+        }];
+        send_all(&mut replay, MAX_DATA);
+        replay.ack(2 * MAX_DATA as u64);
+        assert_eq!(replay.spare.len(), 2);
+        replay.push(&[2; 10]);
+        assert_eq!(replay.unsent(), [2; 10]);
+        assert_eq!(
+            replay.unsent().as_ptr(),
+            blocks[1],
+            "the block freed last comes back first"
+        );
+        assert_eq!(replay.spare.len(), 1);
+        // An owned write's memory is never taken over.
+        let mut owned = Bytes::from(vec![3; MAX_DATA]);
+        replay.push_bytes(&mut owned);
+        send_all(&mut replay, MAX_DATA);
+        replay.ack(replay.end());
+        assert_eq!(replay.spare.len(), 1);
     }
 
     #[test]
