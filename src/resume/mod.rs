@@ -36,6 +36,18 @@
 //! after a burst. Like TCP, two ends that only write and never read stop once both buffers are
 //! full.
 //!
+//! # Throughput
+//!
+//! - **The buffer is also the window.** At most [`Config::buffer_size`] bytes travel
+//!   unacknowledged, so a bulk transfer moves at most one buffer per round trip (the time for
+//!   the bytes to reach the peer's reader and its ack to come back), as a TCP window does. The
+//!   default 100,000 bytes (SignalR's) suits messages; give bulk transfers 1 to 4 MiB.
+//! - **A borrowed write is copied** into the replay buffer, which costs about as much CPU as
+//!   the kernel's own copy into the socket. [`Client::write_all_bytes`] and
+//!   [`Session::write_all_bytes`] keep owned [`Bytes`](bytes::Bytes) as they are instead.
+//! - Scenario 10 of the benchmark program measures both against the plain reconnecting
+//!   adapter, one way over loopback with 64 KiB writes.
+//!
 //! # Security
 //!
 //! A session id is a bearer secret: whoever presents it takes the session over (the current
@@ -142,7 +154,8 @@ impl Default for Config {
 
 impl Config {
     /// The most unacknowledged bytes an end keeps for replay; a write waits while the buffer is
-    /// full. Default 100,000.
+    /// full. Default 100,000. It bounds throughput to a buffer per round trip: see
+    /// [Throughput](self#throughput).
     ///
     /// # Panics
     ///
