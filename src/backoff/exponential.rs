@@ -102,8 +102,9 @@ impl Exponential {
 
     /// The backoff of gRPC's [connection backoff
     /// spec](https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md): 1 s initial
-    /// delay, multiplier 1.6, jitter ±20 %, 120 s cap, no limit. Pair it with a connect timeout of
-    /// [`GRPC_MIN_CONNECT_TIMEOUT`](super::GRPC_MIN_CONNECT_TIMEOUT) (20 s):
+    /// delay, multiplier 1.6, jitter ±20 %, 120 s cap, no limit. Pair it with the spec's minimum
+    /// connect timeout,
+    /// [`connect_timeout_until_next_retry`](crate::reconnect::Builder::connect_timeout_until_next_retry)`(`[`GRPC_MIN_CONNECT_TIMEOUT`](super::GRPC_MIN_CONNECT_TIMEOUT)`)`:
     ///
     /// ```
     /// use staunch::backoff::{Exponential, GRPC_MIN_CONNECT_TIMEOUT};
@@ -111,23 +112,26 @@ impl Exponential {
     ///
     /// let conn = Reconnecting::builder(TcpConnector::new("127.0.0.1:50051"))
     ///     .policy(Exponential::grpc())
-    ///     .connect_timeout(GRPC_MIN_CONNECT_TIMEOUT)
+    ///     .connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)
     ///     .build();
     /// ```
     ///
-    /// **Where it conforms.** The delay before retry `n` is uniform in `b * (0.8 ..= 1.2)` with
-    /// `b = min(1 s * 1.6^n, 120 s)`, drawn afresh by every clone, so a fleet that failed
-    /// together spreads out (the test starts 1,000 clients and checks it).
+    /// **Where it conforms.**
+    /// - The delay before retry `n` is uniform in `b * (0.8 ..= 1.2)` with
+    ///   `b = min(1 s * 1.6^n, 120 s)`, drawn afresh by every clone, so a fleet that failed
+    ///   together spreads out (the test starts 1,000 clients and checks it).
+    /// - With `connect_timeout_until_next_retry`, an attempt gets `max(20 s, time until the next
+    ///   backoff deadline)`, and the next attempt starts at that deadline (the attempt's start
+    ///   plus the delay), as the spec's `SleepUntil(current_deadline)` does.
     ///
     /// **Where it does not.**
-    /// - The spec counts each delay from the *start* of the failed attempt (it sleeps until
-    ///   `attempt start + delay`); staunch counts it from the failure, so a retry comes later by
-    ///   the time the failed attempt took (nothing for a refused connection, up to the connect
-    ///   timeout for one that hangs).
-    /// - The spec gives an attempt `max(20 s, time until the next backoff deadline)`; staunch's
-    ///   connect timeout is a fixed value. With 20 s the two agree until the base delay passes
-    ///   20 s (the 8th retry on); from then on the spec lets a slow attempt run up to the delay.
     /// - A jittered delay is capped at 120 s here; the spec lets the jitter go up to 144 s.
+    /// - The backoff starts over after a connection has stayed up for
+    ///   [`stable_after`](crate::reconnect::Builder::stable_after) (10 s by default), not as
+    ///   soon as a connection is made, so a server that accepts and then drops every connection
+    ///   at once is not retried at the initial rate forever.
+    /// - With a plain [`connect_timeout`](crate::reconnect::Builder::connect_timeout) instead,
+    ///   the timeout is fixed and each delay counts from the failure.
     pub fn grpc() -> Exponential {
         Exponential::builder()
             .min(Duration::from_secs(1))

@@ -48,7 +48,9 @@ pub use error::BackoffError;
 pub use exponential::{Exponential, ExponentialBuilder, Jitter};
 
 /// The minimum connect timeout of gRPC's connection backoff spec, to go with
-/// [`Exponential::grpc`]: 20 s.
+/// [`Exponential::grpc`] through
+/// [`connect_timeout_until_next_retry`](crate::reconnect::Builder::connect_timeout_until_next_retry):
+/// 20 s.
 pub const GRPC_MIN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub(crate) use boxed::{default_policy, DynPolicy};

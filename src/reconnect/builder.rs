@@ -3,7 +3,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use super::retry::RetryConfig;
+use super::retry::{ConnectTimeout, RetryConfig};
 use super::{
     BoxFuture, Connect, Decision, EofPolicy, HookContext, ReadMode, Reconnecting, WriteMode,
 };
@@ -84,7 +84,44 @@ impl<C: Connect> Builder<C> {
             !timeout.is_zero(),
             "Builder::connect_timeout: the timeout must be greater than zero"
         );
-        self.retry.connect_timeout = Some(timeout);
+        self.retry.connect_timeout = Some(ConnectTimeout::Fixed(timeout));
+        self
+    }
+
+    /// Give each connection attempt until the next retry is due, and at least `min`: the
+    /// policy's next delay is drawn when the attempt starts, the attempt may run until that
+    /// delay has passed (or `min`, if longer), and after a failure the retry comes at that
+    /// moment, not a full delay after the failure. A refused connection thus retries on the
+    /// same schedule as with a fixed timeout, while a connect that hangs (a black-holed
+    /// address) may use the whole gap before the next retry instead of being cut short.
+    ///
+    /// This is gRPC's connection backoff:
+    /// `.policy(Exponential::grpc()).connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)`
+    /// (see [`Exponential::grpc`](crate::backoff::Exponential::grpc)). Replaces
+    /// [`connect_timeout`](Self::connect_timeout); the last one set wins.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `min` is zero: no attempt that has to wait for the network could succeed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use staunch::backoff::{Exponential, GRPC_MIN_CONNECT_TIMEOUT};
+    /// use staunch::reconnect::{Reconnecting, TcpConnector};
+    ///
+    /// let conn = Reconnecting::builder(TcpConnector::new("127.0.0.1:50051"))
+    ///     .policy(Exponential::grpc())
+    ///     .connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)
+    ///     .build();
+    /// ```
+    #[track_caller]
+    pub fn connect_timeout_until_next_retry(mut self, min: Duration) -> Self {
+        assert!(
+            !min.is_zero(),
+            "Builder::connect_timeout_until_next_retry: the minimum must be greater than zero"
+        );
+        self.retry.connect_timeout = Some(ConnectTimeout::UntilNextRetry(min));
         self
     }
 

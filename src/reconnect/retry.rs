@@ -25,10 +25,19 @@ const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
 pub(crate) type DisconnectHook<C> =
     Box<dyn FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send>;
 
+/// How long a connection attempt may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectTimeout {
+    Fixed(Duration),
+    /// Until the next retry is due (the attempt's start plus the backoff's next delay), and at
+    /// least this long; the delay then counts from the attempt's start (gRPC's semantics).
+    UntilNextRetry(Duration),
+}
+
 /// The settings both front ends share.
 pub(crate) struct RetryConfig<C> {
     pub(crate) policy: Box<dyn DynPolicy>,
-    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<ConnectTimeout>,
     pub(crate) stable_after: Duration,
     pub(crate) retry_connect_if: fn(&io::Error) -> bool,
     pub(crate) on_disconnect: Option<DisconnectHook<C>>,
@@ -47,12 +56,13 @@ impl<C> RetryConfig<C> {
         }
     }
 
-    /// `connect`, failing with [`Reason::ConnectTimeout`] after the connect timeout.
-    pub(crate) fn attempt<F>(&self, connect: F) -> ConnectAttempt<F> {
+    /// `connect`, failing with [`Reason::ConnectTimeout`] after `timeout` (from
+    /// [`Outage::begin_attempt`]).
+    pub(crate) fn attempt<F>(&self, connect: F, timeout: Option<Duration>) -> ConnectAttempt<F> {
         ConnectAttempt {
             connect,
-            deadline: self.connect_timeout.map(tokio::time::sleep),
-            limit: self.connect_timeout.unwrap_or_default(),
+            deadline: timeout.map(tokio::time::sleep),
+            limit: timeout.unwrap_or_default(),
         }
     }
 
@@ -139,6 +149,9 @@ pub(crate) struct Outage {
     total_attempts: u64,
     started: Option<Instant>,
     last_reason: Option<Reason>,
+    /// With [`ConnectTimeout::UntilNextRetry`]: when the current attempt began, and the delay
+    /// drawn for after it (drawn before it, to know its deadline).
+    planned: Option<(Instant, Option<Duration>)>,
 }
 
 impl Outage {
@@ -149,6 +162,7 @@ impl Outage {
             total_attempts: 0,
             started: None,
             last_reason: None,
+            planned: None,
         }
     }
 
@@ -157,12 +171,21 @@ impl Outage {
         self.attempt
     }
 
-    /// Count a new attempt; returns its number in the outage (1-based).
-    pub(crate) fn begin_attempt(&mut self) -> u32 {
+    /// Count a new attempt; returns its number in the outage (1-based) and its timeout.
+    pub(crate) fn begin_attempt<C>(&mut self, config: &RetryConfig<C>) -> (u32, Option<Duration>) {
         self.attempt = self.attempt.saturating_add(1);
         self.total_attempts += 1;
-        self.started.get_or_insert_with(Instant::now);
-        self.attempt
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        let timeout = config.connect_timeout.map(|timeout| match timeout {
+            ConnectTimeout::Fixed(timeout) => timeout,
+            ConnectTimeout::UntilNextRetry(min) => {
+                let next_delay = self.policy.next_delay();
+                self.planned = Some((now, next_delay));
+                next_delay.map_or(min, |delay| delay.max(min))
+            }
+        });
+        (self.attempt, timeout)
     }
 
     /// A connection that was up for `uptime` is gone. If it was stable, it ended the outage:
@@ -171,6 +194,7 @@ impl Outage {
     pub(crate) fn connection_lost<C>(&mut self, uptime: Duration, config: &RetryConfig<C>) {
         if uptime >= config.stable_after {
             self.policy = config.policy.fresh();
+            self.planned = None;
             self.attempt = 0;
             self.started = Some(Instant::now());
         } else {
@@ -193,7 +217,15 @@ impl Outage {
         reason: Reason,
         uptime: Option<Duration>,
     ) -> Next {
-        let next_delay = self.policy.next_delay();
+        let next_delay = match self.planned.take() {
+            // A failed attempt: the retry is due at the deadline drawn when it began.
+            Some((began, delay)) if uptime.is_none() => {
+                delay.map(|delay| delay.saturating_sub(began.elapsed()))
+            }
+            // A connection that was up: its loss takes the delay drawn for after its attempt.
+            Some((_, delay)) => delay,
+            None => self.policy.next_delay(),
+        };
         self.last_reason = Some(reason.clone());
         match config.on_disconnect.as_mut() {
             None => Next::Decided(settle(Decision::Retry, next_delay)),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::retry::{settle, Next, Outage, RetryConfig};
+use super::retry::{settle, ConnectTimeout, Next, Outage, RetryConfig};
 use super::{BoxFuture, Connect, Decision, GaveUp, GiveUpCause, HookContext, Reason};
 
 /// A connect-then-run retry loop (the job of schmoozer): connect, run a session on the new
@@ -131,7 +131,25 @@ impl<C: Connect> RetryLoop<C> {
             !timeout.is_zero(),
             "RetryLoop::connect_timeout: the timeout must be greater than zero"
         );
-        self.retry.connect_timeout = Some(timeout);
+        self.retry.connect_timeout = Some(ConnectTimeout::Fixed(timeout));
+        self
+    }
+
+    /// Give each connection attempt until the next retry is due, and at least `min`, as
+    /// [`Builder::connect_timeout_until_next_retry`](super::Builder::connect_timeout_until_next_retry)
+    /// does (gRPC's connection backoff semantics). Replaces
+    /// [`connect_timeout`](Self::connect_timeout).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `min` is zero.
+    #[track_caller]
+    pub fn connect_timeout_until_next_retry(mut self, min: Duration) -> Self {
+        assert!(
+            !min.is_zero(),
+            "RetryLoop::connect_timeout_until_next_retry: the minimum must be greater than zero"
+        );
+        self.retry.connect_timeout = Some(ConnectTimeout::UntilNextRetry(min));
         self
     }
 
@@ -188,11 +206,11 @@ impl<C: Connect> RetryLoop<C> {
             session_error,
         };
         loop {
-            let attempt = outage.begin_attempt();
+            let (attempt, timeout) = outage.begin_attempt(&self.retry);
             log_event!(debug, attempt, "retry loop: connecting");
             // Only the log event reads it (no event without the `tracing` feature).
             let _ = attempt;
-            let connect = self.retry.attempt(self.connector.connect());
+            let connect = self.retry.attempt(self.connector.connect(), timeout);
             let (reason, uptime) = match self.retry.cancellable(connect).await {
                 None => return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error),
                 Some(Err(reason)) if self.retry.is_fatal(&reason) => {

@@ -346,3 +346,71 @@ fn grpc_preset_spreads_a_fleet_and_follows_the_spec() {
         Duration::from_secs(20)
     );
 }
+
+/// The attempts a client makes within `window` (paused time) against a connector whose
+/// attempts `hang` or are refused at once, with `delay` between retries and `timeout` per
+/// attempt: their start times, in whole seconds.
+async fn attempt_starts(hang: bool, delay: u64, timeout: AttemptTimeout, window: u64) -> Vec<u64> {
+    use staunch::reconnect::BoxFuture;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::DuplexStream;
+    use tokio::time::Instant;
+
+    let started = Instant::now();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&starts);
+    let connector = move || -> BoxFuture<std::io::Result<DuplexStream>> {
+        log.lock().unwrap().push(started.elapsed().as_secs());
+        if hang {
+            Box::pin(std::future::pending())
+        } else {
+            Box::pin(async { Err(std::io::ErrorKind::ConnectionRefused.into()) })
+        }
+    };
+    let builder =
+        Reconnecting::builder(connector).policy(std::iter::repeat(Duration::from_secs(delay)));
+    let builder = match timeout {
+        AttemptTimeout::Fixed(t) => builder.connect_timeout(Duration::from_secs(t)),
+        AttemptTimeout::UntilNextRetry(min) => {
+            builder.connect_timeout_until_next_retry(Duration::from_secs(min))
+        }
+    };
+    let mut conn = builder.build();
+    let _ = tokio::time::timeout(Duration::from_secs(window), conn.wait_connected()).await;
+    let starts = starts.lock().unwrap().clone();
+    starts
+}
+
+/// A connect timeout, in seconds.
+enum AttemptTimeout {
+    Fixed(u64),
+    UntilNextRetry(u64),
+}
+
+/// gRPC's minimum connect timeout: an attempt runs until the next retry is due, and at least
+/// the minimum; the retry is due a delay after the attempt's start, not after its failure.
+#[tokio::test(start_paused = true)]
+async fn connect_timeout_until_next_retry_follows_grpc() {
+    use AttemptTimeout::{Fixed, UntilNextRetry};
+    // A hanging attempt gets the whole 30 s gap, and the retry follows at once.
+    assert_eq!(
+        attempt_starts(true, 30, UntilNextRetry(20), 100).await,
+        [0, 30, 60, 90]
+    );
+    // The minimum, when the delay is shorter; the retry was due long before.
+    assert_eq!(
+        attempt_starts(true, 5, UntilNextRetry(20), 70).await,
+        [0, 20, 40, 60]
+    );
+    // A refused attempt retries on the same schedule either way.
+    assert_eq!(
+        attempt_starts(false, 30, UntilNextRetry(20), 100).await,
+        [0, 30, 60, 90]
+    );
+    // Control, a fixed timeout: the attempt is cut at 20 s, and the delay follows the failure.
+    assert_eq!(attempt_starts(true, 30, Fixed(20), 120).await, [0, 50, 100]);
+    assert_eq!(
+        attempt_starts(false, 30, Fixed(20), 100).await,
+        [0, 30, 60, 90]
+    );
+}

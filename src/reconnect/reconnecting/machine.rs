@@ -286,11 +286,11 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     pub(super) fn connect(&mut self, attempt: Attempt<C::Future, C::Io>) -> State<C> {
-        let attempt_number = self.outage.begin_attempt();
+        let (attempt_number, timeout) = self.outage.begin_attempt(&self.retry);
         log_event!(debug, attempt = attempt_number, "reconnect: connecting");
         // Only the log event reads it (no event without the `tracing` feature).
         let _ = attempt_number;
-        State::Connecting(Box::pin(self.retry.attempt(attempt)))
+        State::Connecting(Box::pin(self.retry.attempt(attempt, timeout)))
     }
 
     fn attempt_failed(&mut self, reason: Reason) -> State<C> {
