@@ -25,6 +25,8 @@ const ACK_SHARE: u64 = 4;
 /// Bytes read at once when a header is due and frames are small (payloads go straight into the
 /// caller's buffer).
 const INBUF_LEN: usize = 32 * 1024;
+/// The most replay segments one vectored write takes (with the headers before them).
+const SEGMENTS_PER_WRITE: usize = 15;
 /// A data frame at least this long counts as large: the next header is read on its own, so
 /// that the payload after it goes straight into the caller's buffer instead of being copied.
 const LARGE_FRAME: usize = 8 * 1024;
@@ -360,7 +362,7 @@ impl<L: Link> Engine<L> {
         }
         let data_end = self.data_end();
         if self.sent < data_end {
-            let n = self.replay.unsent().len().min(MAX_DATA);
+            let n = self.replay.unsent_len().min(MAX_DATA);
             frame::push_header(&mut self.out, Kind::Data, n);
             self.data_left = n;
         } else if self.fin_queued && self.sent == data_end {
@@ -376,24 +378,25 @@ impl<L: Link> Engine<L> {
             if self.out_pos == self.out.len() && self.data_left == 0 && !self.refill() {
                 return Poll::Ready(Ok(()));
             }
-            let head = &self.out[self.out_pos..];
-            let data = if self.data_left > 0 {
-                &self.replay.unsent()[..self.data_left]
-            } else {
-                &[]
+            // The headers, then the frame's payload from as many segments as fit in one
+            // vectored write.
+            let mut slices = [IoSlice::new(&[]); 1 + SEGMENTS_PER_WRITE];
+            slices[0] = IoSlice::new(&self.out[self.out_pos..]);
+            let data = self.replay.unsent_slices(self.data_left, &mut slices[1..]);
+            let slices = match &slices[..=data] {
+                [head, rest @ ..] if head.is_empty() => rest,
+                all => all,
             };
             let io = Pin::new(self.io.as_mut().expect("sending needs a transport"));
-            let n = ready!(if head.is_empty() {
-                io.poll_write(cx, data)
-            } else if data.is_empty() {
-                io.poll_write(cx, head)
-            } else {
-                io.poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(data)])
+            let n = ready!(match slices {
+                [one] => io.poll_write(cx, one),
+                many => io.poll_write_vectored(cx, many),
             })?;
+            let head = self.out.len() - self.out_pos;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            let from_head = n.min(head.len());
+            let from_head = n.min(head);
             self.out_pos += from_head;
             if n > from_head {
                 self.replay.sent(n - from_head);

@@ -8,8 +8,10 @@ use super::SessionId;
 pub(crate) const VERSION: u8 = 1;
 /// Bytes in a frame header.
 pub(crate) const HEADER_LEN: usize = 5;
-/// The largest data payload; a longer frame is malformed.
-pub(crate) const MAX_DATA: usize = 64 * 1024;
+/// The largest data payload; a longer frame is malformed. Large, so that a bulk transfer pays
+/// for a header (and the receiver for a read of it) rarely: while the transport is backed up,
+/// the sender gathers what was written meanwhile into one frame.
+pub(crate) const MAX_DATA: usize = 1024 * 1024;
 /// Bytes in a whole hello frame.
 pub(crate) const HELLO_LEN: usize = HEADER_LEN + 29;
 

@@ -69,7 +69,7 @@
 //! | 1 | HELLO | version `u8` (1), session id (16 bytes, all zero for a new session), received position `u64`, replay buffer size `u32` | client, first frame on each connection |
 //! | 2 | WELCOME | session id (16 bytes), received position `u64`, replay buffer size `u32` | server, answer to a hello |
 //! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version | server, answer to a hello; then it closes |
-//! | 4 | DATA | 1 to 65,536 bytes of the stream | both |
+//! | 4 | DATA | 1 to 1,048,576 bytes of the stream | both |
 //! | 5 | ACK | received position `u64` | both |
 //! | 6 | ACK REQUEST | none | both |
 //! | 7 | FIN | none | both, after the last data |
@@ -91,7 +91,7 @@
 //!   taken as dead and replaced (a partition raises no error by itself).
 //! - **FIN** is sent by [`shutdown`](tokio::io::AsyncWriteExt::shutdown), which returns once it
 //!   is acknowledged; the peer's reader then reads end of stream.
-//! - **Errors.** An unknown kind, a length that does not fit the kind, a data frame over 65,536
+//! - **Errors.** An unknown kind, a length that does not fit the kind, a data frame over 1,048,576
 //!   bytes, an ack beyond the bytes sent, a resume position outside what the sender still
 //!   holds, data after a FIN, or any frame but WELCOME or REJECT before the WELCOME: the session
 //!   fails with [`InvalidData`](std::io::ErrorKind::InvalidData), every later operation returns

@@ -2,14 +2,16 @@
 //! after a reconnect.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
 
-use super::frame::MAX_DATA;
-
-/// Owned writes shorter than this are copied (and merged with their neighbours into one
-/// frame); longer ones are kept as they are, without a copy.
+/// Owned writes shorter than this are copied (into the blocks borrowed writes go to); longer
+/// ones are kept as they are, without a copy.
 const COPY_BELOW: usize = 4 * 1024;
+
+/// The size of the blocks borrowed writes are copied into.
+pub(crate) const BLOCK: usize = 64 * 1024;
 
 /// Written bytes from `base` (the first the peer has not acknowledged) to `end`: those sent on
 /// the current transport (`base..sent`), then those not sent yet (`sent..end`).
@@ -28,7 +30,7 @@ pub(crate) struct Replay {
     in_flight: VecDeque<Segment>,
     /// Not sent yet: `sent..` up to `tail`.
     unsent: VecDeque<Segment>,
-    /// Copied bytes after `unsent`, at most one frame's worth.
+    /// Copied bytes after `unsent`, at most one block.
     tail: BytesMut,
     /// Emptied blocks for `tail`.
     spare: Vec<BytesMut>,
@@ -84,19 +86,19 @@ impl Replay {
         let n = buf.len().min(self.free());
         let mut rest = &buf[..n];
         while !rest.is_empty() {
-            if self.tail.len() == MAX_DATA || self.tail.capacity() == self.tail.len() {
+            if self.tail.len() == BLOCK || self.tail.capacity() == self.tail.len() {
                 self.freeze_tail();
                 if self.tail.capacity() == 0 {
                     // The tail is empty: a spare block (or a new one), never a copy of what
                     // the tail held.
                     self.tail = self.spare.pop().unwrap_or_default();
-                    self.tail.reserve(MAX_DATA);
+                    self.tail.reserve(BLOCK);
                 }
             }
             let k = rest
                 .len()
                 .min(self.tail.capacity() - self.tail.len())
-                .min(MAX_DATA - self.tail.len());
+                .min(BLOCK - self.tail.len());
             self.tail.extend_from_slice(&rest[..k]);
             rest = &rest[k..];
         }
@@ -137,7 +139,7 @@ impl Replay {
 
     /// Keep the block of an acknowledged segment for reuse, if nothing else holds it.
     fn recycle(&mut self, segment: Segment) {
-        if !segment.copied || self.spare.len() > self.capacity / MAX_DATA {
+        if !segment.copied || self.spare.len() > self.capacity / BLOCK {
             return;
         }
         if let Ok(mut block) = segment.bytes.try_into_mut() {
@@ -146,26 +148,47 @@ impl Replay {
         }
     }
 
-    /// The next unsent bytes that lie in one piece (empty when everything was sent).
-    pub(crate) fn unsent(&mut self) -> &[u8] {
-        if self.unsent.is_empty() {
-            self.freeze_tail();
-        }
-        self.unsent.front().map_or(&[], |s| &s.bytes[..])
+    /// Bytes not sent yet.
+    pub(crate) fn unsent_len(&self) -> usize {
+        (self.end - self.sent) as usize
     }
 
-    /// `n` bytes of [`unsent`](Self::unsent) went out.
-    pub(crate) fn sent(&mut self, n: usize) {
-        let front = self.unsent.front_mut().expect("sent bytes were queued");
-        if n == front.bytes.len() {
-            let whole = self.unsent.pop_front().expect("checked above");
-            self.in_flight.push_back(whole);
-        } else {
-            let bytes = front.bytes.split_to(n);
-            let copied = front.copied;
-            self.in_flight.push_back(Segment { bytes, copied });
+    /// The next unsent bytes, at most `max`, as slices into `slices` (as many as fit); returns
+    /// how many slices were filled.
+    pub(crate) fn unsent_slices<'a>(&'a mut self, max: usize, slices: &mut [IoSlice<'a>]) -> usize {
+        if self.unsent_len() - self.tail.len() < max {
+            self.freeze_tail();
         }
+        let mut left = max;
+        let mut filled = 0;
+        for (slot, segment) in slices.iter_mut().zip(&self.unsent) {
+            if left == 0 {
+                break;
+            }
+            let k = segment.bytes.len().min(left);
+            *slot = IoSlice::new(&segment.bytes[..k]);
+            left -= k;
+            filled += 1;
+        }
+        filled
+    }
+
+    /// `n` of the [unsent](Self::unsent_slices) bytes went out.
+    pub(crate) fn sent(&mut self, mut n: usize) {
         self.sent += n as u64;
+        while n > 0 {
+            let front = self.unsent.front_mut().expect("sent bytes were queued");
+            if n >= front.bytes.len() {
+                n -= front.bytes.len();
+                let whole = self.unsent.pop_front().expect("checked above");
+                self.in_flight.push_back(whole);
+            } else {
+                let bytes = front.bytes.split_to(n);
+                let copied = front.copied;
+                self.in_flight.push_back(Segment { bytes, copied });
+                n = 0;
+            }
+        }
     }
 
     /// The peer has every byte before `position` (at most what was sent): drop them.
@@ -203,18 +226,24 @@ impl Replay {
 mod tests {
     use super::*;
 
-    /// Send everything unsent, chunk by chunk, at most `most` bytes at a time.
+    /// The unsent bytes as slices, at most `max` of them.
+    fn unsent(replay: &mut Replay, max: usize) -> Vec<Vec<u8>> {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = replay.unsent_slices(max, &mut slices);
+        slices[..n].iter().map(|s| s.to_vec()).collect()
+    }
+
+    /// Send everything unsent, at most `most` bytes at a time.
     fn send_all(replay: &mut Replay, most: usize) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
-            let chunk = replay.unsent();
-            let k = chunk.len().min(most);
-            if k == 0 {
+            let chunk = unsent(replay, most).concat();
+            if chunk.is_empty() {
                 return out;
             }
-            assert!(k <= MAX_DATA, "a chunk fits a frame");
-            out.extend_from_slice(&chunk[..k]);
-            replay.sent(k);
+            assert!(chunk.len() <= most);
+            out.extend_from_slice(&chunk);
+            replay.sent(chunk.len());
         }
     }
 
@@ -234,11 +263,12 @@ mod tests {
             written.extend_from_slice(&data);
         }
         assert_eq!(replay.end(), written.len() as u64);
+        assert_eq!(replay.unsent_len(), written.len());
         assert_eq!(send_all(&mut replay, 30_000), written);
         // The peer got the first 12,345 bytes; the rest goes out again.
         replay.rewind(12_345);
         assert_eq!(replay.len(), written.len() - 12_345);
-        assert_eq!(send_all(&mut replay, MAX_DATA), written[12_345..]);
+        assert_eq!(send_all(&mut replay, 100_000), written[12_345..]);
         replay.ack(written.len() as u64);
         assert_eq!((replay.len(), replay.free()), (0, 1 << 20));
     }
@@ -264,49 +294,55 @@ mod tests {
         let mut replay = Replay::new(1 << 20);
         let data = Bytes::from(vec![7; 100_000]);
         replay.push_bytes(&mut data.clone());
-        let chunk = replay.unsent();
-        assert_eq!(chunk.as_ptr(), data.as_ptr(), "the same memory, not a copy");
+        let mut slices = [IoSlice::new(&[])];
+        replay.unsent_slices(usize::MAX, &mut slices);
+        assert_eq!(
+            slices[0].as_ptr(),
+            data.as_ptr(),
+            "the same memory, not a copy"
+        );
+    }
+
+    #[test]
+    fn copied_bytes_are_kept_in_blocks_and_sent_across_them() {
+        let mut replay = Replay::new(1 << 20);
+        replay.push(&vec![1; 3 * BLOCK + 10]);
+        let sizes: Vec<usize> = unsent(&mut replay, usize::MAX)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [BLOCK, BLOCK, BLOCK, 10]);
+        // One send may end inside a block, the next one goes on from there.
+        replay.sent(BLOCK + 5);
+        let sizes: Vec<usize> = unsent(&mut replay, BLOCK).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [BLOCK - 5, 5]);
     }
 
     #[test]
     fn blocks_are_reused_once_acknowledged() {
-        let mut replay = Replay::new(4 * MAX_DATA);
-        replay.push(&vec![1; 2 * MAX_DATA]);
-        let blocks = [replay.unsent().as_ptr(), {
-            replay.sent(MAX_DATA);
-            replay.unsent().as_ptr()
-        }];
-        send_all(&mut replay, MAX_DATA);
-        replay.ack(2 * MAX_DATA as u64);
+        let mut replay = Replay::new(4 * BLOCK);
+        replay.push(&vec![1; 2 * BLOCK]);
+        let mut slices = [IoSlice::new(&[]); 2];
+        replay.unsent_slices(usize::MAX, &mut slices);
+        let second = slices[1].as_ptr();
+        send_all(&mut replay, BLOCK);
+        replay.ack(2 * BLOCK as u64);
         assert_eq!(replay.spare.len(), 2);
         replay.push(&[2; 10]);
-        assert_eq!(replay.unsent(), [2; 10]);
+        let mut slices = [IoSlice::new(&[])];
+        replay.unsent_slices(usize::MAX, &mut slices);
+        assert_eq!(&*slices[0], [2; 10]);
         assert_eq!(
-            replay.unsent().as_ptr(),
-            blocks[1],
+            slices[0].as_ptr(),
+            second,
             "the block freed last comes back first"
         );
         assert_eq!(replay.spare.len(), 1);
         // An owned write's memory is never taken over.
-        let mut owned = Bytes::from(vec![3; MAX_DATA]);
+        let mut owned = Bytes::from(vec![3; BLOCK]);
         replay.push_bytes(&mut owned);
-        send_all(&mut replay, MAX_DATA);
+        send_all(&mut replay, BLOCK);
         replay.ack(replay.end());
         assert_eq!(replay.spare.len(), 1);
-    }
-
-    #[test]
-    fn copied_bytes_are_cut_into_frames() {
-        let mut replay = Replay::new(1 << 20);
-        replay.push(&vec![1; 3 * MAX_DATA + 10]);
-        let sizes: Vec<usize> = std::iter::from_fn(|| {
-            let k = replay.unsent().len();
-            (k > 0).then(|| {
-                replay.sent(k);
-                k
-            })
-        })
-        .collect();
-        assert_eq!(sizes, [MAX_DATA, MAX_DATA, MAX_DATA, 10]);
     }
 }

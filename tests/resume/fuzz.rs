@@ -23,7 +23,7 @@ fn reference(input: &[u8]) -> (Vec<u8>, bool) {
         let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
         let payload = &rest[5..];
         match (kind, len) {
-            (4, 1..=65_536) => {
+            (4, 1..=1_048_576) => {
                 let have = len.min(payload.len());
                 data.extend_from_slice(&payload[..have]);
                 if have < len {
@@ -219,7 +219,7 @@ fn the_reference_parser_sees_data_and_errors() {
     input[4] = 4;
     assert_eq!(reference(&input), (b"abc\x07".to_vec(), false));
     check(&input, client_reads(&input, 4096));
-    let oversized = [4, 0, 1, 0, 1, 0];
+    let oversized = [4, 0, 0x10, 0, 1, 0];
     assert_eq!(reference(&oversized), (Vec::new(), false));
     check(&oversized, server_reads(&oversized, 4096));
 }

@@ -272,7 +272,7 @@ async fn a_malformed_frame_closes_that_session_only() {
             "ack beyond what was sent",
             vec![5, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 9],
         ),
-        ("oversized data frame", vec![4, 0, 1, 0, 1]),
+        ("oversized data frame", vec![4, 0, 0x10, 0, 1]),
         ("unknown kind", vec![9, 0, 0, 0, 0]),
         ("a second hello", hello([0; 16], 0)),
     ];
@@ -407,4 +407,60 @@ async fn a_resume_from_beyond_what_was_sent_fails_the_session() {
         .expect("the session fails at once")
         .expect_err("a resume from position 100 is refused: nothing was sent");
     assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+}
+
+/// While the transport is backed up, what is written meanwhile goes out as one frame (up to
+/// 1 MiB) when it drains, gathered from many small writes: a bulk transfer pays for few headers.
+#[tokio::test(start_paused = true)]
+async fn writes_made_while_the_transport_is_full_go_out_in_large_frames() {
+    let (client_end, mut server_end) = tokio::io::duplex(16 * 1024);
+    let mut ends = Some(client_end);
+    let connector = move || {
+        std::future::ready(
+            ends.take()
+                .ok_or(io::Error::from(io::ErrorKind::ConnectionRefused)),
+        )
+    };
+    let mut client = Client::with_config(
+        connector,
+        std::iter::empty(),
+        Config::default().buffer_size(4 << 20),
+    );
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut welcome = vec![2, 0, 0, 0, 28];
+    welcome.extend_from_slice(&[0x5A; 16]);
+    welcome.extend_from_slice(&0u64.to_be_bytes());
+    welcome.extend_from_slice(&(4u32 << 20).to_be_bytes());
+    server_end.write_all(&welcome).await.unwrap();
+    // 4 KiB writes, all taken by the replay buffer while the pipe is full.
+    for chunk in data.chunks(4096) {
+        client.write_all(chunk).await.unwrap();
+    }
+    let (flushed, (frames, received)) = tokio::join!(client.flush(), async {
+        let mut hello = [0; 34];
+        server_end.read_exact(&mut hello).await.unwrap();
+        let (mut frames, mut received) = (Vec::new(), Vec::new());
+        while received.len() < data.len() {
+            let mut header = [0; 5];
+            server_end.read_exact(&mut header).await.unwrap();
+            assert_eq!(header[0], 4, "only data frames");
+            let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+            let start = received.len();
+            received.resize(start + len, 0);
+            server_end.read_exact(&mut received[start..]).await.unwrap();
+            frames.push(len);
+        }
+        (frames, received)
+    });
+    flushed.unwrap();
+    assert!(received == data, "every byte, in order");
+    assert!(
+        frames.iter().all(|&len| len <= 1 << 20),
+        "no frame over the limit: {frames:?}"
+    );
+    assert!(
+        frames.len() <= 8,
+        "3,000,000 bytes in {} frames: {frames:?}",
+        frames.len()
+    );
 }
