@@ -407,6 +407,20 @@ async fn connect_timeout_until_next_retry_follows_grpc() {
         attempt_starts(false, 30, UntilNextRetry(20), 100).await,
         [0, 30, 60, 90]
     );
+    // The retry loop takes the same setting.
+    let starts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&starts);
+    let began = tokio::time::Instant::now();
+    let connector = move || {
+        log.lock().unwrap().push(began.elapsed().as_secs());
+        std::future::pending::<std::io::Result<tokio::io::DuplexStream>>()
+    };
+    let run = RetryLoop::new(connector)
+        .policy(std::iter::repeat(Duration::from_secs(30)))
+        .connect_timeout_until_next_retry(Duration::from_secs(20))
+        .run(|_io| async { SessionEnd::<(), ()>::Done(()) });
+    let _ = tokio::time::timeout(Duration::from_secs(100), run).await;
+    assert_eq!(*starts.lock().unwrap(), [0, 30, 60, 90]);
     // Control, a fixed timeout: the attempt is cut at 20 s, and the delay follows the failure.
     assert_eq!(attempt_starts(true, 30, Fixed(20), 120).await, [0, 50, 100]);
     assert_eq!(
