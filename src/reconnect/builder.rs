@@ -80,11 +80,9 @@ impl<C: Connect> Builder<C> {
     /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
     #[track_caller]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        assert!(
-            !timeout.is_zero(),
-            "Builder::connect_timeout: the timeout must be greater than zero"
-        );
-        self.retry.connect_timeout = Some(ConnectTimeout::Fixed(timeout));
+        let timeout = ConnectTimeout::Fixed(timeout);
+        self.retry
+            .set_connect_timeout("Builder::connect_timeout", timeout);
         self
     }
 
@@ -117,11 +115,9 @@ impl<C: Connect> Builder<C> {
     /// ```
     #[track_caller]
     pub fn connect_timeout_until_next_retry(mut self, min: Duration) -> Self {
-        assert!(
-            !min.is_zero(),
-            "Builder::connect_timeout_until_next_retry: the minimum must be greater than zero"
-        );
-        self.retry.connect_timeout = Some(ConnectTimeout::UntilNextRetry(min));
+        let timeout = ConnectTimeout::UntilNextRetry(min);
+        self.retry
+            .set_connect_timeout("Builder::connect_timeout_until_next_retry", timeout);
         self
     }
 

@@ -56,6 +56,17 @@ impl<C> RetryConfig<C> {
         }
     }
 
+    /// Set the connect timeout; `setter` names the front end's method for the panic message.
+    #[track_caller]
+    pub(crate) fn set_connect_timeout(&mut self, setter: &str, timeout: ConnectTimeout) {
+        let (ConnectTimeout::Fixed(limit) | ConnectTimeout::UntilNextRetry(limit)) = timeout;
+        assert!(
+            !limit.is_zero(),
+            "{setter}: the timeout must be greater than zero"
+        );
+        self.connect_timeout = Some(timeout);
+    }
+
     /// `connect`, failing with [`Reason::ConnectTimeout`] after `timeout` (from
     /// [`Outage::begin_attempt`]).
     pub(crate) fn attempt<F>(&self, connect: F, timeout: Option<Duration>) -> ConnectAttempt<F> {

@@ -29,6 +29,22 @@ fn a_zero_retry_loop_connect_timeout_is_rejected() {
 }
 
 #[test]
+#[should_panic(
+    expected = "Builder::connect_timeout_until_next_retry: the timeout must be greater than zero"
+)]
+fn a_zero_minimum_connect_timeout_is_rejected() {
+    let (connector, _) = refusing(0);
+    let _ = Reconnecting::builder(connector).connect_timeout_until_next_retry(Duration::ZERO);
+}
+
+#[test]
+#[should_panic(expected = "RetryLoop::connect_timeout_until_next_retry")]
+fn a_zero_retry_loop_minimum_connect_timeout_is_rejected() {
+    let (connector, _) = refusing(0);
+    let _ = RetryLoop::new(connector).connect_timeout_until_next_retry(Duration::ZERO);
+}
+
+#[test]
 #[should_panic(expected = "keepalive")]
 fn a_sub_second_keepalive_is_rejected() {
     // The kernel would reject it on every attempt (EINVAL), and the adapter would retry forever.
