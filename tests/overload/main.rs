@@ -5,6 +5,7 @@
 mod min_rate;
 mod peer;
 mod rate;
+mod reclaim;
 mod stats;
 
 use std::io;
