@@ -33,6 +33,14 @@ use super::reclaim::{Conn, Idle, Reclaim};
 /// every client reconnecting elsewhere) at once, as HAProxy's `close-spread-time` does. Each
 /// clone takes the next moment, so clone it once per connection.
 ///
+/// # Reclaiming idle connections
+///
+/// Given to [`Listener::reclaim_idle`](super::Listener::reclaim_idle), a drain also fires for
+/// one connection alone: near the connection limit, the listener asks the connections idle
+/// longest to close, and their clones fire. A connection says when it is idle (a keep-alive
+/// connection waiting for its next request) by holding the guard of [`idle`](Drain::idle); a
+/// handler that already closes an idle connection on the drain needs nothing else.
+///
 /// # Examples
 ///
 /// A connection that serves requests until the drain starts, then finishes the one in progress:

@@ -94,7 +94,8 @@ pub struct StatsSnapshot {
     /// Connections closed at once because their peer held the most allowed
     /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer)).
     pub peer_limit: u64,
-    /// Connections closed at once for arriving over an accept rate limit.
+    /// Connections closed at once for arriving over an accept rate limit
+    /// ([`reject_excess`](crate::overload::LimitRate::reject_excess)).
     pub rate_limit: u64,
     /// Connections failed because their peer sent slower than a minimum rate
     /// ([`MinReadRate`](crate::overload::MinReadRate)).

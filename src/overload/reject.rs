@@ -14,10 +14,10 @@ pub enum RejectReason {
     /// Closed at once because its peer already held the most connections allowed per peer
     /// ([`limit_per_peer`](super::OverloadExt::limit_per_peer)).
     PeerLimit,
-    /// Closed at once because it arrived faster than an accept rate limit allows. (Nothing in
-    /// this crate closes for this reason yet:
-    /// [`limit_rate`](super::OverloadExt::limit_rate) leaves the excess waiting in the
-    /// kernel's backlog instead, which is not a rejection.)
+    /// Closed at once because it arrived faster than an accept rate limit allows
+    /// ([`LimitRate::reject_excess`](super::LimitRate::reject_excess)). Plain
+    /// [`limit_rate`](super::OverloadExt::limit_rate) leaves the excess waiting in the kernel's
+    /// backlog instead, which is not a rejection.
     RateLimit,
     /// Failed because the peer sent slower than the minimum read rate
     /// ([`MinReadRate`](super::MinReadRate)).

@@ -6,6 +6,7 @@ mod min_rate;
 mod peer;
 mod rate;
 mod reclaim;
+mod reject_excess;
 mod stats;
 
 use std::io;
