@@ -160,13 +160,27 @@ impl Drain {
     /// Mark this clone's connection idle (say, a keep-alive connection waiting for its next
     /// request) until the guard is dropped: near the connection limit, the listener may then
     /// ask it to close (see [`Listener::reclaim_idle`](super::Listener::reclaim_idle)), and
-    /// this clone fires. Without reclaim it does nothing.
+    /// this clone fires. Each clone is one connection: clone the drain once per connection, and
+    /// mark that clone. Without reclaim it does nothing. A guard taken while one is held does
+    /// nothing either.
     pub fn idle(&self) -> Idle<'_> {
-        let key = match self.reclaim_parts() {
-            Some((reclaim, conn)) => reclaim.idle(conn),
-            None => 0,
-        };
-        Idle::new(self, key)
+        let queued = self
+            .reclaim_parts()
+            .is_some_and(|(reclaim, conn)| reclaim.idle(conn));
+        Idle::new(self, queued)
+    }
+
+    /// Mark this clone's connection idle or busy, for code that cannot hold the guard of
+    /// [`idle`](Drain::idle) (an I/O wrapper that sees when a request starts and when its
+    /// response has been flushed; share one clone between it and the handler with an `Arc`).
+    pub fn set_idle(&self, idle: bool) {
+        if let Some((reclaim, conn)) = self.reclaim_parts() {
+            if idle {
+                reclaim.idle(conn);
+            } else {
+                reclaim.busy(conn);
+            }
+        }
     }
 
     /// The peer of this clone's connection, for the rejection hook when it is reclaimed.

@@ -187,15 +187,15 @@ impl Reclaim {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `conn` turned idle: queue it and reclaim if the listener is near its limit. Returns its
-    /// key, or 0 if it was not queued (already idle or already asked to close).
-    pub(crate) fn idle(&self, conn: &Arc<Conn>) -> u64 {
+    /// `conn` turned idle: queue it and reclaim if the listener is near its limit. Returns
+    /// whether it was queued now (not if it already was, or was already asked to close).
+    pub(crate) fn idle(&self, conn: &Arc<Conn>) -> bool {
         if conn.is_reclaimed() {
-            return 0;
+            return false;
         }
         let mut state = self.state();
         if conn.key.load(Ordering::Relaxed) != 0 {
-            return 0; // an outer `Idle` guard holds it
+            return false;
         }
         state.next += 1;
         let key = state.next;
@@ -204,14 +204,15 @@ impl Reclaim {
         let asked = self.pick(&mut state);
         drop(state);
         self.ask(asked);
-        key
+        true
     }
 
-    /// The connection queued under `key` turned busy.
-    pub(crate) fn busy(&self, conn: &Conn, key: u64) {
+    /// `conn` turned busy: take it off the queue.
+    pub(crate) fn busy(&self, conn: &Conn) {
         let mut state = self.state();
-        if state.idle.remove(&key).is_some() {
-            conn.key.store(0, Ordering::Relaxed);
+        let key = conn.key.swap(0, Ordering::Relaxed);
+        if key != 0 {
+            state.idle.remove(&key);
         }
     }
 
@@ -275,22 +276,20 @@ impl fmt::Debug for Reclaim {
 #[must_use = "the connection is idle only until the guard is dropped"]
 pub struct Idle<'a> {
     drain: &'a Drain,
-    /// Its key in the idle queue; 0 when it was not queued (no reclaim, or already queued).
-    key: u64,
+    /// Whether this guard queued it (not if reclaim is off, or an outer guard did).
+    queued: bool,
 }
 
 impl<'a> Idle<'a> {
-    pub(crate) fn new(drain: &'a Drain, key: u64) -> Self {
-        Idle { drain, key }
+    pub(crate) fn new(drain: &'a Drain, queued: bool) -> Self {
+        Idle { drain, queued }
     }
 }
 
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
-        if self.key != 0 {
-            if let Some((reclaim, conn)) = self.drain.reclaim_parts() {
-                reclaim.busy(conn, self.key);
-            }
+        if self.queued {
+            self.drain.set_idle(false);
         }
     }
 }
@@ -298,7 +297,7 @@ impl Drop for Idle<'_> {
 impl fmt::Debug for Idle<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Idle")
-            .field("queued", &(self.key != 0))
+            .field("queued", &self.queued)
             .finish_non_exhaustive()
     }
 }
