@@ -48,6 +48,8 @@ pub use listener::{Listen, Listener, SpawnListen};
 pub use mode::{InTask, Mode, Spawned};
 pub use reclaim::Idle;
 pub use setup_sockets::SetupSockets;
+#[cfg(unix)]
+pub use shed::ShedBacklog;
 pub use shutdown::{GracefulShutdown, ShutdownReport};
 pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
 pub use socket_options::SocketOptions;
