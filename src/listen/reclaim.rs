@@ -34,8 +34,9 @@ where
     /// fewer free, as nginx; for a limit under 16, when full), and asks just enough idle
     /// connections, the longest idle first, to bring the free slots back to that. Only
     /// connections idle at that moment are asked, each once. It is checked whenever a
-    /// connection turns idle, including a new connection waiting for its first request. A
-    /// connection asked to close is counted as free from then on, and as
+    /// connection turns idle; mark a new connection idle while it waits for its first request
+    /// (as below), so that each arrival is checked too. A connection asked to close counts as
+    /// free from then on (until its drain clone is dropped), and as
     /// [`RejectReason::Reclaimed`] in the listener's [`Rejections`](crate::overload::Rejections)
     /// (given with [`rejections`](Listener::rejections); the hook gets the peer given with
     /// [`Drain::peer`]); it is logged (`tracing`, `debug`) either way.
@@ -246,15 +247,17 @@ impl Reclaim {
         if asked.is_empty() {
             return;
         }
+        log_event!(
+            debug,
+            asked = asked.len(),
+            active = self.stats.active(),
+            limit = self.limit,
+            keep_free = self.keep_free,
+            "reclaim: near the limit, idle connections asked to close"
+        );
         let rejections = self.stats.listener_rejections();
         for conn in asked {
             conn.notify.notify_waiters();
-            log_event!(
-                debug,
-                active = self.stats.active(),
-                limit = self.limit,
-                "reclaim: idle connection asked to close to free a slot"
-            );
             reject(rejections.as_ref(), RejectReason::Reclaimed, conn.peer);
         }
     }
