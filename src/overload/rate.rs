@@ -8,6 +8,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use super::peer::PeerAddr;
 use super::rate_reject::RejectExcess;
 
 /// How many items [`LimitRate`] passes on in a row by default before it yields to the runtime:
@@ -167,7 +168,11 @@ impl<S> LimitRate<S> {
     /// assert_eq!((passed, rejections.count(RejectReason::RateLimit)), (3, 7));
     /// # }
     /// ```
-    pub fn reject_excess(self) -> RejectExcess<S> {
+    pub fn reject_excess(self) -> RejectExcess<S>
+    where
+        S: Stream,
+        S::Item: PeerAddr,
+    {
         RejectExcess::new(self.stream, self.interval, self.slack)
     }
 
