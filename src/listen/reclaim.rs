@@ -41,6 +41,11 @@ where
     /// (given with [`rejections`](Listener::rejections); the hook gets the peer given with
     /// [`Drain::peer`]); it is logged (`tracing`, `debug`) either way.
     ///
+    /// With [`spawn_listen`](crate::ListenExt::spawn_listen), a connection asked to close that
+    /// has just ended stays in the listener's count until the listener next runs; a connection
+    /// turning idle on another thread meanwhile may then see one slot fewer free than there
+    /// is, and one more idle connection may be asked than needed.
+    ///
     /// [`reclaim_idle_keep_free`](Listener::reclaim_idle_keep_free) sets the threshold.
     ///
     /// A drain reclaims for one listener. Without this call, [`Drain::idle`] does nothing and
