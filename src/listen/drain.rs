@@ -1,12 +1,18 @@
 //! [`Drain`]: the signal that tells each connection a shutdown has started.
 
 use std::fmt;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::reclaim::{Conn, Idle, Reclaim};
 
 /// Tells connections that a shutdown has started, so each can end cleanly (finish the request
 /// in progress, send `Connection: close` or GOAWAY, close an idle keep-alive connection at
@@ -26,6 +32,14 @@ use tokio::time::Instant;
 /// within a window after the start, spread evenly, instead of every connection closing (and
 /// every client reconnecting elsewhere) at once, as HAProxy's `close-spread-time` does. Each
 /// clone takes the next moment, so clone it once per connection.
+///
+/// # Reclaiming idle connections
+///
+/// Given to [`Listener::reclaim_idle`](super::Listener::reclaim_idle), a drain also fires for
+/// one connection alone: near the connection limit, the listener asks the connections idle
+/// longest to close, and their clones fire. A connection says when it is idle (a keep-alive
+/// connection waiting for its next request) by holding the guard of [`idle`](Drain::idle); a
+/// handler that already closes an idle connection on the drain needs nothing else.
 ///
 /// # Examples
 ///
@@ -75,6 +89,10 @@ pub struct Drain {
     shared: Arc<Shared>,
     /// How long after the start this clone fires (zero without a spread window).
     delay: Duration,
+    /// This clone's connection, for idle reclaim: made on first need once a listener reclaims
+    /// through this drain, so a drain without reclaim allocates nothing per clone.
+    conn: OnceLock<Arc<Conn>>,
+    peer: Option<SocketAddr>,
 }
 
 struct Shared {
@@ -83,6 +101,8 @@ struct Shared {
     spread: Duration,
     /// Clones made so far: the next clone's place in the spread window.
     clones: AtomicU64,
+    /// Set by [`Listener::reclaim_idle`](super::Listener::reclaim_idle).
+    reclaim: OnceLock<Reclaim>,
 }
 
 impl Drain {
@@ -100,8 +120,11 @@ impl Drain {
                 started: watch::Sender::new(None),
                 spread: window,
                 clones: AtomicU64::new(0),
+                reclaim: OnceLock::new(),
             }),
             delay: Duration::ZERO,
+            conn: OnceLock::new(),
+            peer: None,
         }
     }
 
@@ -123,13 +146,63 @@ impl Drain {
     }
 
     /// `true` once this clone should close: the drain has started and this clone's moment in
-    /// the spread window has come.
+    /// the spread window has come, or this clone's connection was asked to close while idle
+    /// (see [`Listener::reclaim_idle`](super::Listener::reclaim_idle)).
     pub fn is_draining(&self) -> bool {
-        match *self.shared.started.borrow() {
+        let shutdown = match *self.shared.started.borrow() {
             None => false,
             Some(_) if self.delay.is_zero() => true,
             Some(at) => Instant::now() >= at + self.delay,
+        };
+        shutdown || self.conn.get().is_some_and(|conn| conn.is_reclaimed())
+    }
+
+    /// Mark this clone's connection idle (say, a keep-alive connection waiting for its next
+    /// request) until the guard is dropped: near the connection limit, the listener may then
+    /// ask it to close (see [`Listener::reclaim_idle`](super::Listener::reclaim_idle)), and
+    /// this clone fires. Each clone is one connection: clone the drain once per connection, and
+    /// mark that clone. Without reclaim it does nothing. A guard taken while one is held does
+    /// nothing either.
+    pub fn idle(&self) -> Idle<'_> {
+        let queued = self
+            .reclaim_parts()
+            .is_some_and(|(reclaim, conn)| reclaim.idle(conn));
+        Idle::new(self, queued)
+    }
+
+    /// Mark this clone's connection idle or busy, for code that cannot hold the guard of
+    /// [`idle`](Drain::idle) (an I/O wrapper that sees when a request starts and when its
+    /// response has been flushed; share one clone between it and the handler with an `Arc`).
+    pub fn set_idle(&self, idle: bool) {
+        if let Some((reclaim, conn)) = self.reclaim_parts() {
+            if idle {
+                reclaim.idle(conn);
+            } else {
+                reclaim.busy(conn);
+            }
         }
+    }
+
+    /// The peer of this clone's connection, for the rejection hook when it is reclaimed.
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The listener's reclaim and this clone's connection, if a listener reclaims through this
+    /// drain.
+    pub(crate) fn reclaim_parts(&self) -> Option<(&Reclaim, &Arc<Conn>)> {
+        let reclaim = self.shared.reclaim.get()?;
+        let conn = self.conn.get_or_init(|| Arc::new(Conn::new(self.peer)));
+        Some((reclaim, conn))
+    }
+
+    #[track_caller]
+    pub(crate) fn reclaim_for(&self, reclaim: Reclaim) {
+        assert!(
+            self.shared.reclaim.set(reclaim).is_ok(),
+            "reclaim_idle: this drain already reclaims for a listener"
+        );
     }
 
     /// `true` once the drain has started, whatever this clone's moment in the spread window.
@@ -142,6 +215,23 @@ impl Drain {
     ///
     /// With a spread window it needs tokio's timer.
     pub async fn draining(&self) {
+        let Some((_, conn)) = self.reclaim_parts() else {
+            return self.shutdown().await;
+        };
+        let mut shutdown = pin!(self.shutdown());
+        let mut reclaimed = pin!(conn.reclaimed());
+        poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() || reclaimed.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Completes at this clone's moment of the shutdown drain.
+    async fn shutdown(&self) {
         let mut started = self.shared.started.subscribe();
         // The sender lives in `self.shared`, so it cannot close while we wait.
         let at = match started.wait_for(Option::is_some).await {
@@ -173,6 +263,18 @@ impl Clone for Drain {
         Drain {
             shared: self.shared.clone(),
             delay,
+            conn: OnceLock::new(),
+            peer: None,
+        }
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if let (Some(reclaim), Some(conn)) = (self.shared.reclaim.get(), self.conn.get()) {
+            if conn.is_reclaimed() {
+                reclaim.gone();
+            }
         }
     }
 }
@@ -197,6 +299,10 @@ impl fmt::Debug for Drain {
             .field("started", &self.is_started())
             .field("spread", &self.shared.spread)
             .field("delay", &self.delay)
+            .field(
+                "reclaimed",
+                &self.conn.get().is_some_and(|conn| conn.is_reclaimed()),
+            )
             .finish()
     }
 }

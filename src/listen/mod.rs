@@ -18,6 +18,7 @@ mod drain;
 mod link;
 mod listener;
 mod mode;
+mod reclaim;
 mod setup_sockets;
 mod shed;
 mod shutdown;
@@ -45,7 +46,10 @@ pub use connection::ConnectionOutput;
 pub use drain::Drain;
 pub use listener::{Listen, Listener, SpawnListen};
 pub use mode::{InTask, Mode, Spawned};
+pub use reclaim::Idle;
 pub use setup_sockets::SetupSockets;
+#[cfg(unix)]
+pub use shed::ShedBacklog;
 pub use shutdown::{GracefulShutdown, ShutdownReport};
 pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
 pub use socket_options::SocketOptions;

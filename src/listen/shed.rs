@@ -17,24 +17,54 @@ use tokio::net::TcpListener;
 
 use crate::overload::{reject, RejectReason, Rejections};
 
-/// Accept one queued connection from `listener` and reset it (`SO_LINGER` 0). `Pending` when the
-/// backlog is empty, with the task registered to be woken by the next client.
+/// Accept one queued connection and close it. `Pending` when the backlog is empty, with the task
+/// registered to be woken by the next client.
 pub(crate) type ShedOne<S> = fn(&S, &mut Context<'_>) -> Poll<io::Result<Option<SocketAddr>>>;
 
-pub(crate) fn shed_one_tcp<S: AsRef<TcpListener>>(
-    stream: &S,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<Option<SocketAddr>>> {
-    // Through tokio's `poll_accept`, so that an empty backlog registers the task for the next
-    // client: it then meets `EMFILE` again (the spare is back) and is shed in turn, never served
-    // in the slot the spare freed.
-    let (socket, peer) = ready!(stream.as_ref().poll_accept(cx))?;
-    // A reset, not a FIN: the client learns at once that it was not served (a FIN would read as
-    // an empty answer), and the closed socket holds no kernel state (no FIN_WAIT or TIME_WAIT)
-    // while the process is already out of resources.
-    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
-    drop(socket);
-    Poll::Ready(Ok(Some(peer)))
+/// A listening socket whose backlog [`shed_on_emfile`](super::SleepOnError::shed_on_emfile) can
+/// shed: anything that is `AsRef` to tokio's `TcpListener` or `UnixListener`, such as
+/// tokio-stream's `TcpListenerStream` and `UnixListenerStream`. `L` is the listener type; it is
+/// inferred. Sealed: it cannot be implemented outside this crate.
+#[cfg(unix)]
+pub trait ShedBacklog<L>: sealed::Sealed<L> {
+    /// Accept one queued connection and close it (see [`ShedOne`]), returning its peer's address
+    /// where it has one.
+    #[doc(hidden)]
+    fn poll_shed_one(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<SocketAddr>>>;
+}
+
+#[cfg(unix)]
+mod sealed {
+    pub trait Sealed<L> {}
+    impl<S: AsRef<tokio::net::TcpListener>> Sealed<tokio::net::TcpListener> for S {}
+    impl<S: AsRef<tokio::net::UnixListener>> Sealed<tokio::net::UnixListener> for S {}
+}
+
+#[cfg(unix)]
+impl<S: AsRef<TcpListener>> ShedBacklog<TcpListener> for S {
+    fn poll_shed_one(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<SocketAddr>>> {
+        // Through tokio's `poll_accept`, so that an empty backlog registers the task for the
+        // next client: it then meets `EMFILE` again (the spare is back) and is shed in turn,
+        // never served in the slot the spare freed.
+        let (socket, peer) = ready!(self.as_ref().poll_accept(cx))?;
+        // A reset, not a FIN: the client learns at once that it was not served (a FIN would
+        // read as an empty answer), and the closed socket holds no kernel state (no FIN_WAIT or
+        // TIME_WAIT) while the process is already out of resources.
+        let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+        drop(socket);
+        Poll::Ready(Ok(Some(peer)))
+    }
+}
+
+#[cfg(unix)]
+impl<S: AsRef<tokio::net::UnixListener>> ShedBacklog<tokio::net::UnixListener> for S {
+    fn poll_shed_one(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<SocketAddr>>> {
+        // As for TCP. A Unix socket has no reset: closing it reads as EOF at the client (as an
+        // error, if it had sent data that was never read), and leaves no state behind.
+        let (socket, _) = ready!(self.as_ref().poll_accept(cx))?;
+        drop(socket);
+        Poll::Ready(Ok(None))
+    }
 }
 
 /// The shedding state of one `sleep_on_error` stream.

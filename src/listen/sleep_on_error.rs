@@ -14,6 +14,8 @@ use tokio::time::{sleep, Instant, Sleep};
 #[cfg(feature = "tracing")]
 use super::connection::NoPanic;
 use super::link::Link;
+#[cfg(unix)]
+use super::shed::ShedBacklog;
 use super::shed::{is_out_of_descriptors, Shed};
 use super::stats::{bump, AcceptShared, Stats};
 use super::ErrorClass;
@@ -312,10 +314,7 @@ impl<S, B, H> SleepOnError<S, B, H> {
 }
 
 #[cfg(unix)]
-impl<S, B, H> SleepOnError<S, B, H>
-where
-    S: AsRef<tokio::net::TcpListener>,
-{
+impl<S, B, H> SleepOnError<S, B, H> {
     /// When `accept` fails because descriptors ran out (`EMFILE`, `ENFILE`), reset up to
     /// `max_per_error` connections waiting in the listening socket's backlog, so that their
     /// clients learn at once instead of waiting out their own timeouts (libuv's trick).
@@ -331,6 +330,11 @@ where
     /// takes the slot and is served. If the round ends otherwise (the bound was reached, or
     /// another thread took the slot) the stream backs off as usual. Service resumes as before
     /// once descriptors free up: the spare is only given up while `accept` is failing.
+    ///
+    /// It works on any stream that is `AsRef` to a tokio `TcpListener` or `UnixListener`
+    /// ([`ShedBacklog`](super::ShedBacklog)): tokio-stream's `TcpListenerStream` and
+    /// `UnixListenerStream`. A Unix socket has no reset: its client reads EOF (an error, if it
+    /// had sent data), and it is reported without a peer address.
     ///
     /// Each reset connection is counted as [`RejectReason::Shed`](crate::overload::RejectReason::Shed)
     /// ([`StatsSnapshot::shed`](super::StatsSnapshot::shed)), logged, and reported with its peer
@@ -375,14 +379,17 @@ where
     /// # }
     /// ```
     #[track_caller]
-    pub fn shed_on_emfile(mut self, max_per_error: usize) -> Self {
+    pub fn shed_on_emfile<L>(mut self, max_per_error: usize) -> Self
+    where
+        S: ShedBacklog<L>,
+    {
         assert!(
             max_per_error > 0,
             "shed_on_emfile: the bound must be at least 1"
         );
         self.shed = Some(Box::new(Shed::new(
             max_per_error,
-            super::shed::shed_one_tcp::<S>,
+            <S as ShedBacklog<L>>::poll_shed_one,
         )));
         self.state
             .shared

@@ -94,11 +94,15 @@ pub struct StatsSnapshot {
     /// Connections closed at once because their peer held the most allowed
     /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer)).
     pub peer_limit: u64,
-    /// Connections closed at once for arriving over an accept rate limit.
+    /// Connections closed at once for arriving over an accept rate limit
+    /// ([`reject_excess`](crate::overload::LimitRate::reject_excess)).
     pub rate_limit: u64,
     /// Connections failed because their peer sent slower than a minimum rate
     /// ([`MinReadRate`](crate::overload::MinReadRate)).
     pub min_read_rate: u64,
+    /// Idle connections asked to close to make room near the connection limit
+    /// ([`Listener::reclaim_idle`](super::Listener::reclaim_idle)).
+    pub reclaimed: u64,
 }
 
 impl Stats {
@@ -199,6 +203,18 @@ impl Stats {
         }
     }
 
+    /// The [`Rejections`] given to the listener, if this handle is a listener's.
+    pub(crate) fn listener_rejections(&self) -> Option<Rejections> {
+        match &self.source {
+            Source::Listen(l) => l
+                .rejections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            _ => None,
+        }
+    }
+
     /// The error that made a `sleep_on_error` stream give up, if one did. It can be taken once.
     pub fn take_give_up_error(&self) -> Option<io::Error> {
         match &self.source {
@@ -236,6 +252,7 @@ impl StatsSnapshot {
             RejectReason::PeerLimit => self.peer_limit,
             RejectReason::RateLimit => self.rate_limit,
             RejectReason::MinReadRate => self.min_read_rate,
+            RejectReason::Reclaimed => self.reclaimed,
             RejectReason::TimeLimit => self.timed_out,
             RejectReason::Shutdown => self.cancelled,
         }
@@ -247,6 +264,7 @@ impl StatsSnapshot {
             + self.peer_limit
             + self.rate_limit
             + self.min_read_rate
+            + self.reclaimed
             + self.timed_out
             + self.cancelled
     }
@@ -257,6 +275,7 @@ impl StatsSnapshot {
             RejectReason::PeerLimit => &mut self.peer_limit,
             RejectReason::RateLimit => &mut self.rate_limit,
             RejectReason::MinReadRate => &mut self.min_read_rate,
+            RejectReason::Reclaimed => &mut self.reclaimed,
             RejectReason::TimeLimit => &mut self.timed_out,
             RejectReason::Shutdown => &mut self.cancelled,
         };
@@ -281,6 +300,7 @@ impl StatsSnapshot {
         self.peer_limit += o.peer_limit;
         self.rate_limit += o.rate_limit;
         self.min_read_rate += o.min_read_rate;
+        self.reclaimed += o.reclaimed;
     }
 }
 
@@ -314,6 +334,7 @@ impl fmt::Display for StatsSnapshot {
             RejectReason::PeerLimit,
             RejectReason::RateLimit,
             RejectReason::MinReadRate,
+            RejectReason::Reclaimed,
         ] {
             let n = self.rejected(reason);
             if n > 0 {

@@ -4,12 +4,19 @@
 //!   bucket); the excess waits in the kernel's backlog. The stream wakes exactly when the next
 //!   token is due, and yields to the runtime after a few items in a row so that several
 //!   listeners on one runtime take fair turns (HAProxy's `maxconnrate` and `tune.maxaccept`).
+//!   With [`reject_excess`](LimitRate::reject_excess), the excess is closed at once and counted
+//!   instead (Envoy's connection rate limit).
 //! - [`limit_per_peer`](OverloadExt::limit_per_peer): at most `k` live connections per peer
 //!   address (or per IPv6 prefix); the excess is closed at once. Each connection holds its slot
 //!   in a [`PeerPermit`] until it is dropped.
 //! - [`MinReadRate`]: fails a connection whose peer sends slower than a minimum rate after a
 //!   grace period (Kestrel's minimum data rate), the defence against slowloris clients;
 //!   [`min_read_rate`](OverloadExt::min_read_rate) wraps every accepted connection in one.
+//! - [`Listener::reclaim_idle`](crate::listen::Listener::reclaim_idle): near the connection
+//!   limit, the connections idle longest (keep-alive connections between requests, marked with
+//!   [`Drain::idle`](crate::listen::Drain::idle)) are asked to close through their
+//!   [`Drain`](crate::listen::Drain), so that new clients find a slot (nginx's reuse of idle
+//!   keep-alive connections at 1/16 free).
 //! - [`Rejections`]: counters of rejected connections by [`RejectReason`], and a hook that
 //!   sees each one with its peer's address. Every control above counts into one when given it,
 //!   and logs each rejection (a `tracing` event at `debug`) either way. Given to the listener
@@ -114,6 +121,7 @@ mod min_rate;
 mod min_rate_stream;
 mod peer;
 mod rate;
+mod rate_reject;
 mod reject;
 
 use std::time::Duration;
@@ -124,6 +132,7 @@ pub use min_rate::{MinReadRate, ReadTooSlow};
 pub use min_rate_stream::MinReadRates;
 pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
 pub use rate::LimitRate;
+pub use rate_reject::RejectExcess;
 pub(crate) use reject::reject;
 pub use reject::{RejectEvent, RejectReason, Rejections};
 
@@ -147,6 +156,9 @@ pub trait OverloadExt: Stream {
     ///
     /// The end of the inner stream is seen when the next token is due: to stop accepting on a
     /// signal, chain `take_until` after `limit_rate`, not before.
+    ///
+    /// To close the excess at once and count it instead, add
+    /// [`reject_excess`](LimitRate::reject_excess) (which says when to choose which).
     ///
     /// # Panics
     ///

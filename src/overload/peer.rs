@@ -15,7 +15,7 @@ use super::reject::{reject, RejectReason, Rejections};
 
 /// How many connections over the limit one `poll_next` closes in a row before it yields to the
 /// runtime, so that a flood of them cannot starve other tasks.
-const DROP_BUDGET: u32 = 64;
+pub(super) const DROP_BUDGET: u32 = 64;
 
 /// An accepted connection whose peer address can be read: what
 /// [`limit_per_peer`](super::OverloadExt::limit_per_peer) needs from its items.

@@ -8,13 +8,16 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+use super::peer::PeerAddr;
+use super::rate_reject::RejectExcess;
+
 /// How many items [`LimitRate`] passes on in a row by default before it yields to the runtime:
 /// HAProxy's `tune.maxaccept` default, which its authors found best.
 pub(crate) const DEFAULT_MAX_PER_WAKE: u32 = 4;
 
 /// The most lateness (of the timer or the runtime) [`LimitRate`] makes up by passing the items
 /// due meanwhile at once: a few timer ticks.
-const MAX_LAG: Duration = Duration::from_millis(5);
+pub(super) const MAX_LAG: Duration = Duration::from_millis(5);
 
 pin_project! {
     /// Stream for the [`limit_rate`](super::OverloadExt::limit_rate) method.
@@ -114,6 +117,63 @@ impl<S> LimitRate<S> {
         assert!(n > 0, "max_per_wake: the cap must be at least 1");
         self.max_per_wake = n;
         self
+    }
+
+    /// Close the excess at once instead of leaving it in the kernel's backlog: an item that
+    /// arrives while no token is due is dropped (closing the connection), logged, and counted
+    /// as [`RejectReason::RateLimit`](super::RejectReason::RateLimit) with its peer's address
+    /// into the [`Rejections`](super::Rejections) given with
+    /// [`rejections`](RejectExcess::rejections), as Envoy's connection rate limit filter does.
+    /// The inner stream is then polled whenever the stream is, and no timer is armed. As without
+    /// it, a token is charged from when it was due if that was under 5 ms ago, so in any window
+    /// of length `d` at most `burst + 1 + (d + 5 ms) / interval` items pass. Set the
+    /// [`burst`](LimitRate::burst) first: with the default of 1, a client that arrives a moment
+    /// before its token is due is refused.
+    ///
+    /// Which to choose:
+    ///
+    /// - Without it (the default), the excess waits its turn: every client is served in the
+    ///   end, at the rate, as long as the backlog holds it (past that the kernel drops its SYNs
+    ///   and it retries). Right for bursts of legitimate clients, say a reconnect storm after a
+    ///   restart. The cost is latency, and a flood fills the backlog, so fair clients wait
+    ///   behind it.
+    /// - With it, the excess learns at once and is counted with its address (for a hook that
+    ///   blocks the worst sources). Right against floods: the backlog stays short, so a fair
+    ///   client's wait stays short too. The cost is an accept and a close per excess connection,
+    ///   and fair clients over the rate are refused and must retry.
+    ///
+    /// [`max_per_wake`](LimitRate::max_per_wake) does not apply: items pass at the rate anyway,
+    /// and at most 64 excess connections are closed before it yields to the runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let peer = "10.0.0.1:1000".parse::<SocketAddr>().unwrap();
+    /// let rejections = Rejections::new();
+    /// // Ten connections arrive at once, at most 2 a second with a burst of 3.
+    /// let passed = stream::iter(vec![((), peer); 10])
+    ///     .limit_rate(2, Duration::from_secs(1))
+    ///     .burst(3)
+    ///     .reject_excess()
+    ///     .rejections(rejections.clone())
+    ///     .count()
+    ///     .await;
+    /// assert_eq!((passed, rejections.count(RejectReason::RateLimit)), (3, 7));
+    /// # }
+    /// ```
+    pub fn reject_excess(self) -> RejectExcess<S>
+    where
+        S: Stream,
+        S::Item: PeerAddr,
+    {
+        RejectExcess::new(self.stream, self.interval, self.slack)
     }
 
     /// The inner stream.

@@ -14,14 +14,19 @@ pub enum RejectReason {
     /// Closed at once because its peer already held the most connections allowed per peer
     /// ([`limit_per_peer`](super::OverloadExt::limit_per_peer)).
     PeerLimit,
-    /// Closed at once because it arrived faster than an accept rate limit allows. (Nothing in
-    /// this crate closes for this reason yet:
-    /// [`limit_rate`](super::OverloadExt::limit_rate) leaves the excess waiting in the
-    /// kernel's backlog instead, which is not a rejection.)
+    /// Closed at once because it arrived faster than an accept rate limit allows
+    /// ([`LimitRate::reject_excess`](super::LimitRate::reject_excess)). Plain
+    /// [`limit_rate`](super::OverloadExt::limit_rate) leaves the excess waiting in the kernel's
+    /// backlog instead, which is not a rejection.
     RateLimit,
     /// Failed because the peer sent slower than the minimum read rate
     /// ([`MinReadRate`](super::MinReadRate)).
     MinReadRate,
+    /// Asked to close while idle because the listener was near its connection limit, to make
+    /// room for new clients ([`Listener::reclaim_idle`](crate::listen::Listener::reclaim_idle)).
+    /// Counted when it is asked; it ends as its handler decides (normally at once, as
+    /// `finished`).
+    Reclaimed,
     /// Cancelled because it ran longer than the per-connection time limit.
     TimeLimit,
     /// Cancelled because a graceful shutdown's drain deadline passed.
@@ -30,11 +35,12 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in declaration order.
-    const ALL: [RejectReason; 6] = [
+    const ALL: [RejectReason; 7] = [
         RejectReason::Shed,
         RejectReason::PeerLimit,
         RejectReason::RateLimit,
         RejectReason::MinReadRate,
+        RejectReason::Reclaimed,
         RejectReason::TimeLimit,
         RejectReason::Shutdown,
     ];
@@ -57,6 +63,7 @@ impl RejectReason {
             RejectReason::PeerLimit => "peer_limit",
             RejectReason::RateLimit => "rate_limit",
             RejectReason::MinReadRate => "min_read_rate",
+            RejectReason::Reclaimed => "reclaimed",
             RejectReason::TimeLimit => "time_limit",
             RejectReason::Shutdown => "shutdown",
         }

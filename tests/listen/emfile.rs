@@ -636,6 +636,77 @@ fn control_without_shedding_queued_clients_wait() {
 // The tokio#4782 livelock, on scripted streams in this process
 // ---------------------------------------------------------------------------------------------
 
+/// Clients queued against a Unix listener with no free descriptors.
+const UNIX_QUEUED: usize = 50;
+
+/// `shed_on_emfile` on a Unix listener (`UnixListenerStream`): every client queued beyond the
+/// child's descriptors reads EOF at once; control: without shedding they wait.
+#[test]
+fn shedding_works_on_a_unix_listener() {
+    use std::os::unix::net::UnixStream;
+    for shed in [true, false] {
+        let mode = if shed { "shed_unix" } else { "unix" };
+        let mut server = ChildServer::spawn(mode, Duration::from_millis(50));
+        let path = server.expect("unix");
+        let mut clients: Vec<(Instant, UnixStream)> = (0..server.capacity + UNIX_QUEUED)
+            .map(|_| (Instant::now(), UnixStream::connect(&path).expect("connect")))
+            .collect();
+        let accepted = fields(&server.expect("emfile"))["accepted"] as usize;
+        assert!(accepted > 0 && accepted <= server.capacity, "{accepted}");
+        let mut waits = Vec::new();
+        let (mut told, mut served_late) = (0, 0);
+        // Every client is kept open until the end: one closed would free a descriptor.
+        for (i, (at, client)) in clients.iter_mut().enumerate() {
+            let timeout = if shed {
+                CLIENT_TIMEOUT
+            } else {
+                Duration::from_millis(20)
+            };
+            client.set_read_timeout(Some(timeout)).unwrap();
+            let mut buf = [0; 3];
+            match client.read(&mut buf) {
+                Ok(n) if i < accepted => assert_eq!(&buf[..n], b"hi\n", "client {i}"),
+                Ok(0) => {
+                    told += 1;
+                    waits.push(at.elapsed());
+                }
+                Ok(_) if !shed => served_late += 1,
+                Ok(_) => panic!("client {i}, queued, was served while descriptors were exhausted"),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => told += 1,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    assert!(i >= accepted, "accepted client {i} not greeted");
+                }
+                Err(e) => panic!("client {i}: {e}"),
+            }
+        }
+        let queued = server.capacity + UNIX_QUEUED - accepted;
+        let max = waits.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "{mode}: {queued} queued, {told} told (slowest after {max:?}), {served_late} served late"
+        );
+        if shed {
+            assert_eq!(told, queued, "every queued client is told");
+            assert!(
+                max < Duration::from_secs(1),
+                "a queued client waited {max:?}"
+            );
+            let stats = server.finish();
+            assert_eq!(stats["shed"], queued as u64, "{stats:?}");
+        } else {
+            assert_eq!(told, 0, "without shedding, queued clients wait");
+            assert!(
+                served_late <= 1,
+                "{served_late} served while descriptors were exhausted"
+            );
+        }
+    }
+}
+
 /// Run `server()` on a fresh current-thread runtime next to a task ticking every 10 ms; return
 /// the ticks seen while it ran and how long it ran. The runtime runs on its own thread, so a
 /// livelock fails the test after a timeout instead of hanging it.
@@ -779,7 +850,7 @@ mod child {
     use futures_util::StreamExt;
     use staunch::listen::AcceptErrorEvent;
     use staunch::ListenExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
@@ -922,6 +993,37 @@ mod child {
                         a.accepted, a.backoffs, a.woken_by_release, l.finished
                     )
                 }
+                "unix" | "shed_unix" => {
+                    use tokio_stream::wrappers::UnixListenerStream;
+                    // The TCP listener's descriptor goes to the Unix one: capacity is unchanged.
+                    drop(listener);
+                    let path = std::env::temp_dir()
+                        .join(format!("staunch-emfile-{}.sock", std::process::id()));
+                    let _ = std::fs::remove_file(&path);
+                    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+                    println!("{PREFIX}unix {}", path.display());
+                    let accepts = UnixListenerStream::new(listener)
+                        .sleep_on_error(delay)
+                        .on_error(on_error);
+                    let accepts = if mode == "shed_unix" {
+                        accepts.shed_on_emfile(1024)
+                    } else {
+                        accepts
+                    };
+                    let server = accepts
+                        .map(|socket| {
+                            ACCEPTED.fetch_add(1, Relaxed);
+                            handle(socket)
+                        })
+                        .listen(MAX_CONNECTIONS);
+                    let stats = server.stats();
+                    tokio::select! {
+                        _ = server => {}
+                        _ = stop => {}
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    stats.snapshot().to_string()
+                }
                 "naive" => {
                     let naive = async {
                         loop {
@@ -961,7 +1063,7 @@ mod child {
 
     /// Greet, hold the connection (and its descriptor) until the client shuts down its side,
     /// then answer and close.
-    async fn handle(mut socket: TcpStream) -> io::Result<()> {
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S) -> io::Result<()> {
         socket.write_all(b"hi\n").await?;
         let mut buf = [0; 64];
         while socket.read(&mut buf).await? != 0 {}

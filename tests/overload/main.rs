@@ -5,6 +5,8 @@
 mod min_rate;
 mod peer;
 mod rate;
+mod reclaim;
+mod reject_excess;
 mod stats;
 
 use std::io;
@@ -12,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use staunch::overload::{
-    LimitPerPeer, LimitRate, MinReadRate, PeerPermit, ReadTooSlow, RejectEvent, RejectReason,
-    Rejections,
+    LimitPerPeer, LimitRate, MinReadRate, PeerPermit, ReadTooSlow, RejectEvent, RejectExcess,
+    RejectReason, Rejections,
 };
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -42,6 +44,13 @@ fn public_types_are_send_and_sync() {
     send::<ReadTooSlow>();
     sync::<ReadTooSlow>();
     send::<io::Error>();
+    send::<RejectExcess<TcpListenerStream>>();
+    sync::<RejectExcess<TcpListenerStream>>();
+    unpin::<RejectExcess<TcpListenerStream>>();
+    send::<staunch::listen::Idle<'static>>();
+    sync::<staunch::listen::Idle<'static>>();
+    send::<staunch::listen::Drain>();
+    sync::<staunch::listen::Drain>();
 }
 
 /// Held by the tests that flood loopback or measure time on it, so that they do not disturb

@@ -9,6 +9,7 @@ mod harness;
 mod axum_router;
 mod emfile_tracing;
 mod grpc;
+mod hyper_reclaim;
 mod hyper_server;
 mod socket_activation;
 mod tls;

@@ -1,0 +1,130 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures_core::{FusedStream, Stream};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::peer::{PeerAddr, DROP_BUDGET};
+use super::rate::MAX_LAG;
+use super::reject::{reject, RejectReason, Rejections};
+
+pin_project! {
+    /// Stream for the [`LimitRate::reject_excess`](super::LimitRate::reject_excess) method.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct RejectExcess<S> {
+        #[pin]
+        stream: S,
+        interval: Duration,
+        // How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
+        slack: Duration,
+        // The generic cell rate algorithm's theoretical arrival time of the next item; `None`
+        // until the first item, when the bucket is full.
+        tat: Option<Instant>,
+        rejections: Option<Rejections>,
+    }
+}
+
+impl<S> RejectExcess<S> {
+    pub(crate) fn new(stream: S, interval: Duration, slack: Duration) -> Self {
+        RejectExcess {
+            stream,
+            interval,
+            slack,
+            tat: None,
+            rejections: None,
+        }
+    }
+
+    /// Count every connection closed over the rate into `rejections`, as
+    /// [`RejectReason::RateLimit`], with its peer's address.
+    pub fn rejections(mut self, rejections: Rejections) -> Self {
+        self.rejections = Some(rejections);
+        self
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The inner stream. Taking items from it directly bypasses the limit.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// The pinned inner stream.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
+        self.project().stream
+    }
+
+    /// The inner stream, dropping the limiter.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S> Stream for RejectExcess<S>
+where
+    S: Stream,
+    S::Item: PeerAddr,
+{
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let mut this = self.project();
+        for _ in 0..DROP_BUDGET {
+            let Some(item) = ready!(this.stream.as_mut().poll_next(cx)) else {
+                return Poll::Ready(None);
+            };
+            let now = Instant::now();
+            let due = this.tat.and_then(|tat| tat.checked_sub(*this.slack));
+            if due.is_none_or(|due| now >= due) {
+                // Charged from when the token was due if it came less than `MAX_LAG` ago, so
+                // that the gap before the next arrival does not lower the rate under a flood.
+                let from = this
+                    .tat
+                    .map_or(now, |tat| tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)));
+                *this.tat = Some(from + *this.interval);
+                return Poll::Ready(Some(item));
+            }
+            // Over the rate: close it at once (a FIN, or a reset if the client had already sent
+            // data) so that the client learns now, instead of waiting in the backlog.
+            let peer = item.peer_addr().ok();
+            drop(item);
+            reject(this.rejections.as_ref(), RejectReason::RateLimit, peer);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Connections over the rate are dropped: nothing is promised.
+        (0, self.stream.size_hint().1)
+    }
+}
+
+impl<S> FusedStream for RejectExcess<S>
+where
+    S: FusedStream,
+    S::Item: PeerAddr,
+{
+    fn is_terminated(&self) -> bool {
+        self.stream.is_terminated()
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RejectExcess<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectExcess")
+            .field("stream", &self.stream)
+            .field("interval", &self.interval)
+            .field(
+                "burst",
+                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
+            )
+            .finish_non_exhaustive()
+    }
+}
