@@ -363,6 +363,9 @@ async fn serve(stream: TcpStream, started: Arc<AtomicU64>, drain: Option<Drain>)
     let mut conn = pin!(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
     if let Some(drain) = drain {
         tokio::select! {
+            // The connection first: a request already received (say from a client taken from
+            // the backlog as the port closed) is answered, with `Connection: close`.
+            biased;
             _ = conn.as_mut() => return,
             () = drain.draining() => conn.as_mut().graceful_shutdown(),
         }

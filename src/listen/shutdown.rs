@@ -210,11 +210,14 @@ where
     /// The bound is not about slots (a full listener frees them as the drain ends its
     /// connections; until then each taken connection holds only its socket) but about time: a
     /// stream that always has an item ready (a flood of new clients racing the close) cannot
-    /// keep the port open. Clients beyond it are reset by the close, as they would be with zero. A handler that closes a connection at once on a
-    /// started drain should still read what the client sent first: closing a socket with unread
-    /// data makes the kernel reset it too. With hyper, poll the connection once before its
-    /// `graceful_shutdown` (`biased;` in `tokio::select!`, the connection first), so a request
-    /// already received is answered with `Connection: close` instead.
+    /// keep the port open. Clients beyond it are reset by the close, as they would be with zero.
+    ///
+    /// A queued client has often sent its request already: a handler that closes at once on a
+    /// started drain drops it unanswered. With hyper, poll the connection before its
+    /// `graceful_shutdown` (`biased;` in `tokio::select!`, the connection first): a request
+    /// already received is then answered with `Connection: close` (measured with hyper 1.x: the
+    /// client gets its response, instead of an EOF with none when `graceful_shutdown` comes
+    /// first).
     ///
     /// # Examples
     ///
