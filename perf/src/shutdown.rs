@@ -202,6 +202,132 @@ pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Rep
         Some(Contender::Grace),
         "drain ≪ grace: ends with the slowest request in flight, not at the deadline",
     ));
+
+    println!(
+        "  clients queued in the backlog at the signal: {QUEUE_SLOTS} slots stalled until the drain starts, {QUEUED} more clients connected, each with its request sent"
+    );
+    let taking = |take: usize| match take {
+        0 => "take_backlog(0): the plain close",
+        _ => "take_backlog (default 1024)",
+    };
+    for round in 0..cfg.rounds {
+        for take in if round % 2 == 0 { [1024, 0] } else { [0, 1024] } {
+            let [answered, eof, reset] = rt.block_on(queued_at_close(take));
+            println!(
+                "  round {round} {:<34} answered {answered:>3}, closed unanswered {eof:>3}, reset {reset:>3} (of {})",
+                taking(take),
+                QUEUE_SLOTS + QUEUED
+            );
+            rep.add(
+                S,
+                taking(take),
+                "clients reset",
+                "requests",
+                round,
+                reset as f64,
+            );
+            rep.add(
+                S,
+                taking(take),
+                "clients answered",
+                "requests",
+                round,
+                answered as f64,
+            );
+        }
+    }
+    let queued = |metric, higher_is_better, goal: &str| Spec {
+        scenario: S,
+        metric,
+        baseline: Some(taking(0).into()),
+        higher_is_better,
+        goal: goal.into(),
+        paired: true,
+    };
+    rep.specs.push(queued(
+        "clients reset",
+        false,
+        "0 of 202: the queued ones are taken, not reset by the close",
+    ));
+    rep.specs
+        .push(queued("clients answered", true, "202 of 202"));
+}
+
+/// Slots of the server whose backlog is full when the port closes.
+const QUEUE_SLOTS: usize = 2;
+/// Clients queued behind them.
+const QUEUED: usize = 200;
+
+/// Clients queued in the kernel's backlog when the port closes: `QUEUE_SLOTS` connections read
+/// their request and stall until the drain starts, then answer; `QUEUED` more clients connect
+/// and send theirs, then the signal comes. Returns how many clients were answered, closed with
+/// no answer, and reset.
+async fn queued_at_close(take: usize) -> [usize; 3] {
+    let listener = staunch::listen::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let drain = Drain::new();
+    let (stop, signal) = tokio::sync::oneshot::channel::<()>();
+    let server = TcpListenerStream::new(listener)
+        .sleep_on_error(Duration::from_millis(100))
+        .map({
+            let drain = drain.clone();
+            move |mut socket: TcpStream| {
+                let drain = drain.clone();
+                async move {
+                    let mut request = [0; 6];
+                    socket.read_exact(&mut request).await?;
+                    drain.draining().await;
+                    socket.write_all(b"bye\n").await
+                }
+            }
+        })
+        .spawn_listen(QUEUE_SLOTS)
+        .with_graceful_shutdown(
+            async move {
+                let _ = signal.await;
+            },
+            IO,
+        )
+        .with_drain(drain)
+        .take_backlog(take);
+    let server = tokio::spawn(server);
+    let total = QUEUE_SLOTS + QUEUED;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(total);
+    let mut clients = JoinSet::new();
+    for _ in 0..total {
+        let ready = ready_tx.clone();
+        clients.spawn(async move {
+            let connected = timeout(IO, async {
+                let mut socket = TcpStream::connect(addr).await?;
+                socket.write_all(b"hello\n").await?;
+                std::io::Result::Ok(socket)
+            })
+            .await;
+            let _ = ready.send(()).await;
+            let mut socket = match connected {
+                Ok(Ok(socket)) => socket,
+                _ => return 2,
+            };
+            let mut answer = Vec::new();
+            match timeout(IO, socket.read_to_end(&mut answer)).await {
+                Ok(Ok(_)) if answer == b"bye\n" => 0,
+                Ok(Ok(_)) => 1,
+                _ => 2,
+            }
+        });
+    }
+    // Every client has connected (its handshake completed: taken, or queued in the kernel) and
+    // sent its request.
+    for _ in 0..total {
+        let _ = timeout(IO, ready_rx.recv()).await;
+    }
+    let _ = stop.send(());
+    let mut seen = [0; 3];
+    while let Some(outcome) = clients.join_next().await {
+        seen[outcome.expect("a client panicked")] += 1;
+    }
+    let _ = timeout(IO, server).await;
+    seen
 }
 
 /// Load for `load`, signal, and measure until the server future has ended.

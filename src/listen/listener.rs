@@ -3,9 +3,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -314,25 +314,35 @@ where
         let Some(mut stream) = this.stream.as_mut().as_pin_mut() else {
             return 0;
         };
-        // A no-op waker: the stream is dropped below, so nothing waits for it to wake.
-        let mut cx = Context::from_waker(noop_waker_ref());
-        let mut taken = 0;
-        while taken < backlog {
-            let link = &mut *this.link;
-            match link
-                .lend(|| catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(&mut cx))))
-            {
-                Ok(Poll::Ready(Some(connection))) => {
-                    this.held.push_back(connection);
-                    taken += 1;
-                }
-                Ok(Poll::Ready(None) | Poll::Pending) => break,
-                Err(payload) => {
-                    stream_panicked(this.pool.shared(), &*payload);
-                    break;
+        let (held, link, shared) = (&mut *this.held, &mut *this.link, this.pool.shared());
+        // Outside tokio's cooperative budget: it would make the stream return `Pending` after
+        // 128 accepts in this task's turn, backlog or not, and the rest be reset by the close.
+        // `backlog` bounds the burst instead.
+        let mut take = pin!(tokio::task::unconstrained(poll_fn(|cx| {
+            let mut taken = 0;
+            while taken < backlog {
+                match link.lend(|| catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx))))
+                {
+                    Ok(Poll::Ready(Some(connection))) => {
+                        held.push_back(connection);
+                        taken += 1;
+                    }
+                    Ok(Poll::Ready(None) | Poll::Pending) => break,
+                    Err(payload) => {
+                        stream_panicked(shared, &*payload);
+                        break;
+                    }
                 }
             }
-        }
+            Poll::Ready(taken)
+        })));
+        // A no-op waker: the stream is dropped below, so nothing waits for it to wake.
+        let Poll::Ready(taken) = take
+            .as_mut()
+            .poll(&mut Context::from_waker(noop_waker_ref()))
+        else {
+            unreachable!("the backlog is taken in one poll")
+        };
         this.stream.set(None);
         log_event!(
             info,

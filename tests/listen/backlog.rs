@@ -49,9 +49,11 @@ fn accept_queue(addr: SocketAddr) -> usize {
 /// shutdown starts. Returns what each client saw, how many were queued at the signal, and the
 /// report.
 async fn shutdown_with_a_full_backlog(
+    clients: usize,
     take: Option<usize>,
     spawn: bool,
 ) -> (Vec<Seen>, usize, ShutdownReport) {
+    let n = clients;
     let listener = staunch::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let drain = Drain::new();
@@ -95,7 +97,7 @@ async fn shutdown_with_a_full_backlog(
     };
 
     let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..n {
         let mut socket = timeout(LIMIT, TcpStream::connect(addr))
             .await
             .unwrap()
@@ -114,7 +116,7 @@ async fn shutdown_with_a_full_backlog(
     // Every handshake has completed: each client is either taken by the listener (in a slot,
     // or held for one) or queued in the kernel.
     eventually("every client accepted or queued", || {
-        stats.snapshot().accepted as usize + accept_queue(addr) == CLIENTS
+        stats.snapshot().accepted as usize + accept_queue(addr) == n
     })
     .await;
     let queued = accept_queue(addr);
@@ -134,7 +136,7 @@ fn count(seen: &[Seen], what: Seen) -> usize {
 #[tokio::test]
 async fn clients_queued_at_shutdown_are_served_not_reset() {
     for spawn in [false, true] {
-        let (seen, queued, report) = shutdown_with_a_full_backlog(None, spawn).await;
+        let (seen, queued, report) = shutdown_with_a_full_backlog(CLIENTS, None, spawn).await;
         assert!(
             queued >= CLIENTS - SLOTS - 4,
             "queued {queued}, spawn {spawn}"
@@ -146,10 +148,20 @@ async fn clients_queued_at_shutdown_are_served_not_reset() {
     }
 }
 
+/// More clients queued than tokio's cooperative budget lets a task accept in one go (128).
+#[tokio::test]
+async fn a_backlog_longer_than_the_runtime_budget_is_taken_whole() {
+    const MANY: usize = 300;
+    let (seen, queued, report) = shutdown_with_a_full_backlog(MANY, None, true).await;
+    assert!(queued >= MANY - SLOTS - 4, "queued {queued}");
+    assert_eq!(report.backlog_taken, queued as u64, "{report}");
+    assert_eq!(count(&seen, Seen::Answered), MANY, "{report}");
+}
+
 /// The control: taking none, the close resets every client still queued.
 #[tokio::test]
 async fn without_taking_the_backlog_queued_clients_are_reset() {
-    let (seen, queued, report) = shutdown_with_a_full_backlog(Some(0), false).await;
+    let (seen, queued, report) = shutdown_with_a_full_backlog(CLIENTS, Some(0), false).await;
     assert!(queued >= CLIENTS - SLOTS - 4, "queued {queued}");
     assert_eq!(count(&seen, Seen::Reset), queued, "{seen:?} {report}");
     assert_eq!(count(&seen, Seen::Answered), CLIENTS - queued, "{seen:?}");
@@ -159,7 +171,7 @@ async fn without_taking_the_backlog_queued_clients_are_reset() {
 /// The bound: the first `n` queued clients are served, the rest reset by the close.
 #[tokio::test]
 async fn the_backlog_taken_is_bounded() {
-    let (seen, queued, report) = shutdown_with_a_full_backlog(Some(3), true).await;
+    let (seen, queued, report) = shutdown_with_a_full_backlog(CLIENTS, Some(3), true).await;
     assert!(queued > 3, "queued {queued}");
     assert_eq!(report.backlog_taken, 3, "{report}");
     assert_eq!(count(&seen, Seen::Reset), queued - 3, "{seen:?} {report}");
