@@ -12,7 +12,8 @@
 //! `Reconnecting`, 11 the accept rate limit's accuracy, 12 HTTP with one loop per core
 //! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed), 13 shutdown under
 //! keep-alive HTTP load: `with_graceful_shutdown` with and without a `Drain` against dropping
-//! the accept loop (requests cut, time to the last response and to exit).
+//! the accept loop (requests cut, time to the last response and to exit), and 200 clients
+//! queued in the backlog as the port closes, taken (`take_backlog`) or reset.
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--threads N` (load-generator
 //! threads for scenarios 1, 2, 8 and 12: tokio workers, and `wrk -t`; default 2, at least as many

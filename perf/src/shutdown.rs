@@ -13,6 +13,11 @@
 //! the client wrote that the server never started met a connection the server was closing
 //! while it was idle (its FIN crossed the request on the wire) or a port that had closed: it
 //! *crossed a FIN*, and a client can retry it safely.
+//!
+//! Then the backlog: a server whose 2 slots stall until the drain starts, 200 more clients
+//! connected and queued in the kernel, each with its request sent, when the signal comes. With
+//! `take_backlog` (the default) they are taken and answered; with `take_backlog(0)` (the plain
+//! close of the listening socket) the kernel resets them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
