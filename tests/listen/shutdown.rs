@@ -276,3 +276,23 @@ async fn dropping_a_listener_settles_the_stats() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_taking_the_backlog_is_counted_and_ends_the_taking() {
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = stream::iter([0u64, 1, 2])
+        .chain(stream::pending())
+        .map(|secs| {
+            assert!(secs > 0, "a bad connection");
+            sleep(Duration::from_secs(secs))
+        })
+        .listen(4)
+        .with_graceful_shutdown(signal, Duration::from_secs(60));
+    stop.send(()).unwrap();
+    let report = server.await;
+    // The panic is counted as a connection that panicked; the stream is dropped there, with
+    // the connections after it.
+    assert_eq!(report.backlog_taken, 0);
+    assert_eq!(report.stats.panicked, 1);
+    assert_eq!((report.stats.connections, report.cancelled), (1, 0));
+}
