@@ -11,8 +11,8 @@
 //! A request is *cut* when the server started it (its handler ran) and the client got no full
 //! response: the server counts handlers started, the clients count full responses. A request
 //! the client wrote that the server never started met a connection the server was closing
-//! while it was idle (its FIN crossed the request on the wire) or a port that had closed: it
-//! *crossed a FIN*, and a client can retry it safely.
+//! while it was idle (its FIN crossed the request on the wire), or one aborted with the request
+//! unread (a reset): it was *never started*, and a client can retry it safely.
 //!
 //! Then the backlog: a server whose 2 slots stall until the drain starts, 200 more clients
 //! connected and queued in the kernel, each with its request sent, when the signal comes. With
@@ -76,8 +76,8 @@ pub(crate) struct Outcome {
     /// Requests the server started that got no full response.
     pub(crate) cut: u64,
     /// Requests written that the server never started (an idle connection's FIN or a reset
-    /// crossed them).
-    pub(crate) crossed: u64,
+    /// crossed them): safe to retry.
+    pub(crate) never_started: u64,
     /// Full responses that arrived after the signal.
     pub(crate) completed_after_signal: u64,
     /// From the signal to the last full response (zero if none came after the signal).
@@ -112,10 +112,10 @@ pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Rep
         for c in (0..n).map(|i| Contender::ALL[(i + round) % n]) {
             let o = run(rt, c, load, grace);
             println!(
-                "  round {round} {:<46} cut {:>3}, crossed a FIN {:>3}, completed after the signal {:>6}; signal → last response {:>7.1} ms → exit {:>7.1} ms (signal → exit {:>7.1} ms); {} responses ({} slow), {}/{} clients refused at the end",
+                "  round {round} {:<46} cut {:>3}, never started {:>3}, completed after the signal {:>6}; signal → last response {:>7.1} ms → exit {:>7.1} ms (signal → exit {:>7.1} ms); {} responses ({} slow), {}/{} clients refused at the end",
                 c.name(),
                 o.cut,
-                o.crossed,
+                o.never_started,
                 o.completed_after_signal,
                 ms(o.signal_to_last_response),
                 ms(o.last_response_to_exit),
@@ -140,10 +140,10 @@ pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Rep
             rep.add(
                 S,
                 name,
-                "requests that crossed a FIN (never started)",
+                "requests never started (crossed a FIN or reset)",
                 "requests",
                 round,
-                o.crossed as f64,
+                o.never_started as f64,
             );
             rep.add(
                 S,
@@ -186,7 +186,7 @@ pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Rep
         "0 with the drain",
     ));
     rep.specs.push(spec(
-        "requests that crossed a FIN (never started)",
+        "requests never started (crossed a FIN or reset)",
         None,
         "safe to retry: not a loss",
     ));
@@ -389,7 +389,7 @@ pub(crate) fn run(
         .max(signalled);
     Outcome {
         cut,
-        crossed: sent - complete - cut,
+        never_started: sent - complete - cut,
         completed_after_signal: seen.iter().map(|s| s.after_signal).sum(),
         signal_to_last_response: last - signalled,
         last_response_to_exit: exit.saturating_duration_since(last),
