@@ -10,7 +10,10 @@
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
 //! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 resumable sessions against
 //! `Reconnecting`, 11 the accept rate limit's accuracy, 12 HTTP with one loop per core
-//! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed).
+//! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed), 13 shutdown under
+//! keep-alive HTTP load: `with_graceful_shutdown` with and without a `Drain` against dropping
+//! the accept loop (requests cut, time to the last response and to exit), and 200 clients
+//! queued in the backlog as the port closes, taken (`take_backlog`) or reset.
 //!
 //! Options: `--only 1,3,6` (scenario numbers), `--rounds N`, `--threads N` (load-generator
 //! threads for scenarios 1, 2, 8 and 12: tokio workers, and `wrk -t`; default 2, at least as many
@@ -29,6 +32,7 @@ mod per_core_http;
 mod report;
 mod resume;
 mod servers;
+mod shutdown;
 mod soak;
 mod sys;
 
@@ -181,6 +185,9 @@ fn main() {
     }
     if cfg.wants(12) {
         per_core_http::scenario(&cfg, &mut rep);
+    }
+    if cfg.wants(13) {
+        shutdown::scenario(&cfg, &rt, &mut rep);
     }
 
     let table = rep.table();

@@ -67,6 +67,7 @@ pub(crate) fn fmt_value(v: f64, unit: &str) -> String {
         "ms" => format!("{v:.1}"),
         "µs" => format!("{v:.2}"),
         "% core" => format!("{v:.1}"),
+        "requests" => format!("{v:.1}"),
         "ns/item" => format!("{v:.1}"),
         _ => format!("{v:.3}"),
     }

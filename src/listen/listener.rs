@@ -3,15 +3,16 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures_core::Stream;
+use futures_util::task::noop_waker_ref;
 use pin_project_lite::pin_project;
 
 use super::connection::{panic_message, Ending, Tracked};
@@ -19,7 +20,7 @@ use super::link::Lender;
 use super::mode::sealed::{Pool, Sealed};
 use super::mode::{InTask, Mode, Spawned};
 use super::shutdown::GracefulShutdown;
-use super::stats::Stats;
+use super::stats::{ListenShared, Stats};
 
 /// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
 /// starve other tasks.
@@ -304,17 +305,52 @@ where
         self.project().stream.as_pin_mut()
     }
 
-    /// Drop the accept stream (closing the listening socket) and let connections drain.
-    pub(crate) fn stop_accepting(self: Pin<&mut Self>) {
+    /// Drop the accept stream (closing the listening socket) and let connections drain. First take
+    /// up to `backlog` connections the stream yields at once, without waiting (clients queued in
+    /// the kernel's backlog, which closing the socket would reset): they are held and started as
+    /// slots free. Returns how many were taken.
+    pub(crate) fn stop_accepting(self: Pin<&mut Self>, backlog: usize) -> u64 {
         let mut this = self.project();
-        if this.stream.is_some() {
-            this.stream.set(None);
-            log_event!(
-                info,
-                active = this.pool.len(),
-                "listener: stopped accepting, draining connections"
-            );
-        }
+        let Some(mut stream) = this.stream.as_mut().as_pin_mut() else {
+            return 0;
+        };
+        let (held, link, shared) = (&mut *this.held, &mut *this.link, this.pool.shared());
+        // Outside tokio's cooperative budget: it would make the stream return `Pending` after
+        // 128 accepts in this task's turn, backlog or not, and the rest be reset by the close.
+        // `backlog` bounds the burst instead.
+        let mut take = pin!(tokio::task::unconstrained(poll_fn(|cx| {
+            let mut taken = 0;
+            while taken < backlog {
+                match link.lend(|| catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx))))
+                {
+                    Ok(Poll::Ready(Some(connection))) => {
+                        held.push_back(connection);
+                        taken += 1;
+                    }
+                    Ok(Poll::Ready(None) | Poll::Pending) => break,
+                    Err(payload) => {
+                        stream_panicked(shared, &*payload);
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(taken)
+        })));
+        // A no-op waker: the stream is dropped below, so nothing waits for it to wake.
+        let Poll::Ready(taken) = take
+            .as_mut()
+            .poll(&mut Context::from_waker(noop_waker_ref()))
+        else {
+            unreachable!("the backlog is taken in one poll")
+        };
+        this.stream.set(None);
+        log_event!(
+            info,
+            active = this.pool.len(),
+            taken_from_backlog = taken,
+            "listener: stopped accepting, draining connections"
+        );
+        taken as u64
     }
 
     /// Cancel every connection still running, and those accepted but not yet started.
@@ -388,19 +424,10 @@ where
                 Err(payload) => {
                     accepted += 1;
                     *this.stream_panics += 1;
-                    let message = panic_message(&*payload);
-                    log_event!(
-                        error,
-                        panic = message,
-                        "accept stream panicked (in the `map` closure?); counted as a \
-                         connection that panicked, the listener goes on"
-                    );
-                    let _ = message;
                     if *this.stream_panics >= STREAM_PANIC_LIMIT {
                         resume_unwind(payload);
                     }
-                    this.pool.shared().started();
-                    Ending::Panicked.record(this.pool.shared());
+                    stream_panicked(this.pool.shared(), &*payload);
                     continue;
                 }
             };
@@ -427,6 +454,20 @@ where
             }
         }
     }
+}
+
+/// Log and count a panic from the accept stream as a connection that panicked.
+fn stream_panicked(shared: &ListenShared, payload: &(dyn std::any::Any + Send)) {
+    let message = panic_message(payload);
+    log_event!(
+        error,
+        panic = message,
+        "accept stream panicked (in the `map` closure?); counted as a connection that \
+         panicked, the listener goes on"
+    );
+    let _ = message;
+    shared.started();
+    Ending::Panicked.record(shared);
 }
 
 fn start<P: Pool>(pool: &mut P, connection: P::Connection, time_limit: Option<Duration>) {

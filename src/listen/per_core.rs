@@ -160,6 +160,7 @@ fn not_started(started: &mpsc::Sender<io::Result<Stats>>, e: io::Error) -> Shutd
         signalled: true,
         grace_accepted: 0,
         open_at_refuse: 0,
+        backlog_taken: 0,
         ended: 0,
         cancelled: 0,
         stats: Default::default(),
@@ -250,6 +251,7 @@ impl PerCore {
             signalled: true,
             grace_accepted: 0,
             open_at_refuse: 0,
+            backlog_taken: 0,
             ended: 0,
             cancelled: 0,
             stats: self.stats.snapshot(),
@@ -261,6 +263,7 @@ impl PerCore {
                     all.signalled &= r.signalled;
                     all.grace_accepted += r.grace_accepted;
                     all.open_at_refuse += r.open_at_refuse;
+                    all.backlog_taken += r.backlog_taken;
                     all.ended += r.ended;
                     all.cancelled += r.cancelled;
                 }

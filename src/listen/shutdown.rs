@@ -13,6 +13,7 @@ use super::drain::Drain;
 use super::listener::Listener;
 use super::mode::Mode;
 use super::stats::{Stats, StatsSnapshot};
+use crate::sockopt::BACKLOG;
 
 pin_project! {
     /// Future for the [`with_graceful_shutdown`](Listener::with_graceful_shutdown) and
@@ -26,7 +27,9 @@ pin_project! {
     ///    shutdown (a load balancer still sending, a DNS change under way) are served, and told
     ///    to close after their request.
     /// 2. **Refuse**: the accept stream is dropped (the listening socket closes, so new clients
-    ///    are refused instead of waiting in the backlog).
+    ///    are refused instead of waiting in the backlog). Clients already queued in the kernel's
+    ///    backlog would be reset by the close: first the connections the stream has ready are
+    ///    taken and served like the others (see [`take_backlog`](GracefulShutdown::take_backlog)).
     /// 3. **Drain**: in-flight connections get the grace period to finish (with
     ///    `with_graceful_drain`, as long as they take). A [`Drain`] given to
     ///    [`with_drain`](GracefulShutdown::with_drain) starts with the signal, so connections
@@ -49,6 +52,9 @@ pin_project! {
         grace: Option<Duration>,
         grace_accept: Option<Duration>,
         drain: Option<Drain>,
+        // The most connections taken from the backlog at refuse.
+        backlog: usize,
+        backlog_taken: u64,
         at_signal: Option<StatsSnapshot>,
         at_refuse: Option<StatsSnapshot>,
     }
@@ -78,6 +84,10 @@ pub struct ShutdownReport {
     pub grace_accepted: u64,
     /// Phase 2: connections running when the port closed.
     pub open_at_refuse: u64,
+    /// Phase 2: connections taken from the kernel's backlog as the port closed (see
+    /// [`take_backlog`](GracefulShutdown::take_backlog)); they are then counted in `ended` or
+    /// `cancelled` like the others.
+    pub backlog_taken: u64,
     /// Phase 3: connections that ended on their own after the signal (finished, failed,
     /// panicked or timed out), before the grace period ran out. Not to be confused with
     /// [`StatsSnapshot::finished`], which counts only connections that ended with `Ok` or `()`.
@@ -98,6 +108,9 @@ impl fmt::Display for ShutdownReport {
             )?;
             if self.grace_accepted > 0 {
                 write!(f, ", {} accepted in the grace window", self.grace_accepted)?;
+            }
+            if self.backlog_taken > 0 {
+                write!(f, ", {} taken from the backlog", self.backlog_taken)?;
             }
             f.write_str("); ")?;
         } else {
@@ -122,6 +135,8 @@ where
             grace,
             grace_accept: None,
             drain: None,
+            backlog: BACKLOG as usize,
+            backlog_taken: 0,
             at_signal: None,
             at_refuse: None,
         }
@@ -176,6 +191,64 @@ where
     /// ```
     pub fn grace_accept(mut self, window: Duration) -> Self {
         self.grace_accept = Some(window).filter(|w| !w.is_zero());
+        self
+    }
+
+    /// Take at most `max` connections from the kernel's backlog as the port closes (phase 2);
+    /// the default is 1024, the backlog of [`bind`](super::bind), and zero takes none.
+    ///
+    /// Closing a listening socket resets every client still queued in its backlog (on Linux:
+    /// the client's handshake completed, it may have sent its request, and it reads
+    /// `ECONNRESET`). So before it drops the stream, the shutdown polls it until it has no
+    /// connection ready, up to `max`, without waiting: what the kernel had queued and the
+    /// runtime had seen arrive. Those connections are held and started as slots free, like
+    /// connections accepted while full; the [`Drain`] has already started, so each can serve
+    /// the request it sent and close, or close at once with a FIN. They are counted in
+    /// [`ShutdownReport::backlog_taken`], and are cut with the rest at the end of the grace
+    /// period if they have not finished.
+    ///
+    /// The bound is not about slots (a full listener frees them as the drain ends its
+    /// connections; until then each taken connection holds only its socket) but about time: a
+    /// stream that always has an item ready (a flood of new clients racing the close) cannot
+    /// keep the port open. Clients beyond it are reset by the close, as they would be with zero.
+    ///
+    /// A queued client has often sent its request already: a handler that closes at once on a
+    /// started drain drops it unanswered. With hyper, poll the connection before its
+    /// `graceful_shutdown` (`biased;` in `tokio::select!`, the connection first): a request
+    /// already received is then answered with `Connection: close` (measured with hyper 1.x: the
+    /// client gets its response, instead of an EOF with none when `graceful_shutdown` comes
+    /// first).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::{listen::Drain, ListenExt};
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// # async fn handle(_: tokio::net::TcpStream, _: Drain) {}
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
+    /// let drain = Drain::new();
+    /// let report = TcpListenerStream::new(listener)
+    ///     .sleep_on_error(Duration::from_millis(100))
+    ///     .map({
+    ///         let drain = drain.clone();
+    ///         move |socket| handle(socket, drain.clone())
+    ///     })
+    ///     .spawn_listen(1000)
+    ///     .with_graceful_shutdown(tokio::signal::ctrl_c(), Duration::from_secs(10))
+    ///     .with_drain(drain)
+    ///     .take_backlog(100) // at most 100 queued clients served; the rest are reset
+    ///     .await;
+    /// println!("{} queued clients taken at shutdown", report.backlog_taken);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_backlog(mut self, max: usize) -> Self {
+        self.backlog = max;
         self
     }
 
@@ -243,7 +316,7 @@ where
             {
                 let stats = this.listener.stats();
                 *this.at_refuse = Some(stats.snapshot());
-                this.listener.as_mut().stop_accepting();
+                *this.backlog_taken = this.listener.as_mut().stop_accepting(*this.backlog);
                 *this.phase = Phase::Draining;
                 log_event!(
                     info,
@@ -257,6 +330,7 @@ where
                     this.listener.stats().snapshot(),
                     *this.at_signal,
                     *this.at_refuse,
+                    *this.backlog_taken,
                 );
                 log_event!(
                     info,
@@ -293,6 +367,7 @@ fn report(
     end: StatsSnapshot,
     at_signal: Option<StatsSnapshot>,
     at_refuse: Option<StatsSnapshot>,
+    backlog_taken: u64,
 ) -> ShutdownReport {
     let start = at_signal.unwrap_or(end);
     let refuse = at_refuse.unwrap_or(end);
@@ -305,6 +380,7 @@ fn report(
         } else {
             0
         },
+        backlog_taken,
         ended: ended(&end) - ended(&start),
         cancelled: end.cancelled - start.cancelled,
         stats: end,
@@ -320,6 +396,7 @@ impl<L: fmt::Debug, F> fmt::Debug for GracefulShutdown<L, F> {
             .field("grace", &self.grace)
             .field("grace_accept", &self.grace_accept)
             .field("drain", &self.drain)
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
 }

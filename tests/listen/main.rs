@@ -1,6 +1,7 @@
 //! The server side (`staunch::listen`), one test binary with a module per subject.
 
 mod auto_traits;
+mod backlog;
 mod bind;
 mod drain;
 mod emfile;

@@ -76,18 +76,40 @@ async fn graceful_shutdown_drains_then_cuts_at_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn graceful_shutdown_without_stragglers_returns_early() {
+    // `take_backlog(0)`: the connection the stream has ready is not taken (see the next test).
     let (stop, signal) = oneshot::channel::<()>();
     let server = stream::iter([3u64])
         .chain(stream::pending())
         .map(|secs| sleep(Duration::from_secs(secs)))
         .listen(4)
-        .with_graceful_shutdown(signal, Duration::from_secs(60));
+        .with_graceful_shutdown(signal, Duration::from_secs(60))
+        .take_backlog(0);
     let start = Instant::now();
     stop.send(()).unwrap();
     let report = server.await;
     // Signalled before the first poll: nothing was accepted, nothing to wait for.
     assert_eq!((report.ended, report.cancelled), (0, 0));
     assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_shutdown_takes_the_connections_ready_when_the_port_closes() {
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = stream::iter([3u64, 4, 5, 6])
+        .chain(stream::pending())
+        // The sleep starts with the connection, not when the stream yields it.
+        .map(|secs| async move { sleep(Duration::from_secs(secs)).await })
+        .listen(1)
+        .with_graceful_shutdown(signal, Duration::from_secs(60))
+        .take_backlog(3);
+    let start = Instant::now();
+    stop.send(()).unwrap();
+    let report = server.await;
+    // Signalled before the first poll: what the stream had ready (a backlog) is served, up to
+    // the bound, one at a time (one slot).
+    assert_eq!(report.backlog_taken, 3);
+    assert_eq!((report.ended, report.cancelled), (3, 0));
+    assert_eq!(start.elapsed(), Duration::from_secs(3 + 4 + 5));
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,4 +275,24 @@ async fn dropping_a_listener_settles_the_stats() {
             "spawn: {spawn}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_taking_the_backlog_is_counted_and_ends_the_taking() {
+    let (stop, signal) = oneshot::channel::<()>();
+    let server = stream::iter([0u64, 1, 2])
+        .chain(stream::pending())
+        .map(|secs| {
+            assert!(secs > 0, "a bad connection");
+            sleep(Duration::from_secs(secs))
+        })
+        .listen(4)
+        .with_graceful_shutdown(signal, Duration::from_secs(60));
+    stop.send(()).unwrap();
+    let report = server.await;
+    // The panic is counted as a connection that panicked; the stream is dropped there, with
+    // the connections after it.
+    assert_eq!(report.backlog_taken, 0);
+    assert_eq!(report.stats.panicked, 1);
+    assert_eq!((report.stats.connections, report.cancelled), (1, 0));
 }

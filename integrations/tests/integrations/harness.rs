@@ -208,12 +208,13 @@ impl Exit {
             .unwrap_or_else(|| panic!("no stats line: {self:?}"));
         let (summary, totals) = line.split_once("; totals: ").expect(line);
         // "F finished and C cancelled" (`ShutdownReport`'s `Display`) or "F connections
-        // finished and C were cancelled" (written out by some examples): F, then C.
+        // finished and C were cancelled" (written out by some examples): F, then C, then maybe
+        // more (the phases' counts).
         let numbers: Vec<u64> = summary
             .split_whitespace()
             .filter_map(|w| w.parse().ok())
             .collect();
-        let [finished, cancelled] = numbers[..] else {
+        let [finished, cancelled, ..] = numbers[..] else {
             panic!("expected two counts: {line}")
         };
         Report {
