@@ -62,6 +62,10 @@ async fn serve(
     let service = TowerToHyperService::new(app);
     let mut conn = pin!(http.serve_connection_with_upgrades(TokioIo::new(stream), service));
     tokio::select! {
+        // The connection first: one taken from the backlog as the port closed has its request
+        // waiting while the drain has already started; polled first, it is answered (and then
+        // closed) instead of closed unread.
+        biased;
         done = conn.as_mut() => return done,
         () = drain.draining() => conn.as_mut().graceful_shutdown(),
     }
