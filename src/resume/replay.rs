@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 /// ones are kept as they are, without a copy.
 const COPY_BELOW: usize = 4 * 1024;
 
-/// The size of the blocks borrowed writes are copied into.
+/// The size of the blocks borrowed writes are copied into (smaller for a smaller buffer).
 pub(crate) const BLOCK: usize = 64 * 1024;
 
 /// Written bytes from `base` (the first the peer has not acknowledged) to `end`: those sent on
@@ -34,6 +34,8 @@ pub(crate) struct Replay {
     tail: BytesMut,
     /// Emptied blocks for `tail`.
     spare: Vec<BytesMut>,
+    /// The size of a block: `BLOCK`, or the capacity if smaller.
+    block: usize,
     base: u64,
     sent: u64,
     end: u64,
@@ -54,6 +56,7 @@ impl Replay {
             unsent: VecDeque::new(),
             tail: BytesMut::new(),
             spare: Vec::new(),
+            block: capacity.min(BLOCK),
             base: 0,
             sent: 0,
             end: 0,
@@ -86,19 +89,19 @@ impl Replay {
         let n = buf.len().min(self.free());
         let mut rest = &buf[..n];
         while !rest.is_empty() {
-            if self.tail.len() == BLOCK || self.tail.capacity() == self.tail.len() {
+            if self.tail.len() >= self.block || self.tail.capacity() == self.tail.len() {
                 self.freeze_tail();
                 if self.tail.capacity() == 0 {
                     // The tail is empty: a spare block (or a new one), never a copy of what
                     // the tail held.
                     self.tail = self.spare.pop().unwrap_or_default();
-                    self.tail.reserve(BLOCK);
+                    self.tail.reserve(self.block);
                 }
             }
             let k = rest
                 .len()
                 .min(self.tail.capacity() - self.tail.len())
-                .min(BLOCK - self.tail.len());
+                .min(self.block - self.tail.len());
             self.tail.extend_from_slice(&rest[..k]);
             rest = &rest[k..];
         }
@@ -139,7 +142,7 @@ impl Replay {
 
     /// Keep the block of an acknowledged segment for reuse, if nothing else holds it.
     fn recycle(&mut self, segment: Segment) {
-        if !segment.copied || self.spare.len() > self.capacity / BLOCK {
+        if !segment.copied || self.spare.len() > self.capacity / self.block {
             return;
         }
         if let Ok(mut block) = segment.bytes.try_into_mut() {
@@ -316,6 +319,19 @@ mod tests {
         replay.sent(BLOCK + 5);
         let sizes: Vec<usize> = unsent(&mut replay, BLOCK).iter().map(Vec::len).collect();
         assert_eq!(sizes, [BLOCK - 5, 5]);
+    }
+
+    #[test]
+    fn a_small_buffer_takes_small_blocks() {
+        let mut replay = Replay::new(1000);
+        assert_eq!(replay.push(&[1; 600]), 600);
+        assert_eq!(replay.push(&[2; 600]), 400);
+        let sizes: Vec<usize> = unsent(&mut replay, usize::MAX)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [1000]);
+        assert!(replay.spare.is_empty() && replay.tail.capacity() < BLOCK);
     }
 
     #[test]
