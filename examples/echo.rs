@@ -31,12 +31,15 @@ const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(600);
 /// After Ctrl-C, busy connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Echo until the client closes, goes idle for too long, or is idle when the server shuts down
-/// (`drain`); a reply being written when the shutdown starts is finished first.
+/// Echo until the client closes, goes idle for too long, or the server shuts down (`drain`):
+/// an idle connection closes at once, a busy one after the reply in progress.
 async fn echo(mut socket: TcpStream, drain: Drain) -> io::Result<()> {
     let mut buf = vec![0; 4096];
     loop {
         let n = tokio::select! {
+            // The read first: a client taken from the backlog as the port closed has sent its
+            // message while the drain has already started; it gets its reply.
+            biased;
             read = timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
                 Err(_idle) => return Ok(()),
@@ -47,6 +50,9 @@ async fn echo(mut socket: TcpStream, drain: Drain) -> io::Result<()> {
             return Ok(()); // the client closed its side
         }
         socket.write_all(&buf[..n]).await?;
+        if drain.is_draining() {
+            return Ok(());
+        }
     }
 }
 
