@@ -17,7 +17,51 @@ pub(crate) const DEFAULT_MAX_PER_WAKE: u32 = 4;
 
 /// The most lateness (of the timer or the runtime) [`LimitRate`] makes up by passing the items
 /// due meanwhile at once: a few timer ticks.
-pub(super) const MAX_LAG: Duration = Duration::from_millis(5);
+const MAX_LAG: Duration = Duration::from_millis(5);
+
+/// The token schedule of [`LimitRate`] and [`RejectExcess`](super::RejectExcess): the generic
+/// cell rate algorithm, one token per `interval` and up to a burst at once.
+#[derive(Clone, Copy)]
+pub(super) struct Schedule {
+    interval: Duration,
+    /// How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
+    slack: Duration,
+    /// The theoretical arrival time of the next item; `None` until the first item, when the
+    /// bucket is full.
+    tat: Option<Instant>,
+}
+
+impl Schedule {
+    /// When the next token is due; `None` for a full bucket.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.tat.and_then(|tat| tat.checked_sub(self.slack))
+    }
+
+    /// Take a token for an item passed at `now`. With `make_up_lateness`, it is charged from
+    /// when it was due, if that was at most `MAX_LAG` ago: timer resolution (1 ms) and a busy
+    /// runtime must not lower the rate, so after a late wake-up the tokens due meanwhile pass
+    /// at once; time without an item is not banked.
+    pub(super) fn take(&mut self, now: Instant, make_up_lateness: bool) {
+        let charge_from = match self.tat {
+            Some(tat) if make_up_lateness => tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)),
+            _ => now,
+        };
+        let from = self.tat.map_or(charge_from, |tat| tat.max(charge_from));
+        self.tat = Some(from + self.interval);
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Schedule")
+            .field("interval", &self.interval)
+            .field(
+                "burst",
+                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
+            )
+            .finish_non_exhaustive()
+    }
+}
 
 pin_project! {
     /// Stream for the [`limit_rate`](super::OverloadExt::limit_rate) method.
@@ -31,12 +75,7 @@ pin_project! {
         // Armed once, then re-armed with `reset`: one timer for the stream's whole life.
         #[pin]
         sleep: Option<Sleep>,
-        interval: Duration,
-        // How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
-        slack: Duration,
-        // The generic cell rate algorithm's theoretical arrival time of the next item; `None`
-        // until the first item, when the bucket is full.
-        tat: Option<Instant>,
+        schedule: Schedule,
         max_per_wake: u32,
         in_a_row: u32,
         // Items are owed: the last poll waited for a token, or passed an item, and the inner
@@ -58,9 +97,11 @@ impl<S: Stream> LimitRate<S> {
         LimitRate {
             stream,
             sleep: None,
-            interval,
-            slack: Duration::ZERO,
-            tat: None,
+            schedule: Schedule {
+                interval,
+                slack: Duration::ZERO,
+                tat: None,
+            },
             max_per_wake: DEFAULT_MAX_PER_WAKE,
             in_a_row: 0,
             owed: false,
@@ -101,7 +142,7 @@ impl<S> LimitRate<S> {
     #[track_caller]
     pub fn burst(mut self, burst: u32) -> Self {
         assert!(burst > 0, "burst: the burst must be at least 1");
-        self.slack = self.interval.saturating_mul(burst - 1);
+        self.schedule.slack = self.schedule.interval.saturating_mul(burst - 1);
         self
     }
 
@@ -173,7 +214,7 @@ impl<S> LimitRate<S> {
         S: Stream,
         S::Item: PeerAddr,
     {
-        RejectExcess::new(self.stream, self.interval, self.slack)
+        RejectExcess::new(self.stream, self.schedule)
     }
 
     /// The inner stream.
@@ -211,7 +252,7 @@ impl<S: Stream> Stream for LimitRate<S> {
             return Poll::Pending;
         }
         let now = Instant::now();
-        if let Some(due) = this.tat.and_then(|tat| tat.checked_sub(*this.slack)) {
+        if let Some(due) = this.schedule.due() {
             if now < due {
                 // No token: leave the inner stream unpolled (new clients wait in the kernel's
                 // backlog) and sleep until exactly when the next token is due.
@@ -229,13 +270,8 @@ impl<S: Stream> Stream for LimitRate<S> {
             }
         }
         // While items are owed, charge each from the schedule, not from when the runtime got
-        // round to us: timer resolution (1 ms) and a busy runtime must not lower the rate, so
-        // after a late wake-up the tokens due meanwhile pass at once. At most `MAX_LAG` of
-        // lateness is made up; time the inner stream spends without an item is not banked.
-        let charge_from = match *this.tat {
-            Some(tat) if *this.owed => tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)),
-            _ => now,
-        };
+        // round to us; time the inner stream spends without an item is not banked.
+        let make_up_lateness = *this.owed;
         match this.stream.poll_next(cx) {
             Poll::Pending => {
                 *this.in_a_row = 0;
@@ -247,8 +283,7 @@ impl<S: Stream> Stream for LimitRate<S> {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(item)) => {
-                let from = this.tat.map_or(charge_from, |tat| tat.max(charge_from));
-                *this.tat = Some(from + *this.interval);
+                this.schedule.take(now, make_up_lateness);
                 *this.in_a_row += 1;
                 *this.owed = true;
                 Poll::Ready(Some(item))
@@ -275,11 +310,7 @@ impl<S: fmt::Debug> fmt::Debug for LimitRate<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimitRate")
             .field("stream", &self.stream)
-            .field("interval", &self.interval)
-            .field(
-                "burst",
-                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
-            )
+            .field("schedule", &self.schedule)
             .field("max_per_wake", &self.max_per_wake)
             .field(
                 "waiting",

@@ -1,14 +1,13 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::peer::{PeerAddr, DROP_BUDGET};
-use super::rate::MAX_LAG;
+use super::rate::Schedule;
 use super::reject::{reject, RejectReason, Rejections};
 
 pin_project! {
@@ -17,23 +16,16 @@ pin_project! {
     pub struct RejectExcess<S> {
         #[pin]
         stream: S,
-        interval: Duration,
-        // How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
-        slack: Duration,
-        // The generic cell rate algorithm's theoretical arrival time of the next item; `None`
-        // until the first item, when the bucket is full.
-        tat: Option<Instant>,
+        schedule: Schedule,
         rejections: Option<Rejections>,
     }
 }
 
 impl<S> RejectExcess<S> {
-    pub(crate) fn new(stream: S, interval: Duration, slack: Duration) -> Self {
+    pub(super) fn new(stream: S, schedule: Schedule) -> Self {
         RejectExcess {
             stream,
-            interval,
-            slack,
-            tat: None,
+            schedule,
             rejections: None,
         }
     }
@@ -80,14 +72,10 @@ where
                 return Poll::Ready(None);
             };
             let now = Instant::now();
-            let due = this.tat.and_then(|tat| tat.checked_sub(*this.slack));
-            if due.is_none_or(|due| now >= due) {
-                // Charged from when the token was due if it came less than `MAX_LAG` ago, so
-                // that the gap before the next arrival does not lower the rate under a flood.
-                let from = this
-                    .tat
-                    .map_or(now, |tat| tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)));
-                *this.tat = Some(from + *this.interval);
+            if this.schedule.due().is_none_or(|due| now >= due) {
+                // Charged from when the token was due if it came a moment ago, so that the
+                // gap before the next arrival does not lower the rate under a flood.
+                this.schedule.take(now, true);
                 return Poll::Ready(Some(item));
             }
             // Over the rate: close it at once (a FIN, or a reset if the client had already sent
@@ -120,11 +108,7 @@ impl<S: fmt::Debug> fmt::Debug for RejectExcess<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RejectExcess")
             .field("stream", &self.stream)
-            .field("interval", &self.interval)
-            .field(
-                "burst",
-                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
-            )
+            .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
 }
