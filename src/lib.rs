@@ -113,6 +113,8 @@
 #[macro_use]
 mod log;
 #[macro_use]
+mod macros;
+#[macro_use]
 mod sockopt;
 
 pub mod backoff;

@@ -21,25 +21,12 @@ impl<S, F> SetupSockets<S, F> {
         SetupSockets { stream, setup }
     }
 
-    /// The inner stream.
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
-
-    /// The inner stream.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.stream
-    }
-
-    /// The pinned inner stream.
-    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
-        self.project().stream
-    }
-
-    /// The inner stream, dropping the hook.
-    pub fn into_inner(self) -> S {
-        self.stream
-    }
+    access_inner!(
+        stream: S,
+        "inner stream",
+        get_mut: "Taking items from it directly skips the setup hook.",
+        into_inner: "dropping the hook."
+    );
 }
 
 /// The listener inside, so that [`shed_on_emfile`](super::SleepOnError::shed_on_emfile) can

@@ -145,25 +145,12 @@ impl<T> MinReadRate<T> {
         self
     }
 
-    /// The wrapped I/O object.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
-    /// The wrapped I/O object. Reading from it directly is not timed.
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.io
-    }
-
-    /// The pinned I/O object.
-    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
-        self.project().io
-    }
-
-    /// The wrapped I/O object, dropping the clock.
-    pub fn into_inner(self) -> T {
-        self.io
-    }
+    access_inner!(
+        io: T,
+        "wrapped I/O object",
+        get_mut: "Reading from it directly is not timed.",
+        into_inner: "dropping the clock."
+    );
 
     fn error(&self) -> io::Error {
         io::Error::new(

@@ -37,25 +37,12 @@ impl<S> RejectExcess<S> {
         self
     }
 
-    /// The inner stream.
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
-
-    /// The inner stream. Taking items from it directly bypasses the limit.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.stream
-    }
-
-    /// The pinned inner stream.
-    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
-        self.project().stream
-    }
-
-    /// The inner stream, dropping the limiter.
-    pub fn into_inner(self) -> S {
-        self.stream
-    }
+    access_inner!(
+        stream: S,
+        "inner stream",
+        get_mut: "Taking items from it directly bypasses the limit.",
+        into_inner: "dropping the limiter."
+    );
 }
 
 impl<S> Stream for RejectExcess<S>

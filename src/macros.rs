@@ -1,0 +1,34 @@
+//! Code every adapter would otherwise write out again.
+
+/// The accessors an adapter gives to what it wraps, as futures-util's adapters do: `get_ref`,
+/// `get_mut`, `get_pin_mut` (for a `#[pin]` field of a `pin_project!` type) and `into_inner`.
+/// `what` names the inner value, `get_mut` and `into_inner` end their docs with what taking it
+/// out means for the adapter.
+macro_rules! access_inner {
+    (
+        $field:ident: $inner:ty,
+        $what:literal,
+        get_mut: $get_mut:literal,
+        into_inner: $into_inner:literal
+    ) => {
+        #[doc = concat!("The ", $what, ".")]
+        pub fn get_ref(&self) -> &$inner {
+            &self.$field
+        }
+
+        #[doc = concat!("The ", $what, ". ", $get_mut)]
+        pub fn get_mut(&mut self) -> &mut $inner {
+            &mut self.$field
+        }
+
+        #[doc = concat!("The pinned ", $what, ".")]
+        pub fn get_pin_mut(self: ::std::pin::Pin<&mut Self>) -> ::std::pin::Pin<&mut $inner> {
+            self.project().$field
+        }
+
+        #[doc = concat!("The ", $what, ", ", $into_inner)]
+        pub fn into_inner(self) -> $inner {
+            self.$field
+        }
+    };
+}
