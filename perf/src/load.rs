@@ -326,7 +326,13 @@ pub(crate) async fn queued(server: &ChildServer, nofile: u64, n: usize, limit: D
 /// Run `limit_rate(rate, 1 s)` (`None`: no limit, the control) on a loopback listener in this
 /// process while `loops` clients reconnect as fast as they can for `window`; return the
 /// connections accepted per second (measured from the first accept to the end of the window).
-pub(crate) async fn rate_limited(rate: Option<u32>, loops: usize, window: Duration) -> f64 {
+/// `reject`: the excess is closed at once (`reject_excess`) instead of left in the backlog.
+pub(crate) async fn rate_limited(
+    rate: Option<u32>,
+    reject: bool,
+    loops: usize,
+    window: Duration,
+) -> f64 {
     use staunch::overload::OverloadExt;
     use staunch::ListenExt;
     let listener = staunch::listen::bind(addr(0)).expect("bind 127.0.0.1");
@@ -336,11 +342,17 @@ pub(crate) async fn rate_limited(rate: Option<u32>, loops: usize, window: Durati
     let (count, at) = (accepted.clone(), first.clone());
     let accepts = tokio_stream::wrappers::TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(10));
-    let accepts = match rate {
-        Some(rate) => accepts
+    let accepts = match (rate, reject) {
+        (Some(rate), false) => accepts
             .limit_rate(rate, Duration::from_secs(1))
+            .left_stream()
             .left_stream(),
-        None => accepts.right_stream(),
+        (Some(rate), true) => accepts
+            .limit_rate(rate, Duration::from_secs(1))
+            .reject_excess()
+            .right_stream()
+            .left_stream(),
+        (None, _) => accepts.right_stream(),
     };
     let server = tokio::spawn(
         accepts

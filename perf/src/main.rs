@@ -9,7 +9,8 @@
 //! Scenarios: 1 accept churn, 2 HTTP, 3+4 EMFILE storm and wake on release, 5 idle connections,
 //! 6 reconnecting client, 7 combinator overhead, 8 one accept loop per core (`SO_REUSEPORT`),
 //! 9 queued clients at EMFILE with and without `shed_on_emfile`, 10 resumable sessions against
-//! `Reconnecting`, 11 the accept rate limit's accuracy, 12 HTTP with one loop per core
+//! `Reconnecting`, 11 the accept rate limit's accuracy (excess queued, and excess rejected with
+//! `reject_excess`), 12 HTTP with one loop per core
 //! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed), 13 shutdown under
 //! keep-alive HTTP load: `with_graceful_shutdown` with and without a `Drain` against dropping
 //! the accept loop (requests cut, time to the last response and to exit), and 200 clients
@@ -915,7 +916,7 @@ fn scenario_rate(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
     );
     for round in 0..cfg.rounds.max(2) {
         // The control: what this machine accepts with no limit, the most any limit can give.
-        let most = rt.block_on(load::rate_limited(None, loops, window));
+        let most = rt.block_on(load::rate_limited(None, false, loops, window));
         println!("  round {round} no limit:    accepted {most:>8.1}/s");
         rep.add(
             S,
@@ -926,11 +927,19 @@ fn scenario_rate(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
             most,
         );
         for rate in [100u32, 1_000, 5_000] {
-            let got = rt.block_on(load::rate_limited(Some(rate), loops, window));
-            let ratio = got / f64::from(rate);
-            println!("  round {round} limit {rate:>5}/s: accepted {got:>8.1}/s ({ratio:.3} of the limit)");
-            let name = format!("limit_rate({rate}, 1 s)");
-            rep.add(S, &name, "accepted / limit", "ratio", round, ratio);
+            for reject in [false, true] {
+                let got = rt.block_on(load::rate_limited(Some(rate), reject, loops, window));
+                let ratio = got / f64::from(rate);
+                let name = if reject {
+                    format!("limit_rate({rate}, 1 s).reject_excess()")
+                } else {
+                    format!("limit_rate({rate}, 1 s)")
+                };
+                println!(
+                    "  round {round} {name:<38} accepted {got:>8.1}/s ({ratio:.3} of the limit)"
+                );
+                rep.add(S, &name, "accepted / limit", "ratio", round, ratio);
+            }
         }
     }
     rep.specs.push(Spec {
