@@ -123,8 +123,8 @@ pub(crate) struct Engine<L: Link> {
     replay: Replay,
     /// The highest position the peer acknowledged (can be one past the data: the FIN).
     peer_acked: u64,
-    /// The next position to send on this transport.
-    sent: u64,
+    /// The FIN went out on this transport (the data sent is the replay buffer's business).
+    fin_sent: bool,
     fin_queued: bool,
     /// Encoded control frames and data headers, written before the payload `data_left` refers to.
     out: Vec<u8>,
@@ -187,7 +187,7 @@ impl<L: Link> Engine<L> {
             generation: 0,
             replay: Replay::new(config.buffer_size),
             peer_acked: 0,
-            sent: 0,
+            fin_sent: false,
             fin_queued: false,
             out: Vec::with_capacity(64),
             out_pos: 0,
@@ -231,6 +231,11 @@ impl<L: Link> Engine<L> {
 
     fn data_end(&self) -> u64 {
         self.replay.end()
+    }
+
+    /// The next position to send on this transport.
+    fn sent(&self) -> u64 {
+        self.replay.sent_position() + u64::from(self.fin_sent)
     }
 
     fn end(&self) -> u64 {
@@ -302,22 +307,24 @@ impl<L: Link> Engine<L> {
 
     /// The peer received up to `position`: resend from there.
     fn resume_from(&mut self, position: u64) -> io::Result<()> {
-        if position < self.peer_acked || position > self.sent {
+        let sent = self.sent();
+        if position < self.peer_acked || position > sent {
             return Err(self.fail(frame::malformed(format!(
-                "the peer resumes from position {position}, outside the replayable range {}..={}",
-                self.peer_acked, self.sent
+                "the peer resumes from position {position}, outside the replayable range {}..={sent}",
+                self.peer_acked
             ))));
         }
-        self.replay.rewind(position.min(self.data_end()));
-        self.sent = position;
+        let data_end = self.data_end();
+        self.replay.rewind(position.min(data_end));
+        self.fin_sent = position > data_end;
         self.apply_ack(position)
     }
 
     fn apply_ack(&mut self, position: u64) -> io::Result<()> {
-        if position > self.sent {
+        let sent = self.sent();
+        if position > sent {
             return Err(self.fail(frame::malformed(format!(
-                "ack of position {position}, beyond the {} sent",
-                self.sent
+                "ack of position {position}, beyond the {sent} sent"
             ))));
         }
         if position > self.peer_acked {
@@ -360,14 +367,14 @@ impl<L: Link> Engine<L> {
             frame::push_header(&mut self.out, Kind::AckRequest, 0);
             self.ping_due = false;
         }
-        let data_end = self.data_end();
-        if self.sent < data_end {
-            let n = self.replay.unsent_len().min(MAX_DATA);
+        let unsent = self.replay.unsent_len();
+        if unsent > 0 {
+            let n = unsent.min(MAX_DATA);
             frame::push_header(&mut self.out, Kind::Data, n);
             self.data_left = n;
-        } else if self.fin_queued && self.sent == data_end {
+        } else if self.fin_queued && !self.fin_sent {
             frame::push_header(&mut self.out, Kind::Fin, 0);
-            self.sent += 1;
+            self.fin_sent = true;
         }
         !self.out.is_empty()
     }
@@ -400,7 +407,6 @@ impl<L: Link> Engine<L> {
             self.out_pos += from_head;
             if n > from_head {
                 self.replay.sent(n - from_head);
-                self.sent += (n - from_head) as u64;
                 self.data_left -= n - from_head;
             }
         }
@@ -764,7 +770,7 @@ impl<L: Link> Engine<L> {
             let progress = self.poll_drive(None);
             self.check_failed()?;
             let all_sent =
-                self.out_pos == self.out.len() && self.data_left == 0 && self.sent == self.end();
+                self.out_pos == self.out.len() && self.data_left == 0 && self.sent() == self.end();
             if let (Some(io), false, true) = (self.io.as_mut(), self.awaiting_welcome, all_sent) {
                 match ready!(Pin::new(io).poll_flush(cx)) {
                     Ok(()) => return Poll::Ready(Ok(())),

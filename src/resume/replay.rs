@@ -151,6 +151,11 @@ impl Replay {
         }
     }
 
+    /// The position after the last byte sent on this transport.
+    pub(crate) fn sent_position(&self) -> u64 {
+        self.sent
+    }
+
     /// Bytes not sent yet.
     pub(crate) fn unsent_len(&self) -> usize {
         (self.end - self.sent) as usize
