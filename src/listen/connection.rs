@@ -60,11 +60,8 @@ impl Ending {
             Ending::Cancelled => RejectReason::Shutdown,
             _ => return,
         };
-        // Counted above; this only reaches the hook of the `Rejections` given to the listener.
-        let rejections = shared.rejections.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rejections) = rejections.as_ref() {
-            rejections.report(reason, None);
-        }
+        // Logged where it was cut; counted by reason too, and seen by the hook.
+        shared.rejections.record(reason, None);
     }
 }
 

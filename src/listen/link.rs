@@ -21,19 +21,23 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::stats::{AcceptShared, ListenShared};
+use crate::overload::{self, Rejections};
 
 thread_local! {
     /// The counters of the listener polling its stream on this thread right now.
     static POLLING: Cell<Option<Arc<ListenShared>>> = const { Cell::new(None) };
 }
 
-/// The listener's side: its counters, lent to the thread while it polls its stream.
+/// The listener's side: its counters, lent to the thread while it polls its stream, and its
+/// rejection counters, lent the same way for the overload controls (which know nothing of
+/// listeners).
 #[derive(Debug)]
-pub(crate) struct Lender(Option<Arc<ListenShared>>);
+pub(crate) struct Lender(Option<Arc<ListenShared>>, Option<Rejections>);
 
 impl Lender {
     pub(crate) fn new(shared: Arc<ListenShared>) -> Self {
-        Lender(Some(shared))
+        let rejections = shared.rejections.clone();
+        Lender(Some(shared), Some(rejections))
     }
 
     /// Run `poll` (the listener polling its stream) with the counters lent to this thread. A
@@ -54,7 +58,7 @@ impl Lender {
             slot: &mut self.0,
             outer,
         };
-        poll()
+        overload::lend(&mut self.1, poll)
     }
 }
 
@@ -85,6 +89,11 @@ impl Link {
             self.releases_at_sleep = listener.releases.load(Relaxed);
             self.listener = Some(listener);
         }
+    }
+
+    /// The listener's rejection counters, once linked.
+    pub(crate) fn rejections(&self) -> Option<&Rejections> {
+        self.listener.as_ref().map(|l| &l.rejections)
     }
 
     pub(crate) fn is_linked(&self) -> bool {

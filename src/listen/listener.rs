@@ -15,6 +15,7 @@ use futures_core::Stream;
 use futures_util::task::noop_waker_ref;
 use pin_project_lite::pin_project;
 
+use super::conn::Conns;
 use super::connection::{panic_message, Ending, Tracked};
 use super::link::Lender;
 use super::mode::sealed::{Pool, Sealed};
@@ -75,6 +76,7 @@ pin_project! {
         #[pin]
         stream: Option<S>,
         pool: <M as Sealed<S::Item>>::Pool,
+        conns: Arc<Conns>,
         link: Lender,
         max_connections: usize,
         time_limit: Option<Duration>,
@@ -94,16 +96,27 @@ where
 {
     #[track_caller]
     pub(crate) fn new(stream: S, max_connections: usize) -> Self {
+        Self::with_conns(max_connections, |_| stream)
+    }
+
+    /// A listener over the stream `make` builds with the listener's connection handles.
+    #[track_caller]
+    pub(crate) fn with_conns(
+        max_connections: usize,
+        make: impl FnOnce(&Arc<Conns>) -> S,
+    ) -> Self {
         assert!(
             max_connections > 0,
             "{}: max_connections must be at least 1 (0 would never accept a connection)",
             M::METHOD
         );
-        let pool = <M as Sealed<S::Item>>::Pool::new(Default::default());
+        let shared = Arc::new(ListenShared::default());
+        let conns = Arc::new(Conns::new(shared.clone()));
         Listener {
-            stream: Some(stream),
-            link: Lender::new(pool.shared().clone()),
-            pool,
+            stream: Some(make(&conns)),
+            link: Lender::new(shared.clone()),
+            pool: <M as Sealed<S::Item>>::Pool::new(shared),
+            conns,
             max_connections,
             time_limit: None,
             stream_panics: 0,
@@ -147,11 +160,13 @@ where
         self
     }
 
-    /// Stop accepting when `signal` completes, give in-flight connections `grace` to finish,
-    /// then cancel the rest. Any future is a signal: a `CancellationToken::cancelled_owned()`,
-    /// `tokio::signal::ctrl_c()`, a oneshot receiver. To wait for every connection with no
-    /// deadline, use [`with_graceful_drain`](Listener::with_graceful_drain). See
-    /// [`GracefulShutdown`].
+    /// Stop accepting when `signal` completes and drain the connections: the port closes at
+    /// once, the [`Conn`](super::Conn) handles of [`serve`](crate::ListenExt::serve) fire so
+    /// that connections can finish what they are doing and close, and the future resolves with
+    /// a [`ShutdownReport`](super::ShutdownReport) when the last has ended. Any future is a
+    /// signal: `tokio::signal::ctrl_c()`, a `CancellationToken::cancelled_owned()`, a oneshot
+    /// receiver. Set a deadline with [`grace`](GracefulShutdown::grace) (without one, it waits
+    /// for every connection), and see [`GracefulShutdown`] for the phases and their settings.
     ///
     /// # Examples
     ///
@@ -168,7 +183,8 @@ where
     ///     .chain(stream::pending()) // a listener that never ends by itself
     ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
     ///     .spawn_listen(10)
-    ///     .with_graceful_shutdown(token.clone().cancelled_owned(), Duration::from_secs(30));
+    ///     .with_graceful_shutdown(token.clone().cancelled_owned())
+    ///     .grace(Duration::from_secs(30));
     /// tokio::spawn(async move {
     ///     tokio::time::sleep(Duration::from_secs(10)).await;
     ///     token.cancel();
@@ -179,98 +195,60 @@ where
     /// assert_eq!((report.ended, report.cancelled), (1, 1));
     /// # }
     /// ```
-    pub fn with_graceful_shutdown<F>(self, signal: F, grace: Duration) -> GracefulShutdown<Self, F>
+    pub fn with_graceful_shutdown<F>(self, signal: F) -> GracefulShutdown<Self, F>
     where
         F: Future,
     {
-        GracefulShutdown::new(self, signal, Some(grace))
+        GracefulShutdown::new(self, signal)
     }
 
-    /// Stop accepting when `signal` completes, then wait for every in-flight connection to end,
-    /// with no deadline: the port closes at once, and the future resolves when the last
-    /// connection has finished. See [`GracefulShutdown`].
+    /// Call `hook` for every connection rejected on purpose: by an overload control or a
+    /// `shed_on_emfile` stream this listener polls, by idle reclaim, or by the listener itself
+    /// at a time limit or shutdown. It sees the [`RejectReason`](crate::overload::RejectReason)
+    /// and the peer's address where it is known. It runs on the thread that rejected the
+    /// connection, inside its `poll`, so it must be quick and must not block. A second call
+    /// replaces the first hook.
     ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use futures_util::{stream, StreamExt};
-    /// use staunch::ListenExt;
-    /// use tokio_util::sync::CancellationToken;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let token = CancellationToken::new();
-    /// let server = stream::iter([3600u64])
-    ///     .chain(stream::pending())
-    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
-    ///     .listen(10)
-    ///     .with_graceful_drain(token.clone().cancelled_owned());
-    /// tokio::spawn(async move {
-    ///     tokio::time::sleep(Duration::from_secs(1)).await;
-    ///     token.cancel();
-    /// });
-    /// let start = tokio::time::Instant::now();
-    /// let report = server.await; // the connection runs its whole hour
-    /// assert_eq!((report.ended, report.cancelled), (1, 0));
-    /// assert_eq!(start.elapsed(), Duration::from_secs(3600));
-    /// # }
-    /// ```
-    pub fn with_graceful_drain<F>(self, signal: F) -> GracefulShutdown<Self, F>
-    where
-        F: Future,
-    {
-        GracefulShutdown::new(self, signal, None)
-    }
-
-    /// Read the rejection counters of `rejections` with this listener's [`Stats`], and report
-    /// to its hook every connection this listener cancels at its time limit
-    /// ([`RejectReason::TimeLimit`](crate::overload::RejectReason::TimeLimit)) or at the end of
-    /// a graceful shutdown ([`RejectReason::Shutdown`](crate::overload::RejectReason::Shutdown)).
-    /// Give the same handle to the overload controls in the chain
-    /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer),
-    /// [`MinReadRate`](crate::overload::MinReadRate)) so that every rejection is in one place.
-    /// A handle given to several listeners (or also to a `sleep_on_error` stream) is counted once
-    /// in [`Stats::merged`]. A second call replaces the first handle.
+    /// Every rejection is counted in [`StatsSnapshot::rejected`](super::StatsSnapshot::rejected)
+    /// with or without a hook.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::net::SocketAddr;
+    /// use std::sync::{Arc, Mutex};
     /// use futures_util::{stream, StreamExt};
-    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    /// use staunch::overload::{OverloadExt, RejectReason};
     /// use staunch::ListenExt;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let rejections = Rejections::with_hook(|event| {
-    ///     println!("rejected {:?}: {}", event.peer(), event.reason());
-    /// });
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let peer = "10.0.0.1:1000".parse::<SocketAddr>().unwrap();
     /// let server = stream::iter([((), peer), ((), peer)])
     ///     .limit_per_peer(1)
-    ///     .rejections(rejections.clone())
     ///     .map(|permit| async move {
     ///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     ///         drop(permit);
     ///     })
     ///     .listen(10)
-    ///     .rejections(rejections);
+    ///     .on_reject({
+    ///         let seen = seen.clone();
+    ///         move |event| seen.lock().unwrap().push((event.reason(), event.peer()))
+    ///     });
     /// let stats = server.stats();
     /// server.await;
     /// let s = stats.snapshot();
     /// // The second connection arrived while the first held the peer's only slot.
-    /// assert_eq!((s.connections, s.peer_limit), (1, 1));
-    /// assert_eq!(s.rejected(RejectReason::PeerLimit), 1);
+    /// assert_eq!((s.connections, s.rejected.get(RejectReason::PeerLimit)), (1, 1));
+    /// assert_eq!(*seen.lock().unwrap(), [(RejectReason::PeerLimit, Some(peer))]);
     /// # }
     /// ```
-    pub fn rejections(self, rejections: crate::overload::Rejections) -> Self {
-        *self
-            .pool
-            .shared()
-            .rejections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(rejections);
+    pub fn on_reject(
+        self,
+        hook: impl Fn(&crate::overload::RejectEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.pool.shared().rejections.set_hook(Arc::new(hook));
         self
     }
 
@@ -290,9 +268,9 @@ where
         self.time_limit
     }
 
-    /// Connection futures in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.pool.len()
+    /// The handles of this listener's connections.
+    pub(crate) fn conns(&self) -> &Arc<Conns> {
+        &self.conns
     }
 
     /// The accept stream, or `None` once it has ended (it is dropped at once then).
@@ -380,7 +358,7 @@ where
             let full = this.pool.len() >= *this.max_connections;
             if !full {
                 if let Some(connection) = this.held.pop_front() {
-                    start(this.pool, connection, *this.time_limit);
+                    start(this.pool, this.conns, connection, *this.time_limit);
                     continue;
                 }
             }
@@ -440,7 +418,7 @@ where
                 }
                 Poll::Ready(Some(connection)) => {
                     accepted += 1;
-                    start(this.pool, connection, *this.time_limit);
+                    start(this.pool, this.conns, connection, *this.time_limit);
                 }
                 Poll::Ready(None) => {
                     this.stream.set(None);
@@ -470,11 +448,19 @@ fn stream_panicked(shared: &ListenShared, payload: &(dyn std::any::Any + Send)) 
     Ending::Panicked.record(shared);
 }
 
-fn start<P: Pool>(pool: &mut P, connection: P::Connection, time_limit: Option<Duration>) {
+fn start<P: Pool>(
+    pool: &mut P,
+    conns: &Conns,
+    connection: P::Connection,
+    time_limit: Option<Duration>,
+) {
     let active = pool.shared().started();
     log_event!(trace, active, "connection accepted");
     let _ = active;
     pool.push(Tracked::new(connection, time_limit));
+    if let Some(reclaim) = conns.reclaim.get() {
+        reclaim.arrived();
+    }
 }
 
 /// The waker a full listener polls its stream with: it notes that the stream woke it, then wakes
@@ -526,7 +512,7 @@ where
             .field("stream", &self.stream)
             .field("max_connections", &self.max_connections)
             .field("time_limit", &self.time_limit)
-            .field("in_flight", &self.pool.len())
+            .field("active", &self.pool.len())
             .field("accepting", &self.stream.is_some())
             .field("held", &self.held.len())
             .finish_non_exhaustive()

@@ -1,20 +1,25 @@
 //! The server side: accept streams that survive errors, and listeners that run connections.
 //!
 //! A server chain reads: accept stream → [`sleep_on_error`](ListenExt::sleep_on_error) →
-//! `map(handle)` → [`listen`](ListenExt::listen) or [`spawn_listen`](ListenExt::spawn_listen),
-//! which return a [`Listener`]. [`ListenExt`], [`Stats`] and [`is_connection_error`] are also at
-//! the crate root.
+//! [`spawn_serve(n, handle)`](ListenExt::spawn_serve) (or [`serve`](ListenExt::serve) to run
+//! connections in the listener's own task), which returns a [`Listener`] that makes each
+//! connection's [`Conn`] handle; then
+//! [`with_graceful_shutdown(signal)`](Listener::with_graceful_shutdown). A handler that needs
+//! no handle can be given with `map(handle)` and [`spawn_listen`](ListenExt::spawn_listen) or
+//! [`listen`](ListenExt::listen) instead. [`ListenExt`], [`Stats`] and [`is_connection_error`]
+//! are also at the crate root.
 //!
 //! Binding: [`bind`] gives a tokio `TcpListener` with a backlog of 1024 (tokio's own `bind` uses
 //! 128), [`bind_many`] accepts on a set of addresses that can change while it runs (and
 //! [`bind_many_from`] on sockets handed over by a previous process), and
 //! `bind_reuseport` binds one socket per accept loop.
 
+mod accept_error;
 mod bind;
 mod bind_many;
 mod classify;
+mod conn;
 mod connection;
-mod drain;
 mod link;
 mod listener;
 mod mode;
@@ -42,23 +47,25 @@ use futures_core::Stream;
 pub use bind::{bind, bind_with_backlog};
 pub use bind_many::{bind_many, bind_many_from, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
+pub use accept_error::{AcceptAction, AcceptErrorEvent};
+pub use conn::{Conn, Idle, Serve};
 pub use connection::ConnectionOutput;
-pub use drain::Drain;
 pub use listener::{Listen, Listener, SpawnListen};
 pub use mode::{InTask, Mode, Spawned};
-pub use reclaim::Idle;
 pub use setup_sockets::SetupSockets;
 #[cfg(unix)]
 pub use shed::ShedBacklog;
 pub use shutdown::{GracefulShutdown, ShutdownReport};
-pub use sleep_on_error::{AcceptAction, AcceptErrorEvent, SleepOnError, MIN_ACCEPT_BACKOFF};
+pub use sleep_on_error::{SleepOnError, MIN_ACCEPT_BACKOFF};
 pub use socket_options::SocketOptions;
 pub use stats::{Stats, StatsSnapshot};
 
 /// Accept-loop combinators for every [`Stream`].
 ///
 /// A server chain reads: accept stream → [`sleep_on_error`](ListenExt::sleep_on_error) →
-/// `map(handle)` → [`listen`](ListenExt::listen) or [`spawn_listen`](ListenExt::spawn_listen).
+/// [`spawn_serve(n, handle)`](ListenExt::spawn_serve) or [`serve`](ListenExt::serve) (or
+/// `map(handle)` → [`spawn_listen(n)`](ListenExt::spawn_listen) or
+/// [`listen(n)`](ListenExt::listen), for handlers that need no [`Conn`]).
 pub trait ListenExt: Stream {
     /// Run `setup` on every accepted socket before it is passed on: set `TCP_NODELAY`,
     /// keepalive, buffer sizes ([`SocketOptions`] does the common ones), or anything else. A
@@ -173,9 +180,9 @@ pub trait ListenExt: Stream {
     ///
     /// Add [`connection_time_limit`](Listener::connection_time_limit) against slow clients and
     /// [`with_graceful_shutdown`](Listener::with_graceful_shutdown) to stop on a signal and drain
-    /// with a deadline (or [`with_graceful_drain`](Listener::with_graceful_drain), with none).
-    /// `take_until(signal)` on the stream also stops accepting (with no deadline and no
-    /// report). To tell connections that a shutdown has started, see [`Drain`].
+    /// (with a deadline if given one). To tell connections that a shutdown has started, give
+    /// the handler to [`serve`](ListenExt::serve) instead, which hands each connection its
+    /// [`Conn`].
     ///
     /// # Panics in connections
     ///
@@ -280,6 +287,119 @@ pub trait ListenExt: Stream {
         <Self::Item as Future>::Output: ConnectionOutput,
     {
         Listener::new(self, max_connections)
+    }
+
+    /// Like `map(handler).listen(max_connections)`, but `handler` gets each connection's
+    /// [`Conn`] with it: the handle that fires when the listener's graceful shutdown starts (or
+    /// when the listener reclaims the connection while idle), and with which the connection
+    /// marks itself idle. The listener makes one per connection, starts them all at the
+    /// signal of [`with_graceful_shutdown`](Listener::with_graceful_shutdown), and reclaims
+    /// through them ([`reclaim_idle`](Listener::reclaim_idle)). Connections run inside this
+    /// future's own task, as with [`listen`](ListenExt::listen); [`spawn_serve`](ListenExt::spawn_serve)
+    /// spawns each one.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_connections` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::stream;
+    /// use staunch::{listen::Conn, ListenExt};
+    /// use tokio::time::sleep;
+    ///
+    /// /// A keep-alive connection: serves until told to close.
+    /// async fn handle(_request: u32, conn: Conn) {
+    ///     conn.draining().await;
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = tokio::time::Instant::now();
+    /// let report = stream::iter(0..3)
+    ///     .chain(stream::pending())
+    ///     .serve(10, handle)
+    ///     .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+    ///     .grace(Duration::from_secs(30))
+    ///     .await;
+    /// // Every connection closed at the signal, none at the deadline.
+    /// assert_eq!((report.ended, report.cancelled), (3, 0));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(1));
+    /// # }
+    /// # use futures_util::StreamExt;
+    /// ```
+    #[track_caller]
+    fn serve<H, F>(self, max_connections: usize, handler: H) -> Listen<Serve<Self, H>>
+    where
+        Self: Sized,
+        H: FnMut(Self::Item, Conn) -> F,
+        F: Future,
+        F::Output: ConnectionOutput,
+    {
+        Listener::with_conns(max_connections, |conns| {
+            Serve::new(self, handler, conns.clone())
+        })
+    }
+
+    /// Like [`serve`](ListenExt::serve), but each connection future is spawned onto the tokio
+    /// runtime, as with [`spawn_listen`](ListenExt::spawn_listen): the usual choice for a
+    /// server on a multi-thread runtime.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_connections` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::{listen::Conn, ListenExt};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use tokio::net::TcpStream;
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// /// Echo lines until the client leaves or the server shuts down.
+    /// async fn handle(mut socket: TcpStream, conn: Conn) -> std::io::Result<()> {
+    ///     let mut buf = [0; 1024];
+    ///     loop {
+    ///         let n = tokio::select! {
+    ///             n = socket.read(&mut buf) => n?,
+    ///             () = conn.draining() => return Ok(()), // idle: close at once
+    ///         };
+    ///         if n == 0 {
+    ///             return Ok(());
+    ///         }
+    ///         socket.write_all(&buf[..n]).await?;
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
+    /// let report = TcpListenerStream::new(listener)
+    ///     .sleep_on_error(Duration::from_millis(100))
+    ///     .spawn_serve(10_000, handle)
+    ///     .with_graceful_shutdown(tokio::signal::ctrl_c())
+    ///     .grace(Duration::from_secs(10))
+    ///     .await;
+    /// println!("{report}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    fn spawn_serve<H, F>(self, max_connections: usize, handler: H) -> SpawnListen<Serve<Self, H>>
+    where
+        Self: Sized,
+        H: FnMut(Self::Item, Conn) -> F,
+        F: Future + Send + 'static,
+        F::Output: ConnectionOutput,
+    {
+        Listener::with_conns(max_connections, |conns| {
+            Serve::new(self, handler, conns.clone())
+        })
     }
 }
 

@@ -2,13 +2,11 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::resume_unwind;
-use std::pin::pin;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures_core::Stream;
-use futures_util::future::{select, Either};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,7 +30,9 @@ use super::stats::Stats;
 /// .map(handle).listen(max)`. Its connection futures need not be `Send`. `max` applies per loop.
 ///
 /// Returns once every loop is running. The [`PerCore`] handle has the merged [`Stats`] of all
-/// the loops and one [`shutdown`](PerCore::shutdown) for all of them.
+/// the loops and one [`shutdown`](PerCore::shutdown) for all of them. The loop `setup` returns
+/// is a plain [`Listener`] (from `listen`, `serve` or their spawning forms, with any time limit
+/// or reclaim): `per_core` adds the graceful shutdown itself.
 ///
 /// # Errors
 ///
@@ -158,42 +158,29 @@ fn not_started(started: &mpsc::Sender<io::Result<Stats>>, e: io::Error) -> Shutd
     let _ = started.send(Err(e));
     ShutdownReport {
         signalled: true,
-        grace_accepted: 0,
-        open_at_refuse: 0,
-        backlog_taken: 0,
-        ended: 0,
-        cancelled: 0,
-        stats: Default::default(),
+        ..ShutdownReport::default()
     }
 }
 
 /// Run `listener` until `stop` carries a grace period (or its sender is gone: no grace), then
-/// drain it for that long and cancel what is left.
+/// shut it down gracefully with that grace.
 async fn serve_until_stopped<S, M>(
     listener: Listener<S, M>,
-    mut stop: watch::Receiver<Option<Duration>>,
+    stop: watch::Receiver<Option<Duration>>,
 ) -> ShutdownReport
 where
     S: Stream,
     M: Mode<S::Item>,
 {
     let mut signal = stop.clone();
-    let mut drain = pin!(listener.with_graceful_drain(async move {
-        let _ = signal.wait_for(Option::is_some).await;
-    }));
-    // The grace period is only known when the signal comes, so the drain has no deadline of its
-    // own: this one cuts it.
-    let grace = match select(drain.as_mut(), pin!(stop.wait_for(Option::is_some))).await {
-        Either::Left((report, _)) => return report,
-        Either::Right((grace, _)) => grace.ok().and_then(|g| *g).unwrap_or_default(),
-    };
-    match tokio::time::timeout(grace, drain.as_mut()).await {
-        Ok(report) => report,
-        Err(_) => {
-            drain.as_mut().cancel_all();
-            drain.await
-        }
-    }
+    listener
+        .with_graceful_shutdown(async move {
+            let _ = signal.wait_for(Option::is_some).await;
+        })
+        // A dropped `PerCore` drops the sender: then no grace at all.
+        .grace(Duration::ZERO)
+        .late_grace(stop)
+        .await
 }
 
 /// The accept loops of [`per_core`], one per thread: their merged [`Stats`] and one
@@ -232,9 +219,10 @@ impl PerCore {
         self.loops.len()
     }
 
-    /// Stop every loop the way [`with_graceful_shutdown`](Listener::with_graceful_shutdown) does
-    /// (close every socket at once, give in-flight connections `grace` to finish, cancel the
-    /// rest), wait for the threads, and return one report for all of them: `ended` and
+    /// Stop every loop with the same [`with_graceful_shutdown`](Listener::with_graceful_shutdown)
+    /// each would have on its own (close every socket at once, taking the clients queued in its
+    /// backlog, fire the connections' [`Conn`](super::Conn) handles, give in-flight connections
+    /// `grace` to finish, cancel the rest), wait for the threads, and return one report for all of them: `ended` and
     /// `cancelled` summed, `stats` merged, `signalled` if every loop was still running when the
     /// signal came.
     ///
@@ -249,24 +237,13 @@ impl PerCore {
         let reports = self.stop_all(grace);
         let mut all = ShutdownReport {
             signalled: true,
-            grace_accepted: 0,
-            open_at_refuse: 0,
-            backlog_taken: 0,
-            ended: 0,
-            cancelled: 0,
             stats: self.stats.snapshot(),
+            ..ShutdownReport::default()
         };
         let mut panic = None;
         for report in reports {
             match report {
-                Ok(r) => {
-                    all.signalled &= r.signalled;
-                    all.grace_accepted += r.grace_accepted;
-                    all.open_at_refuse += r.open_at_refuse;
-                    all.backlog_taken += r.backlog_taken;
-                    all.ended += r.ended;
-                    all.cancelled += r.cancelled;
-                }
+                Ok(r) => all.merge(&r),
                 Err(p) => panic = panic.or(Some(p)),
             }
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use super::SleepOnError;
 use crate::overload::{reject, RejectReason, Rejections};
 
 /// Accept one queued connection and close it. `Pending` when the backlog is empty, with the task
@@ -153,4 +154,86 @@ pub(crate) fn is_out_of_descriptors(error: &io::Error) -> bool {
 #[cfg(not(unix))]
 pub(crate) fn is_out_of_descriptors(_: &io::Error) -> bool {
     false
+}
+
+#[cfg(unix)]
+impl<S, B, H> SleepOnError<S, B, H> {
+    /// When `accept` fails because descriptors ran out (`EMFILE`, `ENFILE`), reset up to
+    /// `max_per_error` connections waiting in the listening socket's backlog, so that their
+    /// clients learn at once instead of waiting out their own timeouts (libuv's trick).
+    ///
+    /// The stream keeps one spare descriptor open (`/dev/null`) from now on. On each such error
+    /// it closes it, accepts queued connections one by one into the slot it freed and resets
+    /// each (`SO_LINGER` 0: the client reads `ECONNRESET`, not an EOF it could take for an empty
+    /// answer, and the socket leaves no `TIME_WAIT` behind), then opens the spare again. Once the
+    /// backlog is empty, the stream polls its listener with the slot still free, so it waits for
+    /// the next client instead of backing off: each later client is shed as it arrives, and
+    /// nothing runs while none does (the error still counts as a backoff in
+    /// [`Stats`](super::Stats), and the hook sees it as one). A client that arrives just then
+    /// takes the slot and is served. If the round ends otherwise (the bound was reached, or
+    /// another thread took the slot) the stream backs off as usual. Service resumes as before
+    /// once descriptors free up: the spare is only given up while `accept` is failing.
+    ///
+    /// It works on any stream that is `AsRef` to a tokio `TcpListener` or `UnixListener`
+    /// ([`ShedBacklog`](ShedBacklog)): tokio-stream's `TcpListenerStream` and
+    /// `UnixListenerStream`. A Unix socket has no reset: its client reads EOF (an error, if it
+    /// had sent data), and it is reported without a peer address.
+    ///
+    /// Each reset connection is logged and counted as
+    /// [`RejectReason::Shed`](crate::overload::RejectReason::Shed) in the stats of the listener
+    /// that polls this stream, and reported with its peer address to the listener's
+    /// [`on_reject`](super::Listener::on_reject) hook. The count is exact: each one is a client
+    /// whose handshake had completed and that this stream took off the backlog and reset.
+    ///
+    /// # Threads and several listeners
+    ///
+    /// Descriptors are per process, so another thread (or another listener's shedding) may take
+    /// the freed slot between the close and the `accept`: that round then sheds nothing (or
+    /// fewer), and until the spare can be opened again this stream does not shed (it tries again
+    /// at each later error, and logs a warning). Nothing is lost or counted twice; a client may
+    /// only wait longer. Each stream keeps its own spare, so `n` shedding listeners hold `n`
+    /// descriptors. The stream sheds only with its spare in hand, so it never resets a client
+    /// in a slot that came free for serving.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_per_error` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::{overload::RejectReason, ListenExt};
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
+    /// let server = TcpListenerStream::new(listener)
+    ///     .sleep_on_error(Duration::from_millis(50))
+    ///     .shed_on_emfile(1024)
+    ///     .map(|_socket| async {})
+    ///     .spawn_listen(10_000);
+    /// let stats = server.stats();
+    /// server.await;
+    /// println!("shed: {}", stats.snapshot().rejected.get(RejectReason::Shed));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn shed_on_emfile<L>(mut self, max_per_error: usize) -> Self
+    where
+        S: ShedBacklog<L>,
+    {
+        assert!(
+            max_per_error > 0,
+            "shed_on_emfile: the bound must be at least 1"
+        );
+        self.set_shed(Shed::new(
+            max_per_error,
+            <S as ShedBacklog<L>>::poll_shed_one,
+        ));
+        self
+    }
 }

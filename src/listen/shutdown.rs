@@ -5,19 +5,19 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::sync::watch;
 use tokio::time::{sleep, Sleep};
 
 use futures_core::Stream;
 
-use super::drain::Drain;
 use super::listener::Listener;
 use super::mode::Mode;
 use super::stats::{Stats, StatsSnapshot};
 use crate::sockopt::BACKLOG;
 
 pin_project! {
-    /// Future for the [`with_graceful_shutdown`](Listener::with_graceful_shutdown) and
-    /// [`with_graceful_drain`](Listener::with_graceful_drain) methods of a [`Listener`].
+    /// Future for the [`with_graceful_shutdown`](Listener::with_graceful_shutdown) method of a
+    /// [`Listener`], and its settings.
     ///
     /// Until `signal` completes, it runs the listener as usual. Then, in phases, each counted in
     /// the [`ShutdownReport`]:
@@ -30,10 +30,12 @@ pin_project! {
     ///    are refused instead of waiting in the backlog). Clients already queued in the kernel's
     ///    backlog would be reset by the close: first the connections the stream has ready are
     ///    taken and served like the others (see [`take_backlog`](GracefulShutdown::take_backlog)).
-    /// 3. **Drain**: in-flight connections get the grace period to finish (with
-    ///    `with_graceful_drain`, as long as they take). A [`Drain`] given to
-    ///    [`with_drain`](GracefulShutdown::with_drain) starts with the signal, so connections
-    ///    can finish at once instead of at the deadline.
+    /// 3. **Drain**: in-flight connections get the grace period to finish
+    ///    ([`grace`](GracefulShutdown::grace); without one, as long as they take). The
+    ///    [`Conn`](super::Conn) handle of every connection of [`serve`](crate::ListenExt::serve)
+    ///    fires at the signal (or at its moment of the
+    ///    [`close_spread`](GracefulShutdown::close_spread)), so connections can finish at once
+    ///    instead of at the deadline.
     /// 4. **Cancel**: when the grace period runs out, every connection still running is
     ///    cancelled.
     ///
@@ -50,8 +52,10 @@ pin_project! {
         timer: Option<Sleep>,
         phase: Phase,
         grace: Option<Duration>,
+        // A grace given with the signal, which replaces `grace` (one accept loop per core).
+        late_grace: Option<watch::Receiver<Option<Duration>>>,
         grace_accept: Option<Duration>,
-        drain: Option<Drain>,
+        close_spread: Duration,
         // The most connections taken from the backlog at refuse.
         backlog: usize,
         backlog_taken: u64,
@@ -73,7 +77,7 @@ enum Phase {
 }
 
 /// How a [`GracefulShutdown`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// `true` if the signal came; `false` if the accept stream ended and every connection
@@ -96,6 +100,20 @@ pub struct ShutdownReport {
     pub cancelled: u64,
     /// The listener's counters at the end.
     pub stats: StatsSnapshot,
+}
+
+impl ShutdownReport {
+    /// Add another loop's report to this one: counts summed, `signalled` only if both were.
+    /// `stats` is left as it is (merge the handles with [`Stats::merged`] instead).
+    #[allow(dead_code)] // used by `per_core`, which exists only where `SO_REUSEPORT` does
+    pub(crate) fn merge(&mut self, other: &ShutdownReport) {
+        self.signalled &= other.signalled;
+        self.grace_accepted += other.grace_accepted;
+        self.open_at_refuse += other.open_at_refuse;
+        self.backlog_taken += other.backlog_taken;
+        self.ended += other.ended;
+        self.cancelled += other.cancelled;
+    }
 }
 
 impl fmt::Display for ShutdownReport {
@@ -126,15 +144,16 @@ where
     M: Mode<S::Item>,
     F: Future,
 {
-    pub(crate) fn new(listener: Listener<S, M>, signal: F, grace: Option<Duration>) -> Self {
+    pub(crate) fn new(listener: Listener<S, M>, signal: F) -> Self {
         GracefulShutdown {
             listener,
             signal: Some(signal),
             timer: None,
             phase: Phase::Running,
-            grace,
+            grace: None,
+            late_grace: None,
             grace_accept: None,
-            drain: None,
+            close_spread: Duration::ZERO,
             backlog: BACKLOG as usize,
             backlog_taken: 0,
             at_signal: None,
@@ -142,17 +161,100 @@ where
         }
     }
 
-    /// Start `drain` when the signal comes, so that every connection holding a clone of it
-    /// hears of the shutdown at once (or at its moment in the drain's spread window). See
-    /// [`Drain`].
-    pub fn with_drain(mut self, drain: Drain) -> Self {
-        self.drain = Some(drain);
+    /// Give the connections `grace` to finish after the port closes (phase 3), then cancel the
+    /// rest (phase 4). Without it, the shutdown waits for every connection, however long it
+    /// takes. A zero grace cancels every connection as the port closes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = tokio::time::Instant::now();
+    /// let slow = || stream::iter([3600u64]).chain(stream::pending());
+    /// let run = |secs| sleep(Duration::from_secs(secs));
+    ///
+    /// // No grace: the connection runs its whole hour.
+    /// let report = slow().map(run).listen(10).with_graceful_shutdown(sleep(Duration::from_secs(1))).await;
+    /// assert_eq!((report.ended, report.cancelled), (1, 0));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(3600));
+    ///
+    /// // A 10 s grace: cut 10 s after the signal.
+    /// let start = tokio::time::Instant::now();
+    /// let report = slow()
+    ///     .map(run)
+    ///     .listen(10)
+    ///     .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+    ///     .grace(Duration::from_secs(10))
+    ///     .await;
+    /// assert_eq!((report.ended, report.cancelled), (0, 1));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(11));
+    /// # }
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = Some(grace);
+        self
+    }
+
+    /// Take the grace period from `late` when the signal comes, if it holds one by then (one
+    /// accept loop per core, where it is only known at the shutdown).
+    #[allow(dead_code)] // used by `per_core`, which exists only where `SO_REUSEPORT` does
+    pub(crate) fn late_grace(mut self, late: watch::Receiver<Option<Duration>>) -> Self {
+        self.late_grace = Some(late);
+        self
+    }
+
+    /// Spread the connections' closes evenly over `window` after the signal, instead of every
+    /// connection closing (and every client reconnecting elsewhere) at once, as HAProxy's
+    /// `close-spread-time` does: each connection's [`Conn`](super::Conn) fires at its own
+    /// moment in the window. Keep it shorter than the [`grace`](GracefulShutdown::grace). A
+    /// zero window, the default, fires every handle at the signal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::{sleep, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let (closed, at) = std::sync::mpsc::channel();
+    /// let report = stream::iter(0..100)
+    ///     .chain(stream::pending())
+    ///     .serve(100, move |_, conn| {
+    ///         let closed = closed.clone();
+    ///         async move {
+    ///             conn.draining().await;
+    ///             closed.send(start.elapsed()).unwrap();
+    ///         }
+    ///     })
+    ///     .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+    ///     .close_spread(Duration::from_secs(10))
+    ///     .await;
+    /// assert_eq!(report.ended, 100);
+    /// let at: Vec<Duration> = at.try_iter().collect();
+    /// // Between the signal at 1 s and the end of the window at 11 s, about 10 a second.
+    /// assert!(at.iter().all(|t| *t >= Duration::from_secs(1) && *t < Duration::from_secs(11)));
+    /// let first_second = at.iter().filter(|t| **t < Duration::from_secs(2)).count();
+    /// assert!((7..=13).contains(&first_second), "{first_second}");
+    /// # }
+    /// ```
+    pub fn close_spread(mut self, window: Duration) -> Self {
+        self.close_spread = window;
         self
     }
 
     /// Keep accepting for `window` after the signal before closing the port (phase 1): clients
-    /// that connect meanwhile are served, and the [`Drain`] (already started) tells them to
-    /// close after their request. The grace period starts when the port closes. A zero window
+    /// that connect meanwhile are served, and their [`Conn`](super::Conn) (already fired)
+    /// tells them to close after their request. The grace period starts when the port closes. A zero window
     /// closes the port at once, as without this call.
     ///
     /// # Examples
@@ -160,28 +262,20 @@ where
     /// ```
     /// use std::time::Duration;
     /// use futures_util::{stream, StreamExt};
-    /// use staunch::{listen::Drain, ListenExt};
+    /// use staunch::ListenExt;
     /// use tokio::time::sleep;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// // A client a second; each one's connection lasts until the drain tells it to close.
+    /// // A client a second; each one's connection lasts until its handle tells it to close.
     /// let clients = stream::unfold((), |()| async {
     ///     sleep(Duration::from_secs(1)).await;
     ///     Some(((), ()))
     /// });
-    /// let drain = Drain::new();
     /// let report = clients
-    ///     .map({
-    ///         let drain = drain.clone();
-    ///         move |()| {
-    ///             let drain = drain.clone();
-    ///             async move { drain.draining().await }
-    ///         }
-    ///     })
-    ///     .listen(100)
-    ///     .with_graceful_shutdown(sleep(Duration::from_millis(5500)), Duration::from_secs(30))
-    ///     .with_drain(drain)
+    ///     .serve(100, |(), conn| async move { conn.draining().await })
+    ///     .with_graceful_shutdown(sleep(Duration::from_millis(5500)))
+    ///     .grace(Duration::from_secs(30))
     ///     .grace_accept(Duration::from_secs(3))
     ///     .await;
     /// // The clients of 6 s, 7 s and 8 s were still accepted; the port closed at 8.5 s.
@@ -202,8 +296,8 @@ where
     /// `ECONNRESET`). So before it drops the stream, the shutdown polls it until it has no
     /// connection ready, up to `max`, without waiting: what the kernel had queued and the
     /// runtime had seen arrive. Those connections are held and started as slots free, like
-    /// connections accepted while full; the [`Drain`] has already started, so each can serve
-    /// the request it sent and close, or close at once with a FIN. They are counted in
+    /// connections accepted while full; their [`Conn`](super::Conn) has already fired, so each
+    /// can serve the request it sent and close, or close at once with a FIN. They are counted in
     /// [`ShutdownReport::backlog_taken`], and are cut with the rest at the end of the grace
     /// period if they have not finished.
     ///
@@ -224,23 +318,18 @@ where
     /// ```no_run
     /// use std::time::Duration;
     /// use futures_util::StreamExt;
-    /// use staunch::{listen::Drain, ListenExt};
+    /// use staunch::{listen::Conn, ListenExt};
     /// use tokio_stream::wrappers::TcpListenerStream;
     ///
-    /// # async fn handle(_: tokio::net::TcpStream, _: Drain) {}
+    /// # async fn handle(_: tokio::net::TcpStream, _: Conn) {}
     /// # #[tokio::main]
     /// # async fn main() -> std::io::Result<()> {
     /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
-    /// let drain = Drain::new();
     /// let report = TcpListenerStream::new(listener)
     ///     .sleep_on_error(Duration::from_millis(100))
-    ///     .map({
-    ///         let drain = drain.clone();
-    ///         move |socket| handle(socket, drain.clone())
-    ///     })
-    ///     .spawn_listen(1000)
-    ///     .with_graceful_shutdown(tokio::signal::ctrl_c(), Duration::from_secs(10))
-    ///     .with_drain(drain)
+    ///     .spawn_serve(1000, handle)
+    ///     .with_graceful_shutdown(tokio::signal::ctrl_c())
+    ///     .grace(Duration::from_secs(10))
     ///     .take_backlog(100) // at most 100 queued clients served; the rest are reset
     ///     .await;
     /// println!("{} queued clients taken at shutdown", report.backlog_taken);
@@ -253,7 +342,7 @@ where
     }
 
     /// The grace period; `None` waits for every connection with no deadline.
-    pub fn grace(&self) -> Option<Duration> {
+    pub fn grace_period(&self) -> Option<Duration> {
         self.grace
     }
 
@@ -265,12 +354,6 @@ where
     /// The listener.
     pub fn get_ref(&self) -> &Listener<S, M> {
         &self.listener
-    }
-
-    /// Cancel every connection still running now, as the end of the grace period does.
-    #[allow(dead_code)] // used by `per_core`, which exists only where `SO_REUSEPORT` does
-    pub(crate) fn cancel_all(self: Pin<&mut Self>) {
-        self.project().listener.cancel_all();
     }
 }
 
@@ -289,9 +372,10 @@ where
                 this.signal.set(None);
                 let stats = this.listener.stats();
                 *this.at_signal = Some(stats.snapshot());
-                if let Some(drain) = this.drain {
-                    drain.start();
+                if let Some(late) = this.late_grace.as_ref().and_then(|late| *late.borrow()) {
+                    *this.grace = Some(late);
                 }
+                this.listener.conns().start(*this.close_spread);
                 log_event!(
                     info,
                     active = stats.active(),
@@ -395,7 +479,7 @@ impl<L: fmt::Debug, F> fmt::Debug for GracefulShutdown<L, F> {
             .field("phase", &self.phase)
             .field("grace", &self.grace)
             .field("grace_accept", &self.grace_accept)
-            .field("drain", &self.drain)
+            .field("close_spread", &self.close_spread)
             .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }

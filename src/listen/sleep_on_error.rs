@@ -13,9 +13,9 @@ use tokio::time::{sleep, Instant, Sleep};
 
 #[cfg(feature = "tracing")]
 use super::connection::NoPanic;
+use super::accept_error::hook::ErrorHook;
+use super::accept_error::{report, AcceptAction, AcceptErrorEvent};
 use super::link::Link;
-#[cfg(unix)]
-use super::shed::ShedBacklog;
 use super::shed::{is_out_of_descriptors, Shed};
 use super::stats::{bump, AcceptShared, Stats};
 use super::ErrorClass;
@@ -31,33 +31,6 @@ const SKIP_BUDGET: u32 = 64;
 
 /// At most one backoff event a second is logged at `error` level; the others go to `debug`.
 const LOUD_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-pub(crate) mod hook {
-    #![allow(unreachable_pub)] // sealed: public in a private module on purpose
-
-    use super::AcceptErrorEvent;
-
-    /// The error hook of a [`SleepOnError`](super::SleepOnError): `()` for none, or the closure
-    /// given to [`on_error`](super::SleepOnError::on_error).
-    pub trait ErrorHook {
-        /// `true` for `()`, the absent hook.
-        const IS_NONE: bool = false;
-        fn call(&mut self, event: &AcceptErrorEvent<'_>);
-    }
-
-    impl ErrorHook for () {
-        const IS_NONE: bool = true;
-        fn call(&mut self, _: &AcceptErrorEvent<'_>) {}
-    }
-
-    impl<F: FnMut(&AcceptErrorEvent<'_>)> ErrorHook for F {
-        fn call(&mut self, event: &AcceptErrorEvent<'_>) {
-            self(event)
-        }
-    }
-}
-
-use hook::ErrorHook;
 
 pin_project! {
     /// Stream for the [`sleep_on_error`](crate::ListenExt::sleep_on_error) method.
@@ -81,49 +54,6 @@ pin_project! {
         shed: Option<Box<Shed<S>>>,
         // Carried over as is by the builder methods.
         state: State,
-    }
-}
-
-/// What [`SleepOnError`] does about one accept error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AcceptAction {
-    /// Per-connection error: accept again at once.
-    Skip,
-    /// Wait this long (or until one of the listener's own connections ends) before accepting again.
-    Backoff(Duration),
-    /// The give-up limit was reached: the stream ends.
-    GiveUp,
-}
-
-/// One accept error, as seen by the [`on_error`](SleepOnError::on_error) hook.
-#[derive(Debug)]
-pub struct AcceptErrorEvent<'a> {
-    error: &'a io::Error,
-    class: ErrorClass,
-    action: AcceptAction,
-    consecutive: u32,
-}
-
-impl AcceptErrorEvent<'_> {
-    /// The error `accept` returned.
-    pub fn error(&self) -> &io::Error {
-        self.error
-    }
-
-    /// How it was classified.
-    pub fn class(&self) -> ErrorClass {
-        self.class
-    }
-
-    /// What the stream does about it.
-    pub fn action(&self) -> AcceptAction {
-        self.action
-    }
-
-    /// Backed-off errors in a row, this one included (0 for a skipped per-connection error).
-    pub fn consecutive(&self) -> u32 {
-        self.consecutive
     }
 }
 
@@ -268,20 +198,6 @@ impl<S, B, H> SleepOnError<S, B, H> {
         self
     }
 
-    /// Count the connections this stream sheds ([`shed_on_emfile`](SleepOnError::shed_on_emfile))
-    /// into `rejections`, and report each to its hook with the peer's address. Without it, they
-    /// are counted in counters of the stream's own. Either way they are in [`stats`](Self::stats)
-    /// and in the stats of the listener that polls this stream, once.
-    pub fn rejections(self, rejections: crate::overload::Rejections) -> Self {
-        *self
-            .state
-            .shared
-            .rejections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(rejections);
-        self
-    }
-
     /// A handle to this stream's counters.
     pub fn stats(&self) -> Stats {
         Stats::accept(self.state.shared.clone())
@@ -300,91 +216,11 @@ impl<S, B, H> SleepOnError<S, B, H> {
     );
 }
 
-#[cfg(unix)]
 impl<S, B, H> SleepOnError<S, B, H> {
-    /// When `accept` fails because descriptors ran out (`EMFILE`, `ENFILE`), reset up to
-    /// `max_per_error` connections waiting in the listening socket's backlog, so that their
-    /// clients learn at once instead of waiting out their own timeouts (libuv's trick).
-    ///
-    /// The stream keeps one spare descriptor open (`/dev/null`) from now on. On each such error
-    /// it closes it, accepts queued connections one by one into the slot it freed and resets
-    /// each (`SO_LINGER` 0: the client reads `ECONNRESET`, not an EOF it could take for an empty
-    /// answer, and the socket leaves no `TIME_WAIT` behind), then opens the spare again. Once the
-    /// backlog is empty, the stream polls its listener with the slot still free, so it waits for
-    /// the next client instead of backing off: each later client is shed as it arrives, and
-    /// nothing runs while none does (the error still counts as a backoff in
-    /// [`Stats`](super::Stats), and the hook sees it as one). A client that arrives just then
-    /// takes the slot and is served. If the round ends otherwise (the bound was reached, or
-    /// another thread took the slot) the stream backs off as usual. Service resumes as before
-    /// once descriptors free up: the spare is only given up while `accept` is failing.
-    ///
-    /// It works on any stream that is `AsRef` to a tokio `TcpListener` or `UnixListener`
-    /// ([`ShedBacklog`](super::ShedBacklog)): tokio-stream's `TcpListenerStream` and
-    /// `UnixListenerStream`. A Unix socket has no reset: its client reads EOF (an error, if it
-    /// had sent data), and it is reported without a peer address.
-    ///
-    /// Each reset connection is counted as [`RejectReason::Shed`](crate::overload::RejectReason::Shed)
-    /// ([`StatsSnapshot::shed`](super::StatsSnapshot::shed)), logged, and reported with its peer
-    /// address to the hook of the [`Rejections`](crate::overload::Rejections) given with
-    /// [`rejections`](SleepOnError::rejections). The count is exact: each one is a client whose
-    /// handshake had completed and that this stream took off the backlog and reset.
-    ///
-    /// # Threads and several listeners
-    ///
-    /// Descriptors are per process, so another thread (or another listener's shedding) may take
-    /// the freed slot between the close and the `accept`: that round then sheds nothing (or
-    /// fewer), and until the spare can be opened again this stream does not shed (it tries again
-    /// at each later error, and logs a warning). Nothing is lost or counted twice; a client may
-    /// only wait longer. Each stream keeps its own spare, so `n` shedding listeners hold `n`
-    /// descriptors. The stream sheds only with its spare in hand, so it never resets a client
-    /// in a slot that came free for serving.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `max_per_error` is zero.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use futures_util::StreamExt;
-    /// use staunch::ListenExt;
-    /// use tokio_stream::wrappers::TcpListenerStream;
-    ///
-    /// # #[tokio::main]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
-    /// let server = TcpListenerStream::new(listener)
-    ///     .sleep_on_error(Duration::from_millis(50))
-    ///     .shed_on_emfile(1024)
-    ///     .map(|_socket| async {})
-    ///     .spawn_listen(10_000);
-    /// let stats = server.stats();
-    /// server.await;
-    /// println!("shed: {}", stats.snapshot().shed);
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[track_caller]
-    pub fn shed_on_emfile<L>(mut self, max_per_error: usize) -> Self
-    where
-        S: ShedBacklog<L>,
-    {
-        assert!(
-            max_per_error > 0,
-            "shed_on_emfile: the bound must be at least 1"
-        );
-        self.shed = Some(Box::new(Shed::new(
-            max_per_error,
-            <S as ShedBacklog<L>>::poll_shed_one,
-        )));
-        self.state
-            .shared
-            .rejections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(crate::overload::Rejections::new);
-        self
+    /// Shed the backlog with `shed` on every `EMFILE` and `ENFILE` from now on.
+    #[cfg(unix)]
+    pub(super) fn set_shed(&mut self, shed: Shed<S>) {
+        self.shed = Some(Box::new(shed));
     }
 }
 
@@ -515,14 +351,8 @@ where
                 .as_deref_mut()
                 .filter(|_| is_out_of_descriptors(&error))
             {
-                let rejections = state
-                    .shared
-                    .rejections
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let (n, drained) =
-                    shed.shed(this.stream.as_ref().get_ref(), rejections.as_ref(), cx);
+                let rejections = state.link.rejections();
+                let (n, drained) = shed.shed(this.stream.as_ref().get_ref(), rejections, cx);
                 if n > 0 {
                     log_event!(
                         info,
@@ -588,21 +418,6 @@ fn log_backoff(
         event!(debug);
     }
     let _ = (loud, error, class, delay, consecutive, active);
-}
-
-fn report<H: ErrorHook>(
-    hook: &mut H,
-    error: &io::Error,
-    class: ErrorClass,
-    action: AcceptAction,
-    consecutive: u32,
-) {
-    hook.call(&AcceptErrorEvent {
-        error,
-        class,
-        action,
-        consecutive,
-    });
 }
 
 impl<S, B, H, T> FusedStream for SleepOnError<S, B, H>

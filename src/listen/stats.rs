@@ -3,7 +3,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::overload::{RejectReason, Rejections};
+use crate::overload::{RejectCounts, Rejections};
 
 /// A cheap handle to a server's counters, readable while it runs (from any thread).
 ///
@@ -50,13 +50,13 @@ enum Source {
 /// holds once it has stopped (while it runs, counters are read one by one and may be a moment
 /// apart).
 ///
-/// Connections refused or dropped on purpose are counted by [`RejectReason`]
-/// ([`rejected`](StatsSnapshot::rejected)): `shed` by the `sleep_on_error` stream, the others by
-/// the [`Rejections`] given to the listener with
-/// [`Listener::rejections`](super::Listener::rejections) (or to the stream); `timed_out` and
-/// `cancelled` are the listener's own. A connection closed by `limit_per_peer` or shed was never
-/// started, so it is not in `connections`; one failed by `MinReadRate` was, and its future
-/// ended as `failed` (or `finished`, if the handler swallowed the error).
+/// Connections refused or dropped on purpose are counted by reason in
+/// [`rejected`](StatsSnapshot::rejected): by the overload controls and `shed_on_emfile` the
+/// listener polls, by its idle reclaim, and by the listener itself when it cancels a connection
+/// (`rejected.get(TimeLimit)` is `timed_out` and `rejected.get(Shutdown)` is `cancelled`). A
+/// connection closed by `limit_per_peer`, `reject_excess` or shed was never started, so it is
+/// not in `connections`; one failed by `MinReadRate` was, and its future ended as `failed` (or
+/// `finished`, if the handler swallowed the error).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
@@ -84,25 +84,13 @@ pub struct StatsSnapshot {
     pub panicked: u64,
     /// Connection futures cancelled by the per-connection time limit.
     pub timed_out: u64,
-    /// Connection futures cancelled at the end of a graceful shutdown's grace period.
+    /// Connection futures cancelled by the listener: at the end of a graceful shutdown's grace
+    /// period, or because the listener was dropped while they ran.
     pub cancelled: u64,
     /// `true` once a `sleep_on_error` stream gave up and ended because errors persisted.
     pub gave_up: bool,
-    /// Queued connections accepted and reset at once because descriptors ran out
-    /// ([`shed_on_emfile`](super::SleepOnError::shed_on_emfile)).
-    pub shed: u64,
-    /// Connections closed at once because their peer held the most allowed
-    /// ([`limit_per_peer`](crate::overload::OverloadExt::limit_per_peer)).
-    pub peer_limit: u64,
-    /// Connections closed at once for arriving over an accept rate limit
-    /// ([`reject_excess`](crate::overload::LimitRate::reject_excess)).
-    pub rate_limit: u64,
-    /// Connections failed because their peer sent slower than a minimum rate
-    /// ([`MinReadRate`](crate::overload::MinReadRate)).
-    pub min_read_rate: u64,
-    /// Idle connections asked to close to make room near the connection limit
-    /// ([`Listener::reclaim_idle`](super::Listener::reclaim_idle)).
-    pub reclaimed: u64,
+    /// Connections refused or dropped on purpose, by [`RejectReason`](crate::overload::RejectReason).
+    pub rejected: RejectCounts,
 }
 
 impl Stats {
@@ -166,18 +154,15 @@ impl Stats {
                 if first(seen, Arc::as_ptr(a).cast()) {
                     a.add_to(s);
                 }
-                add_rejections(&a.rejections, s, seen);
             }
             Source::Listen(l) => {
                 if first(seen, Arc::as_ptr(l).cast()) {
                     l.add_to(s);
                 }
-                add_rejections(&l.rejections, s, seen);
                 for a in l.linked.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     if first(seen, Arc::as_ptr(a).cast()) {
                         a.add_to(s);
                     }
-                    add_rejections(&a.rejections, s, seen);
                 }
             }
             Source::Merged(all) => {
@@ -203,18 +188,6 @@ impl Stats {
         }
     }
 
-    /// The [`Rejections`] given to the listener, if this handle is a listener's.
-    pub(crate) fn listener_rejections(&self) -> Option<Rejections> {
-        match &self.source {
-            Source::Listen(l) => l
-                .rejections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            _ => None,
-        }
-    }
-
     /// The error that made a `sleep_on_error` stream give up, if one did. It can be taken once.
     pub fn take_give_up_error(&self) -> Option<io::Error> {
         match &self.source {
@@ -230,58 +203,7 @@ impl Stats {
     }
 }
 
-/// Add the counters of the [`Rejections`] attached to a stream or listener, unless already added.
-fn add_rejections(
-    attached: &Mutex<Option<Rejections>>,
-    s: &mut StatsSnapshot,
-    seen: &mut Vec<*const ()>,
-) {
-    if let Some(r) = attached.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        if !seen.contains(&r.id()) {
-            seen.push(r.id());
-            r.add_to(s);
-        }
-    }
-}
-
 impl StatsSnapshot {
-    /// Connections refused or dropped on purpose for `reason`.
-    pub fn rejected(&self, reason: RejectReason) -> u64 {
-        match reason {
-            RejectReason::Shed => self.shed,
-            RejectReason::PeerLimit => self.peer_limit,
-            RejectReason::RateLimit => self.rate_limit,
-            RejectReason::MinReadRate => self.min_read_rate,
-            RejectReason::Reclaimed => self.reclaimed,
-            RejectReason::TimeLimit => self.timed_out,
-            RejectReason::Shutdown => self.cancelled,
-        }
-    }
-
-    /// Connections refused or dropped on purpose, for every reason.
-    pub fn rejected_total(&self) -> u64 {
-        self.shed
-            + self.peer_limit
-            + self.rate_limit
-            + self.min_read_rate
-            + self.reclaimed
-            + self.timed_out
-            + self.cancelled
-    }
-
-    pub(crate) fn add_rejected(&mut self, reason: RejectReason, n: u64) {
-        let counter = match reason {
-            RejectReason::Shed => &mut self.shed,
-            RejectReason::PeerLimit => &mut self.peer_limit,
-            RejectReason::RateLimit => &mut self.rate_limit,
-            RejectReason::MinReadRate => &mut self.min_read_rate,
-            RejectReason::Reclaimed => &mut self.reclaimed,
-            RejectReason::TimeLimit => &mut self.timed_out,
-            RejectReason::Shutdown => &mut self.cancelled,
-        };
-        *counter += n;
-    }
-
     fn add(&mut self, o: &StatsSnapshot) {
         self.accepted += o.accepted;
         self.connection_errors += o.connection_errors;
@@ -296,11 +218,7 @@ impl StatsSnapshot {
         self.timed_out += o.timed_out;
         self.cancelled += o.cancelled;
         self.gave_up |= o.gave_up;
-        self.shed += o.shed;
-        self.peer_limit += o.peer_limit;
-        self.rate_limit += o.rate_limit;
-        self.min_read_rate += o.min_read_rate;
-        self.reclaimed += o.reclaimed;
+        self.rejected.add(&o.rejected);
     }
 }
 
@@ -329,17 +247,8 @@ impl fmt::Display for StatsSnapshot {
             self.timed_out,
             self.cancelled
         )?;
-        for reason in [
-            RejectReason::Shed,
-            RejectReason::PeerLimit,
-            RejectReason::RateLimit,
-            RejectReason::MinReadRate,
-            RejectReason::Reclaimed,
-        ] {
-            let n = self.rejected(reason);
-            if n > 0 {
-                write!(f, " {reason}={n}")?;
-            }
+        if self.rejected.total() > self.timed_out + self.cancelled {
+            write!(f, " rejected: {}", self.rejected)?;
         }
         if self.gave_up {
             f.write_str(" gave_up")?;
@@ -357,8 +266,6 @@ pub(crate) struct AcceptShared {
     pub(crate) woken_by_release: AtomicU64,
     pub(crate) give_up_error: Mutex<Option<io::Error>>,
     pub(crate) gave_up: std::sync::atomic::AtomicBool,
-    /// Where this stream counts the connections it sheds.
-    pub(crate) rejections: Mutex<Option<Rejections>>,
 }
 
 impl AcceptShared {
@@ -392,9 +299,10 @@ pub(crate) struct ListenShared {
     /// Bumped whenever a connection future ends (and so has dropped its socket).
     pub(crate) releases: AtomicU64,
     linked: Mutex<Vec<Arc<AcceptShared>>>,
-    /// Given with [`Listener::rejections`](super::Listener::rejections): read with these
-    /// counters, and told of time-limit and shutdown cancels.
-    pub(crate) rejections: Mutex<Option<Rejections>>,
+    /// Where every control this listener polls counts its rejections (found through the
+    /// thread-local lend while the listener polls its stream), and where the listener counts
+    /// its own cancels.
+    pub(crate) rejections: Rejections,
 }
 
 impl ListenShared {
@@ -407,6 +315,7 @@ impl ListenShared {
         s.panicked += self.panicked.load(Relaxed);
         s.timed_out += self.timed_out.load(Relaxed);
         s.cancelled += self.cancelled.load(Relaxed);
+        s.rejected.add(&self.rejections.counts());
     }
 
     pub(crate) fn started(&self) -> usize {

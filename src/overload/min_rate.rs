@@ -7,11 +7,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::reject::{reject, RejectReason, Rejections};
+use super::peer::PeerAddr;
+use super::reject::{Ambient, RejectReason};
 
 /// Where the read clock of a [`MinReadRate`] stands.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +44,11 @@ pin_project! {
     /// never exceeds `grace`, so a fast start cannot be banked for a long silence later. When
     /// the credit runs out during a read, the read fails with an [`io::Error`] of kind
     /// [`TimedOut`](io::ErrorKind::TimedOut) whose inner error is a [`ReadTooSlow`] (so do
-    /// every later read), and the rejection is counted as [`RejectReason::MinReadRate`].
+    /// every later read), and the rejection is counted as [`RejectReason::MinReadRate`] in the
+    /// stats of the listener that made it: one made by the
+    /// [`min_read_rate`](super::OverloadExt::min_read_rate) stage, or by hand in the
+    /// synchronous part of a `map` or `serve` closure, counts there; one made elsewhere (inside
+    /// a spawned handler) logs the rejection only.
     /// Writes are passed through untouched.
     ///
     /// So a peer sending nothing is cut `grace` after the handler starts waiting, and a peer
@@ -86,7 +92,7 @@ pin_project! {
     /// let mut buf = [0; 64];
     /// assert_eq!(conn.read(&mut buf).await.unwrap(), 1);
     /// let error = conn.read(&mut buf).await.unwrap_err();
-    /// assert!(ReadTooSlow::is(&error));
+    /// assert!(ReadTooSlow::from_io_error(&error).is_some());
     /// assert_eq!(start.elapsed(), Duration::from_secs(5));
     /// # }
     /// ```
@@ -101,7 +107,7 @@ pin_project! {
         grace: Duration,
         clock: Clock,
         peer: Option<SocketAddr>,
-        rejections: Option<Rejections>,
+        rejections: Ambient,
     }
 }
 
@@ -129,19 +135,13 @@ impl<T> MinReadRate<T> {
             grace,
             clock: Clock::NotStarted,
             peer: None,
-            rejections: None,
+            rejections: Ambient::current(),
         }
     }
 
     /// The peer's address, for the rejection report.
     pub fn peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
-        self
-    }
-
-    /// Count the rejection into `rejections` when this connection is failed.
-    pub fn rejections(mut self, rejections: Rejections) -> Self {
-        self.rejections = Some(rejections);
         self
     }
 
@@ -219,16 +219,21 @@ impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
             grace_ms = this.grace.as_millis() as u64,
             "read slower than the minimum rate: failing the connection"
         );
-        reject(
-            this.rejections.as_ref(),
-            RejectReason::MinReadRate,
-            *this.peer,
-        );
+        this.rejections.reject(RejectReason::MinReadRate, *this.peer);
         Poll::Ready(Err(self.error()))
     }
 }
 
 delegate_async_write!(MinReadRate);
+
+impl<T: PeerAddr> PeerAddr for MinReadRate<T> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self.peer {
+            Some(peer) => Ok(peer),
+            None => self.io.peer_addr(),
+        }
+    }
+}
 
 impl<T: fmt::Debug> fmt::Debug for MinReadRate<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -251,9 +256,10 @@ pub struct ReadTooSlow {
 }
 
 impl ReadTooSlow {
-    /// Whether `error` is a [`MinReadRate`] failing its connection.
-    pub fn is(error: &io::Error) -> bool {
-        error.get_ref().is_some_and(|e| e.is::<ReadTooSlow>())
+    /// The `ReadTooSlow` inside `error`, if `error` is a [`MinReadRate`] failing its
+    /// connection.
+    pub fn from_io_error(error: &io::Error) -> Option<&ReadTooSlow> {
+        error.get_ref()?.downcast_ref()
     }
 
     /// The minimum rate the peer fell below.
@@ -278,3 +284,91 @@ impl fmt::Display for ReadTooSlow {
 }
 
 impl Error for ReadTooSlow {}
+
+pin_project! {
+    /// Stream for the [`min_read_rate`](super::OverloadExt::min_read_rate) method: each
+    /// accepted connection comes wrapped in a [`MinReadRate`] that knows its peer's address, and
+    /// counts its rejection in the stats of the listener that polls this stream.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct MinReadRateStream<S> {
+        #[pin]
+        stream: S,
+        bytes_per_sec: u32,
+        grace: Duration,
+    }
+}
+
+impl<S> MinReadRateStream<S> {
+    #[track_caller]
+    pub(crate) fn new(stream: S, bytes_per_sec: u32, grace: Duration) -> Self {
+        assert!(
+            bytes_per_sec > 0,
+            "min_read_rate: the rate must be at least 1 byte a second"
+        );
+        assert!(
+            !grace.is_zero(),
+            "min_read_rate: the grace period must be greater than zero"
+        );
+        MinReadRateStream {
+            stream,
+            bytes_per_sec,
+            grace,
+        }
+    }
+
+    /// The inner stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The inner stream, dropping the settings.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S> Stream for MinReadRateStream<S>
+where
+    S: Stream,
+    S::Item: PeerAddr,
+{
+    type Item = MinReadRate<S::Item>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        this.stream.poll_next(cx).map(|item| {
+            item.map(|io| {
+                let peer = io.peer_addr().ok();
+                let mut io = MinReadRate::new(io, *this.bytes_per_sec, *this.grace);
+                if let Some(peer) = peer {
+                    io = io.peer(peer);
+                }
+                io
+            })
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.stream.size_hint()
+    }
+}
+
+impl<S> FusedStream for MinReadRateStream<S>
+where
+    S: FusedStream,
+    S::Item: PeerAddr,
+{
+    fn is_terminated(&self) -> bool {
+        self.stream.is_terminated()
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for MinReadRateStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MinReadRateStream")
+            .field("stream", &self.stream)
+            .field("bytes_per_sec", &self.bytes_per_sec)
+            .field("grace", &self.grace)
+            .finish()
+    }
+}

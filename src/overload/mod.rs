@@ -14,40 +14,39 @@
 //!   [`min_read_rate`](OverloadExt::min_read_rate) wraps every accepted connection in one.
 //! - [`Listener::reclaim_idle`](crate::listen::Listener::reclaim_idle): near the connection
 //!   limit, the connections idle longest (keep-alive connections between requests, marked with
-//!   [`Drain::idle`](crate::listen::Drain::idle)) are asked to close through their
-//!   [`Drain`](crate::listen::Drain), so that new clients find a slot (nginx's reuse of idle
+//!   [`Conn::idle`](crate::listen::Conn::idle)) are asked to close through their
+//!   [`Conn`](crate::listen::Conn), so that new clients find a slot (nginx's reuse of idle
 //!   keep-alive connections at 1/16 free).
-//! - [`Rejections`]: counters of rejected connections by [`RejectReason`], and a hook that
-//!   sees each one with its peer's address. Every control above counts into one when given it,
-//!   and logs each rejection (a `tracing` event at `debug`) either way. Given to the listener
-//!   too ([`Listener::rejections`](crate::listen::Listener::rejections)), its counters are in
-//!   the listener's [`Stats`](crate::Stats), and the listener reports its time-limit and
-//!   shutdown cancels to the hook.
 //! - Shedding the backlog when descriptors run out is
 //!   [`SleepOnError::shed_on_emfile`](crate::listen::SleepOnError::shed_on_emfile), since it
 //!   needs the accept error.
 //!
+//! Every rejection is logged (a `tracing` event at `debug`) and counted by [`RejectReason`] in
+//! the stats of the listener that polls the control: [`StatsSnapshot::rejected`] is one
+//! [`RejectCounts`], and [`Listener::on_reject`](crate::listen::Listener::on_reject) sees each
+//! rejection with its peer's address. Nothing is wired by hand: a control finds the listener
+//! polling it, however many adapters lie between them. A control polled outside any listener
+//! logs its rejections and counts none.
+//!
 //! Each is opt-in: a server that does not use one pays nothing for it.
+//!
+//! [`StatsSnapshot::rejected`]: crate::listen::StatsSnapshot::rejected
 //!
 //! # Examples
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use futures_util::StreamExt;
-//! use staunch::overload::{MinReadRate, OverloadExt, PeerPermit, Rejections};
+//! use staunch::overload::{MinReadRate, OverloadExt, PeerPermit, RejectReason};
 //! use staunch::ListenExt;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tokio::net::{TcpListener, TcpStream};
+//! use tokio::net::TcpStream;
 //! use tokio_stream::wrappers::TcpListenerStream;
 //!
-//! async fn handle(socket: PeerPermit<TcpStream>, rejections: Rejections) -> std::io::Result<()> {
-//!     let peer = socket.peer_addr()?;
-//!     let mut socket = MinReadRate::new(socket, 240, Duration::from_secs(5))
-//!         .peer(peer)
-//!         .rejections(rejections);
+//! async fn handle(mut socket: MinReadRate<PeerPermit<TcpStream>>) -> std::io::Result<()> {
 //!     let mut buf = [0; 1024];
 //!     loop {
-//!         let n = socket.read(&mut buf).await?;
+//!         let n = socket.read(&mut buf).await?; // fails if the client trickles
 //!         if n == 0 {
 //!             return Ok(());
 //!         }
@@ -57,84 +56,43 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let rejections = Rejections::new();
-//!     let listener = TcpListener::bind("127.0.0.1:8080").await?;
-//!     let counted = rejections.clone();
+//!     let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
 //!     let server = TcpListenerStream::new(listener)
 //!         .sleep_on_error(Duration::from_millis(100))
 //!         .limit_rate(1000, Duration::from_secs(1))
 //!         .limit_per_peer(16)
-//!         .rejections(rejections.clone())
-//!         .map(move |socket| handle(socket, counted.clone()))
-//!         .listen(10_000)
-//!         .rejections(rejections);
+//!         .min_read_rate(240, Duration::from_secs(5)) // Kestrel's default
+//!         .map(handle)
+//!         .spawn_listen(10_000)
+//!         .on_reject(|event| eprintln!("rejected {:?}: {}", event.peer(), event.reason()));
 //!     let stats = server.stats();
 //!     server.await;
-//!     let s = stats.snapshot();
-//!     println!("rejected: {} ({} per-peer, {} too slow)", s.rejected_total(), s.peer_limit, s.min_read_rate);
+//!     let rejected = stats.snapshot().rejected;
+//!     println!(
+//!         "rejected: {} ({} per peer, {} too slow)",
+//!         rejected.total(),
+//!         rejected.get(RejectReason::PeerLimit),
+//!         rejected.get(RejectReason::MinReadRate),
+//!     );
 //!     Ok(())
 //! }
 //! ```
 
-/// `AsyncWrite` for a read-side wrapper: every write goes straight to its pinned `io` field.
-macro_rules! delegate_async_write {
-    ($wrapper:ident) => {
-        impl<T: ::tokio::io::AsyncWrite> ::tokio::io::AsyncWrite for $wrapper<T> {
-            fn poll_write(
-                self: ::std::pin::Pin<&mut Self>,
-                cx: &mut ::std::task::Context<'_>,
-                buf: &[u8],
-            ) -> ::std::task::Poll<::std::io::Result<usize>> {
-                self.project().io.poll_write(cx, buf)
-            }
-
-            fn poll_flush(
-                self: ::std::pin::Pin<&mut Self>,
-                cx: &mut ::std::task::Context<'_>,
-            ) -> ::std::task::Poll<::std::io::Result<()>> {
-                self.project().io.poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                self: ::std::pin::Pin<&mut Self>,
-                cx: &mut ::std::task::Context<'_>,
-            ) -> ::std::task::Poll<::std::io::Result<()>> {
-                self.project().io.poll_shutdown(cx)
-            }
-
-            fn poll_write_vectored(
-                self: ::std::pin::Pin<&mut Self>,
-                cx: &mut ::std::task::Context<'_>,
-                bufs: &[::std::io::IoSlice<'_>],
-            ) -> ::std::task::Poll<::std::io::Result<usize>> {
-                self.project().io.poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.io.is_write_vectored()
-            }
-        }
-    };
-}
-
 mod min_rate;
-mod min_rate_stream;
 mod peer;
 mod rate;
-mod rate_reject;
 mod reject;
+mod schedule;
 
 use std::time::Duration;
 
 use futures_core::Stream;
 
-pub use min_rate::{MinReadRate, ReadTooSlow};
-pub use min_rate_stream::MinReadRates;
+pub use min_rate::{MinReadRate, MinReadRateStream, ReadTooSlow};
 pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
-pub use rate::LimitRate;
-pub use rate_reject::RejectExcess;
-pub(crate) use reject::reject;
-pub use reject::{RejectEvent, RejectReason, Rejections};
+pub use rate::{LimitRate, RejectExcess};
+pub(crate) use reject::{lend, reject, Rejections};
+pub use reject::{RejectCounts, RejectEvent, RejectReason};
 
 /// Overload-control combinators for every [`Stream`] of accepted connections.
 ///
@@ -193,8 +151,8 @@ pub trait OverloadExt: Stream {
 
     /// Let each peer address hold at most `max` live connections: a connection over the limit
     /// is closed as soon as it is accepted, logged, and counted (as
-    /// [`RejectReason::PeerLimit`]) into the [`Rejections`] given with
-    /// [`rejections`](LimitPerPeer::rejections). Each connection passed on comes in a
+    /// [`RejectReason::PeerLimit`]) in the stats of the listener that polls it. Each connection
+    /// passed on comes in a
     /// [`PeerPermit`] that holds its slot until it is dropped, so the slot frees when the
     /// handler ends, however it ends.
     ///
@@ -212,19 +170,16 @@ pub trait OverloadExt: Stream {
     /// ```
     /// use std::net::SocketAddr;
     /// use futures_util::{stream, StreamExt};
-    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    /// use staunch::overload::OverloadExt;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
-    /// let rejections = Rejections::new();
     /// let mut accepted = stream::iter([from("10.0.0.1:1000"), from("10.0.0.1:1001"), from("10.0.0.2:1000")])
-    ///     .limit_per_peer(1)
-    ///     .rejections(rejections.clone());
+    ///     .limit_per_peer(1);
     /// let first = accepted.next().await.unwrap();
     /// let second = accepted.next().await.unwrap(); // 10.0.0.1:1001 was closed
     /// assert_eq!(second.peer().unwrap().to_string(), "10.0.0.2:1000");
-    /// assert_eq!(rejections.count(RejectReason::PeerLimit), 1);
     /// drop(first); // 10.0.0.1 may connect again
     /// # }
     /// ```
@@ -239,8 +194,8 @@ pub trait OverloadExt: Stream {
 
     /// Wrap each accepted connection in a [`MinReadRate`] (with its peer's address, for the
     /// report): after `grace`, a connection whose peer sends slower than `bytes_per_sec` on
-    /// average fails its next read with [`ReadTooSlow`]. Count the failures with
-    /// [`rejections`](MinReadRates::rejections). Chain it after
+    /// average fails its next read with [`ReadTooSlow`], counted as
+    /// [`RejectReason::MinReadRate`] in the stats of the listener that polls it. Chain it after
     /// [`limit_per_peer`](OverloadExt::limit_per_peer) if you use both, so the handler gets a
     /// `MinReadRate<PeerPermit<TcpStream>>`.
     ///
@@ -253,7 +208,7 @@ pub trait OverloadExt: Stream {
     /// ```no_run
     /// use std::time::Duration;
     /// use futures_util::StreamExt;
-    /// use staunch::overload::{MinReadRate, OverloadExt, Rejections};
+    /// use staunch::overload::{MinReadRate, OverloadExt, RejectReason};
     /// use staunch::ListenExt;
     /// use tokio::io::AsyncReadExt;
     /// use tokio::net::TcpStream;
@@ -267,28 +222,25 @@ pub trait OverloadExt: Stream {
     ///
     /// # #[tokio::main]
     /// # async fn main() -> std::io::Result<()> {
-    /// let rejections = Rejections::new();
     /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
     /// let server = TcpListenerStream::new(listener)
     ///     .sleep_on_error(Duration::from_millis(100))
     ///     .min_read_rate(240, Duration::from_secs(5)) // Kestrel's default
-    ///     .rejections(rejections.clone())
     ///     .map(handle)
-    ///     .spawn_listen(10_000)
-    ///     .rejections(rejections);
+    ///     .spawn_listen(10_000);
     /// let stats = server.stats();
     /// server.await;
-    /// println!("too slow: {}", stats.snapshot().min_read_rate);
+    /// println!("too slow: {}", stats.snapshot().rejected.get(RejectReason::MinReadRate));
     /// # Ok(())
     /// # }
     /// ```
     #[track_caller]
-    fn min_read_rate(self, bytes_per_sec: u32, grace: Duration) -> MinReadRates<Self>
+    fn min_read_rate(self, bytes_per_sec: u32, grace: Duration) -> MinReadRateStream<Self>
     where
         Self: Sized,
         Self::Item: PeerAddr,
     {
-        MinReadRates::new(self, bytes_per_sec, grace)
+        MinReadRateStream::new(self, bytes_per_sec, grace)
     }
 }
 

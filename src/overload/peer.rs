@@ -11,7 +11,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::reject::{reject, RejectReason, Rejections};
+use super::reject::{Ambient, RejectReason};
 
 /// How many connections over the limit one `poll_next` closes in a row before it yields to the
 /// runtime, so that a flood of them cannot starve other tasks.
@@ -191,7 +191,7 @@ pin_project! {
         stream: S,
         peers: Arc<Peers>,
         ipv6_prefix: u8,
-        rejections: Option<Rejections>,
+        rejections: Ambient,
     }
 }
 
@@ -206,7 +206,7 @@ impl<S: Stream> LimitPerPeer<S> {
                 live: Mutex::default(),
             }),
             ipv6_prefix: 128,
-            rejections: None,
+            rejections: Ambient::default(),
         }
     }
 }
@@ -227,13 +227,6 @@ impl<S> LimitPerPeer<S> {
             "ipv6_prefix: {bits} bits is more than an address"
         );
         self.ipv6_prefix = bits;
-        self
-    }
-
-    /// Count every connection closed over the limit into `rejections`, as
-    /// [`RejectReason::PeerLimit`], with its peer's address.
-    pub fn rejections(mut self, rejections: Rejections) -> Self {
-        self.rejections = Some(rejections);
         self
     }
 
@@ -272,6 +265,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        this.rejections.find();
         for _ in 0..DROP_BUDGET {
             let Some(io) = std::task::ready!(this.stream.as_mut().poll_next(cx)) else {
                 return Poll::Ready(None);
@@ -303,11 +297,7 @@ where
             // Dropping the socket closes it: a FIN, or a reset if the client had already sent
             // data, which the kernel discards. Either way the client learns at once.
             drop(io);
-            reject(
-                this.rejections.as_ref(),
-                RejectReason::PeerLimit,
-                Some(peer),
-            );
+            this.rejections.reject(RejectReason::PeerLimit, Some(peer));
         }
         cx.waker().wake_by_ref();
         Poll::Pending

@@ -1,67 +1,20 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use super::peer::PeerAddr;
-use super::rate_reject::RejectExcess;
+use super::peer::{PeerAddr, DROP_BUDGET};
+use super::reject::{Ambient, RejectReason};
+use super::schedule::Schedule;
 
 /// How many items [`LimitRate`] passes on in a row by default before it yields to the runtime:
 /// HAProxy's `tune.maxaccept` default, which its authors found best.
 pub(crate) const DEFAULT_MAX_PER_WAKE: u32 = 4;
-
-/// The most lateness (of the timer or the runtime) [`LimitRate`] makes up by passing the items
-/// due meanwhile at once: a few timer ticks.
-const MAX_LAG: Duration = Duration::from_millis(5);
-
-/// The token schedule of [`LimitRate`] and [`RejectExcess`](super::RejectExcess): the generic
-/// cell rate algorithm, one token per `interval` and up to a burst at once.
-#[derive(Clone, Copy)]
-pub(super) struct Schedule {
-    interval: Duration,
-    /// How far ahead of now the theoretical arrival time may run: `(burst - 1) * interval`.
-    slack: Duration,
-    /// The theoretical arrival time of the next item; `None` until the first item, when the
-    /// bucket is full.
-    tat: Option<Instant>,
-}
-
-impl Schedule {
-    /// When the next token is due; `None` for a full bucket.
-    pub(super) fn due(&self) -> Option<Instant> {
-        self.tat.and_then(|tat| tat.checked_sub(self.slack))
-    }
-
-    /// Take a token for an item passed at `now`. With `make_up_lateness`, it is charged from
-    /// when it was due, if that was at most `MAX_LAG` ago: timer resolution (1 ms) and a busy
-    /// runtime must not lower the rate, so after a late wake-up the tokens due meanwhile pass
-    /// at once; time without an item is not banked.
-    pub(super) fn take(&mut self, now: Instant, make_up_lateness: bool) {
-        let charge_from = match self.tat {
-            Some(tat) if make_up_lateness => tat.max(now.checked_sub(MAX_LAG).unwrap_or(now)),
-            _ => now,
-        };
-        let from = self.tat.map_or(charge_from, |tat| tat.max(charge_from));
-        self.tat = Some(from + self.interval);
-    }
-}
-
-impl fmt::Debug for Schedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Schedule")
-            .field("interval", &self.interval)
-            .field(
-                "burst",
-                &(self.slack.as_nanos() / self.interval.as_nanos() + 1),
-            )
-            .finish_non_exhaustive()
-    }
-}
 
 pin_project! {
     /// Stream for the [`limit_rate`](super::OverloadExt::limit_rate) method.
@@ -97,11 +50,7 @@ impl<S: Stream> LimitRate<S> {
         LimitRate {
             stream,
             sleep: None,
-            schedule: Schedule {
-                interval,
-                slack: Duration::ZERO,
-                tat: None,
-            },
+            schedule: Schedule::new(interval),
             max_per_wake: DEFAULT_MAX_PER_WAKE,
             in_a_row: 0,
             owed: false,
@@ -142,7 +91,7 @@ impl<S> LimitRate<S> {
     #[track_caller]
     pub fn burst(mut self, burst: u32) -> Self {
         assert!(burst > 0, "burst: the burst must be at least 1");
-        self.schedule.slack = self.schedule.interval.saturating_mul(burst - 1);
+        self.schedule.set_burst(burst);
         self
     }
 
@@ -162,9 +111,8 @@ impl<S> LimitRate<S> {
 
     /// Close the excess at once instead of leaving it in the kernel's backlog: an item that
     /// arrives while no token is due is dropped (closing the connection), logged, and counted
-    /// as [`RejectReason::RateLimit`](super::RejectReason::RateLimit) with its peer's address
-    /// into the [`Rejections`](super::Rejections) given with
-    /// [`rejections`](RejectExcess::rejections), as Envoy's connection rate limit filter does.
+    /// as [`RejectReason::RateLimit`] with its peer's address in the stats of the listener
+    /// that polls it, as Envoy's connection rate limit filter does.
     /// The inner stream is then polled whenever the stream is, and no timer is armed. As without
     /// it, a token is charged from when it was due if that was under 5 ms ago, so in any window
     /// of length `d` at most `burst + 1 + (d + 5 ms) / interval` items pass. Set the
@@ -192,21 +140,22 @@ impl<S> LimitRate<S> {
     /// use std::net::SocketAddr;
     /// use std::time::Duration;
     /// use futures_util::{stream, StreamExt};
-    /// use staunch::overload::{OverloadExt, RejectReason, Rejections};
+    /// use staunch::{overload::{OverloadExt, RejectReason}, ListenExt};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let peer = "10.0.0.1:1000".parse::<SocketAddr>().unwrap();
-    /// let rejections = Rejections::new();
     /// // Ten connections arrive at once, at most 2 a second with a burst of 3.
-    /// let passed = stream::iter(vec![((), peer); 10])
+    /// let server = stream::iter(vec![((), peer); 10])
     ///     .limit_rate(2, Duration::from_secs(1))
     ///     .burst(3)
     ///     .reject_excess()
-    ///     .rejections(rejections.clone())
-    ///     .count()
-    ///     .await;
-    /// assert_eq!((passed, rejections.count(RejectReason::RateLimit)), (3, 7));
+    ///     .map(|_| async {})
+    ///     .listen(10);
+    /// let stats = server.stats();
+    /// server.await;
+    /// let s = stats.snapshot();
+    /// assert_eq!((s.connections, s.rejected.get(RejectReason::RateLimit)), (3, 7));
     /// # }
     /// ```
     pub fn reject_excess(self) -> RejectExcess<S>
@@ -214,7 +163,11 @@ impl<S> LimitRate<S> {
         S: Stream,
         S::Item: PeerAddr,
     {
-        RejectExcess::new(self.stream, self.schedule)
+        RejectExcess {
+            stream: self.stream,
+            schedule: self.schedule,
+            rejections: Ambient::default(),
+        }
     }
 
     access_inner!(
@@ -303,6 +256,82 @@ impl<S: fmt::Debug> fmt::Debug for LimitRate<S> {
                 "waiting",
                 &self.sleep.as_ref().is_some_and(|s| !s.is_elapsed()),
             )
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// Stream for the [`LimitRate::reject_excess`](super::LimitRate::reject_excess) method.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct RejectExcess<S> {
+        #[pin]
+        stream: S,
+        schedule: Schedule,
+        rejections: Ambient,
+    }
+}
+
+impl<S> RejectExcess<S> {
+    access_inner!(
+        stream: S,
+        "inner stream",
+        get_mut: "Taking items from it directly bypasses the limit.",
+        into_inner: "dropping the limiter."
+    );
+}
+
+impl<S> Stream for RejectExcess<S>
+where
+    S: Stream,
+    S::Item: PeerAddr,
+{
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let mut this = self.project();
+        this.rejections.find();
+        for _ in 0..DROP_BUDGET {
+            let Some(item) = ready!(this.stream.as_mut().poll_next(cx)) else {
+                return Poll::Ready(None);
+            };
+            let now = Instant::now();
+            if this.schedule.due().is_none_or(|due| now >= due) {
+                // Charged from when the token was due if it came a moment ago, so that the
+                // gap before the next arrival does not lower the rate under a flood.
+                this.schedule.take(now, true);
+                return Poll::Ready(Some(item));
+            }
+            // Over the rate: close it at once (a FIN, or a reset if the client had already sent
+            // data) so that the client learns now, instead of waiting in the backlog.
+            let peer = item.peer_addr().ok();
+            drop(item);
+            this.rejections.reject(RejectReason::RateLimit, peer);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Connections over the rate are dropped: nothing is promised.
+        (0, self.stream.size_hint().1)
+    }
+}
+
+impl<S> FusedStream for RejectExcess<S>
+where
+    S: FusedStream,
+    S::Item: PeerAddr,
+{
+    fn is_terminated(&self) -> bool {
+        self.stream.is_terminated()
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RejectExcess<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RejectExcess")
+            .field("stream", &self.stream)
+            .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,11 @@
+//! Rejections: why a connection was refused or dropped on purpose, the counts by reason, and
+//! where each control reports them.
+
+use std::cell::Cell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Why a connection was refused or dropped on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,13 +33,16 @@ pub enum RejectReason {
     Reclaimed,
     /// Cancelled because it ran longer than the per-connection time limit.
     TimeLimit,
-    /// Cancelled because a graceful shutdown's drain deadline passed.
+    /// Cancelled by the listener: at the end of a graceful shutdown's grace period, or because
+    /// the listener itself was dropped with the connection still running.
     Shutdown,
 }
 
+const REASONS: usize = 7;
+
 impl RejectReason {
     /// Every reason, in declaration order.
-    const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; REASONS] = [
         RejectReason::Shed,
         RejectReason::PeerLimit,
         RejectReason::RateLimit,
@@ -47,13 +54,6 @@ impl RejectReason {
 
     fn index(self) -> usize {
         self as usize
-    }
-
-    /// `true` for the reasons a listener counts itself, as endings of connections it ran
-    /// ([`StatsSnapshot::timed_out`](crate::listen::StatsSnapshot::timed_out) and
-    /// [`cancelled`](crate::listen::StatsSnapshot::cancelled)).
-    fn is_ending(self) -> bool {
-        matches!(self, RejectReason::TimeLimit | RejectReason::Shutdown)
     }
 
     /// A short `snake_case` name, for logs and metrics labels.
@@ -76,7 +76,66 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// One rejected connection, as seen by the hook of [`Rejections::with_hook`].
+/// Connections rejected, by [`RejectReason`]: the one set of per-reason counters, read as part
+/// of a listener's [`StatsSnapshot`](crate::listen::StatsSnapshot).
+///
+/// # Examples
+///
+/// ```
+/// use staunch::overload::{RejectCounts, RejectReason};
+///
+/// let counts = RejectCounts::default();
+/// assert_eq!(counts.get(RejectReason::PeerLimit), 0);
+/// assert_eq!(counts.total(), 0);
+/// assert_eq!(counts.to_string(), "none");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RejectCounts([u64; REASONS]);
+
+impl RejectCounts {
+    /// Connections rejected for `reason`.
+    pub fn get(&self, reason: RejectReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// Connections rejected for any reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Every reason with its count, in the order of [`RejectReason::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL.into_iter().map(|r| (r, self.get(r)))
+    }
+
+    /// Add `other`'s counts to these.
+    pub(crate) fn add(&mut self, other: &RejectCounts) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+}
+
+impl fmt::Display for RejectCounts {
+    /// The reasons with a count, as `reason=n` separated by spaces; `none` if there are none.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut any = false;
+        for (reason, n) in self.iter().filter(|&(_, n)| n > 0) {
+            if any {
+                f.write_str(" ")?;
+            }
+            write!(f, "{reason}={n}")?;
+            any = true;
+        }
+        if !any {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// One rejected connection, as the hook of
+/// [`Listener::on_reject`](crate::listen::Listener::on_reject) sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct RejectEvent {
     reason: RejectReason,
@@ -95,120 +154,55 @@ impl RejectEvent {
     }
 }
 
-type Hook = dyn Fn(&RejectEvent) + Send + Sync;
+pub(crate) type Hook = dyn Fn(&RejectEvent) + Send + Sync;
 
-/// Counters of rejected connections, one per [`RejectReason`], and an optional hook that sees
-/// each rejection with the peer's address.
-///
-/// A cheap handle: clones share the counters and the hook. Give a clone to every overload
-/// control that should count into it (their `rejections` methods); without one they count
-/// nothing and only log. The hook runs on the thread that rejected the connection, inside its
-/// `poll`, so it must be quick and must not block.
-///
-/// Give it to the listener too, with [`Listener::rejections`](crate::listen::Listener::rejections):
-/// the listener's [`Stats`](crate::Stats) then include these counters (each set of counters is
-/// read once, however many listeners and streams it is given to), and the listener reports the
-/// connections it cancels at their time limit ([`RejectReason::TimeLimit`]) or at the end of a
-/// graceful shutdown ([`RejectReason::Shutdown`]) to the hook, without a peer address. Those two
-/// reasons are counted here only when the listener reports them; in `Stats` they are the
-/// listener's own `timed_out` and `cancelled`.
-///
-/// # Examples
-///
-/// ```
-/// use std::sync::atomic::{AtomicU64, Ordering};
-/// use std::sync::Arc;
-/// use staunch::overload::{RejectReason, Rejections};
-///
-/// let loud = Arc::new(AtomicU64::new(0));
-/// let seen = loud.clone();
-/// let rejections = Rejections::with_hook(move |event| {
-///     if event.reason() == RejectReason::PeerLimit {
-///         seen.fetch_add(1, Ordering::Relaxed);
-///     }
-/// });
-/// assert_eq!(rejections.count(RejectReason::PeerLimit), 0);
-/// assert_eq!(rejections.total(), 0);
-/// ```
+/// One listener's live rejection counters and its hook. Every control polled by the listener
+/// (or made while it polls its stream) reports into it, found through [`Ambient`].
 #[derive(Clone, Default)]
-pub struct Rejections {
+pub(crate) struct Rejections {
     shared: Arc<Shared>,
 }
 
 #[derive(Default)]
 struct Shared {
-    counts: [AtomicU64; RejectReason::ALL.len()],
-    hook: Option<Box<Hook>>,
+    counts: [AtomicU64; REASONS],
+    hook: RwLock<Option<Arc<Hook>>>,
 }
 
 impl Rejections {
-    /// Counters, all zero, and no hook.
-    pub fn new() -> Rejections {
-        Rejections::default()
+    pub(crate) fn counts(&self) -> RejectCounts {
+        RejectCounts(std::array::from_fn(|i| self.shared.counts[i].load(Relaxed)))
     }
 
-    /// Counters, all zero, and a hook called for every rejection counted into them.
-    pub fn with_hook(hook: impl Fn(&RejectEvent) + Send + Sync + 'static) -> Rejections {
-        Rejections {
-            shared: Arc::new(Shared {
-                counts: Default::default(),
-                hook: Some(Box::new(hook)),
-            }),
-        }
+    pub(crate) fn set_hook(&self, hook: Arc<Hook>) {
+        *self.shared.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
-    /// Connections rejected for `reason` so far.
-    pub fn count(&self, reason: RejectReason) -> u64 {
-        self.shared.counts[reason.index()].load(Relaxed)
-    }
-
-    /// Connections rejected for any reason so far.
-    pub fn total(&self) -> u64 {
-        RejectReason::ALL.iter().map(|&r| self.count(r)).sum()
-    }
-
-    /// Add the counters a listener does not count itself to `s`.
-    pub(crate) fn add_to(&self, s: &mut crate::listen::StatsSnapshot) {
-        for reason in RejectReason::ALL {
-            if !reason.is_ending() {
-                s.add_rejected(reason, self.count(reason));
-            }
-        }
-    }
-
-    /// The address of the shared counters, so that a set is read once however often it is
-    /// reached.
-    pub(crate) fn id(&self) -> *const () {
-        Arc::as_ptr(&self.shared).cast()
-    }
-
-    /// Count one rejection and call the hook (without logging it: the caller did).
-    pub(crate) fn report(&self, reason: RejectReason, peer: Option<SocketAddr>) {
-        self.record(&RejectEvent { reason, peer });
-    }
-
-    fn record(&self, event: &RejectEvent) {
+    /// Count one rejection and call the hook (without logging it: see [`reject`]).
+    pub(crate) fn record(&self, reason: RejectReason, peer: Option<SocketAddr>) {
         // Several threads may reject at once (connections of a multi-thread runtime), so a
         // read-modify-write, unlike the single-writer counters of `Stats`.
-        self.shared.counts[event.reason.index()].fetch_add(1, Relaxed);
-        if let Some(hook) = &self.shared.hook {
-            hook(event);
+        self.shared.counts[reason.index()].fetch_add(1, Relaxed);
+        let hook = self
+            .shared
+            .hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(&RejectEvent { reason, peer });
         }
     }
 }
 
 impl fmt::Debug for Rejections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for reason in RejectReason::ALL {
-            map.entry(&reason.as_str(), &self.count(reason));
-        }
-        map.finish()
+        fmt::Display::fmt(&self.counts(), f)
     }
 }
 
-/// Log one rejection and count it into `rejections`, if the caller has any: the one place every
-/// overload control reports through.
+/// Log one rejection and count it into `rejections`, if the caller found any: the one place
+/// every control reports through.
 pub(crate) fn reject(
     rejections: Option<&Rejections>,
     reason: RejectReason,
@@ -216,6 +210,69 @@ pub(crate) fn reject(
 ) {
     log_event!(debug, reason = reason.as_str(), peer = ?peer, "connection rejected");
     if let Some(rejections) = rejections {
-        rejections.record(&RejectEvent { reason, peer });
+        rejections.record(reason, peer);
+    }
+}
+
+thread_local! {
+    /// The rejection counters of the listener polling its stream on this thread right now.
+    static POLLING: Cell<Option<Rejections>> = const { Cell::new(None) };
+}
+
+/// Run `poll` with `lent` (a listener's counters) lent to this thread, so that every control
+/// polled meanwhile, however many adapters deep, finds it. Moved in and back out: no clone. A
+/// listener polled inside another's stream lends its own and restores the outer one after, also
+/// on unwind.
+pub(crate) fn lend<R>(lent: &mut Option<Rejections>, poll: impl FnOnce() -> R) -> R {
+    struct GiveBack<'a> {
+        slot: &'a mut Option<Rejections>,
+        outer: Option<Rejections>,
+    }
+    impl Drop for GiveBack<'_> {
+        fn drop(&mut self) {
+            *self.slot = POLLING.with(|p| p.replace(self.outer.take()));
+        }
+    }
+    let outer = POLLING.with(|p| p.replace(lent.take()));
+    let _give_back = GiveBack { slot: lent, outer };
+    poll()
+}
+
+/// A control's way to its listener's counters: found on the first poll inside a listener, then
+/// kept. A control polled only outside any listener logs its rejections and counts none.
+#[derive(Default)]
+pub(crate) struct Ambient(Option<Rejections>);
+
+impl Ambient {
+    /// The counters of the listener polling on this thread now, if any.
+    pub(crate) fn current() -> Ambient {
+        Ambient(POLLING.with(|p| {
+            let lent = p.take();
+            let found = lent.clone();
+            p.set(lent);
+            found
+        }))
+    }
+
+    /// Look for the listener if none is known yet: one thread-local access per call until found.
+    pub(crate) fn find(&mut self) {
+        if self.0.is_none() {
+            *self = Ambient::current();
+        }
+    }
+
+    /// Log one rejection and count it into the listener's counters, if found.
+    pub(crate) fn reject(&self, reason: RejectReason, peer: Option<SocketAddr>) {
+        reject(self.0.as_ref(), reason, peer);
+    }
+
+    pub(crate) fn is_found(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for Ambient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Ambient").field(&self.is_found()).finish()
     }
 }
