@@ -105,7 +105,7 @@
 //! # }
 //! ```
 // `deny`, not `forbid`: handing sockets over needs `sendmsg`/`recvmsg` with `SCM_RIGHTS` and
-// adopting inherited descriptors (src/handover/{scm,inherit}.rs), and reading a lost
+// adopting inherited descriptors (src/handover/{scm,env}.rs), and reading a lost
 // connection's send queue needs one ioctl (src/sockopt.rs); only those functions allow it.
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -7,11 +7,10 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command};
 
-use super::inherit::FIRST_FD;
-use super::{await_ready, check_sockets, io_error, HandoverError};
-
-/// The name of the extra descriptor that carries the readiness handshake.
-pub(super) const READY_NAME: &str = "staunch.ready";
+use super::control::check_sockets;
+use super::env::{FIRST_FD, READY_NAME};
+use super::error::{io_error, HandoverError};
+use super::ready::await_ready;
 
 /// The shell that sets `LISTEN_PID`.
 #[cfg(target_os = "android")]

@@ -6,7 +6,8 @@ use std::os::unix::fs::FileTypeExt as _;
 
 use socket2::{Domain, SockRef, Socket, Type};
 
-use super::{HandoverError, Kind, Listener};
+use super::error::HandoverError;
+use super::listener::{Kind, Listener};
 
 /// Check that `fd` is a listening socket of `expected` kind (either kind when `None`), and
 /// return its kind. `name` names the descriptor in errors.

@@ -3,11 +3,16 @@
 use std::os::fd::{BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::exec::READY_NAME;
-use super::{validate, HandoverError, Listeners, Ready};
+use super::error::HandoverError;
+use super::listener::Listeners;
+use super::ready::Ready;
+use super::validate;
 
 /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
 pub(super) const FIRST_FD: RawFd = 3;
+
+/// The name of the extra descriptor that carries the readiness handshake.
+pub(super) const READY_NAME: &str = "staunch.ready";
 
 /// The name systemd gives a socket that `LISTEN_FDNAMES` does not name.
 const UNNAMED: &str = "unknown";
