@@ -250,6 +250,89 @@ impl Report {
             .ok()?;
         Some(file.display().to_string())
     }
+
+    /// The program's SVGs: the EMFILE storm's line plots and the ratio charts of scenarios 1, 2
+    /// and 8; the files written.
+    pub(crate) fn charts(&self, dir: &Path) -> Vec<String> {
+        let mut written = self.plots(
+            dir,
+            &[
+                (
+                    "emfile_cpu",
+                    "EMFILE storm: server CPU (descriptors freed at t = 0)".to_string(),
+                    "seconds since descriptors were freed",
+                    "server CPU seconds since the storm began",
+                ),
+                (
+                    "emfile_served",
+                    "EMFILE storm: clients served around the release".to_string(),
+                    "seconds since descriptors were freed",
+                    "clients served",
+                ),
+            ],
+        );
+        for (name, scenario, metric, title) in [
+            (
+                "churn_ratio",
+                "1 accept churn",
+                "connections per second",
+                "Accept churn: connections/s relative to the bare spawn loop",
+            ),
+            (
+                "http_ratio",
+                "2 HTTP (hyper)",
+                "requests per second, keep-alive",
+                "HTTP keep-alive: requests/s relative to hyper-util's plain loop",
+            ),
+            (
+                "reuseport_ratio",
+                "8 SO_REUSEPORT",
+                "connections per second",
+                "Accept churn, one loop per core (SO_REUSEPORT): connections/s relative to one loop",
+            ),
+            (
+                "http_close_ratio",
+                "2 HTTP (hyper)",
+                "requests per second, Connection: close",
+                "HTTP Connection: close: requests/s relative to hyper-util's plain loop",
+            ),
+        ] {
+            let Some(spec) = self
+                .specs
+                .iter()
+                .find(|s| s.scenario == scenario && s.metric == metric)
+            else {
+                continue;
+            };
+            let Some(base) = spec.baseline.clone() else {
+                continue;
+            };
+            let mut rows = Vec::new();
+            let mut seen: Vec<String> = Vec::new();
+            for s in self
+                .samples
+                .iter()
+                .filter(|s| s.scenario == scenario && s.metric == metric)
+            {
+                if seen.contains(&s.contender) {
+                    continue;
+                }
+                seen.push(s.contender.clone());
+                let v = if s.contender == base {
+                    vec![1.0]
+                } else {
+                    self.paired_ratios(scenario, metric, &s.contender, &base)
+                };
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                rows.push((s.contender.clone(), median(&v), lo, hi));
+            }
+            if let Some(f) = self.ratio_chart(dir, name, title, &rows) {
+                written.push(f);
+            }
+        }
+        written
+    }
 }
 
 const COLORS: [RGBColor; 6] = [

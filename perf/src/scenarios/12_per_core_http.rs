@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{cpu_metric, rotated, strings, wrk, wrk_available};
 use crate::report::{median, Report, Spec};
 use crate::sys::{self, ChildServer};
-use crate::{cpu_metric, rotated, strings, wrk, wrk_available, Config};
+use crate::Config;
 
 const S: &str = "12 per-core HTTP";
 
@@ -148,7 +149,7 @@ impl Server {
     }
 }
 
-pub(crate) fn scenario(cfg: &Config, rep: &mut Report) {
+pub(crate) fn run(cfg: &Config, rep: &mut Report) {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "\n== {S}: wrk -t{} -c{} against {n} loops with SO_REUSEPORT (one per core), keep-alive and Connection: close alternating",

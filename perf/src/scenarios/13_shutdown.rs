@@ -97,7 +97,7 @@ pub(crate) struct Outcome {
 const S: &str = "13 shutdown under load";
 
 /// Scenario 13: every contender once per round, in a different order each round.
-pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
+pub(crate) fn run(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) {
     let load = cfg.secs(1.0, 0.7);
     let grace = cfg.secs(2.0, 1.0);
     println!(
@@ -110,7 +110,7 @@ pub(crate) fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Rep
     for round in 0..cfg.rounds {
         let n = Contender::ALL.len();
         for c in (0..n).map(|i| Contender::ALL[(i + round) % n]) {
-            let o = run(rt, c, load, grace);
+            let o = run_once(rt, c, load, grace);
             println!(
                 "  round {round} {:<46} cut {:>3}, never started {:>3}, completed after the signal {:>6}; signal → last response {:>7.1} ms → exit {:>7.1} ms (signal → exit {:>7.1} ms); {} responses ({} slow), {}/{} clients refused at the end",
                 c.name(),
@@ -336,7 +336,7 @@ async fn queued_at_close(take: usize) -> [usize; 3] {
 }
 
 /// Load for `load`, signal, and measure until the server future has ended.
-pub(crate) fn run(
+pub(crate) fn run_once(
     rt: &tokio::runtime::Runtime,
     contender: Contender,
     load: Duration,
