@@ -1,4 +1,4 @@
-//! Descriptors over a Unix stream socket (`SCM_RIGHTS`): the only unsafe code of the crate.
+//! Descriptors over a Unix stream socket (`SCM_RIGHTS`). Its unsafe code is listed in the crate docs (Safety).
 
 use std::io;
 use std::mem;

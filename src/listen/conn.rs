@@ -196,10 +196,12 @@ impl Conn {
     async fn shutdown(&self) {
         let mut started = self.conns.started.subscribe();
         // The sender lives in `self.conns`, so it cannot close while we wait.
-        let Ok(at) = started.wait_for(Option::is_some).await else {
+        // Copied out at once: the borrow holds the channel's lock, and must not live across
+        // the sleep.
+        let Some((at, spread)) = started.wait_for(Option::is_some).await.ok().and_then(|v| *v)
+        else {
             return;
         };
-        let (at, spread) = at.expect("waited for Some");
         let delay = self.delay(spread);
         if !delay.is_zero() {
             tokio::time::sleep_until(at + delay).await;
