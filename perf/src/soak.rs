@@ -55,12 +55,10 @@ pub(crate) async fn server(
         let _ = stop_tx.send(());
     });
     let report = server
-        .with_graceful_shutdown(
-            async {
-                let _ = stop_rx.await;
-            },
-            Duration::from_secs(2),
-        )
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .grace(Duration::from_secs(2))
         .await;
     println!(
         "{} shutdown_cancelled={}",

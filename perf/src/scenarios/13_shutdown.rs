@@ -2,9 +2,9 @@
 //! own runtime and thread), 24 keep-alive clients looping a 300 ms request and 8 looping a fast
 //! one; the shutdown signal comes mid-load. Contenders:
 //!
-//! - `Drain`: `spawn_listen` + `with_graceful_shutdown(signal, grace)` + `with_drain(drain)`,
-//!   each connection calling hyper's `graceful_shutdown` when the drain starts;
-//! - `Grace`: the same without the drain (the grace deadline alone);
+//! - `Conn`: `spawn_serve` + `with_graceful_shutdown(signal).grace(grace)`, each connection
+//!   calling hyper's `graceful_shutdown` when its `Conn` fires;
+//! - `Grace`: `spawn_listen`, with no handle (the grace deadline alone);
 //! - `Naive`: an accept + spawn loop that, at the signal, drops the listener and the `JoinSet`
 //!   (aborting every connection task), as most tokio servers do.
 //!
@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use staunch::listen::{Drain, ShutdownReport};
+use staunch::listen::{Conn, ShutdownReport};
 use staunch::ListenExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -63,8 +63,8 @@ impl Contender {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Contender::Drain => "staunch with_graceful_shutdown + with_drain",
-            Contender::Grace => "staunch with_graceful_shutdown, no drain",
+            Contender::Drain => "staunch spawn_serve + Conn, with_graceful_shutdown",
+            Contender::Grace => "staunch spawn_listen, with_graceful_shutdown (no handle)",
             Contender::Naive => "naive: drop the accept loop, abort the tasks",
         }
     }
@@ -270,30 +270,19 @@ const QUEUED: usize = 200;
 async fn queued_at_close(take: usize) -> [usize; 3] {
     let listener = staunch::listen::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = listener.local_addr().unwrap();
-    let drain = Drain::new();
     let (stop, signal) = tokio::sync::oneshot::channel::<()>();
     let server = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .map({
-            let drain = drain.clone();
-            move |mut socket: TcpStream| {
-                let drain = drain.clone();
-                async move {
-                    let mut request = [0; 6];
-                    socket.read_exact(&mut request).await?;
-                    drain.draining().await;
-                    socket.write_all(b"bye\n").await
-                }
-            }
+        .spawn_serve(QUEUE_SLOTS, |mut socket: TcpStream, conn: Conn| async move {
+            let mut request = [0; 6];
+            socket.read_exact(&mut request).await?;
+            conn.draining().await;
+            socket.write_all(b"bye\n").await
         })
-        .spawn_listen(QUEUE_SLOTS)
-        .with_graceful_shutdown(
-            async move {
-                let _ = signal.await;
-            },
-            IO,
-        )
-        .with_drain(drain)
+        .with_graceful_shutdown(async move {
+            let _ = signal.await;
+        })
+        .grace(IO)
         .take_backlog(take);
     let server = tokio::spawn(server);
     let total = QUEUE_SLOTS + QUEUED;
@@ -426,20 +415,25 @@ fn server(
         // keeps a bug from hanging the benchmark program.
         let bound = Duration::from_secs(60) + grace;
         let report = match contender {
-            Contender::Drain | Contender::Grace => {
-                let drain = (contender == Contender::Drain).then(Drain::new);
+            Contender::Drain => {
                 let server = TcpListenerStream::new(listener)
                     .sleep_on_error(Duration::from_millis(100))
-                    .map({
-                        let drain = drain.clone();
-                        move |s| serve(s, started.clone(), drain.clone())
-                    })
+                    .spawn_serve(1024, move |s, conn| serve(s, started.clone(), Some(conn)))
+                    .with_graceful_shutdown(signal)
+                    .grace(grace);
+                Some(
+                    timeout(bound, server)
+                        .await
+                        .expect("the staunch server did not end"),
+                )
+            }
+            Contender::Grace => {
+                let server = TcpListenerStream::new(listener)
+                    .sleep_on_error(Duration::from_millis(100))
+                    .map(move |s| serve(s, started.clone(), None))
                     .spawn_listen(1024)
-                    .with_graceful_shutdown(signal, grace);
-                let server = match drain {
-                    Some(drain) => server.with_drain(drain),
-                    None => server,
-                };
+                    .with_graceful_shutdown(signal)
+                    .grace(grace);
                 Some(
                     timeout(bound, server)
                         .await
@@ -475,10 +469,10 @@ fn server(
     })
 }
 
-/// One HTTP/1.1 keep-alive connection; with a drain, hyper's `graceful_shutdown` once it starts
+/// One HTTP/1.1 keep-alive connection; with a `Conn`, hyper's `graceful_shutdown` once it fires
 /// (the request in progress is answered with `Connection: close`, an idle connection closes at
 /// once).
-async fn serve(stream: TcpStream, started: Arc<AtomicU64>, drain: Option<Drain>) {
+async fn serve(stream: TcpStream, started: Arc<AtomicU64>, drain: Option<Conn>) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         started.fetch_add(1, Relaxed);
         async move {
