@@ -141,6 +141,7 @@ pub mod listen;
 pub mod overload;
 pub mod reconnect;
 pub mod resume;
+mod task;
 
 pub use listen::{is_connection_error, ListenExt, Stats};
 pub use overload::OverloadExt;

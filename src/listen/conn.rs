@@ -63,8 +63,7 @@ impl Conns {
     fn make(self: &Arc<Self>) -> Conn {
         // Written by the listener's task only (it makes every handle), so no read-modify-write.
         let index = self.made.load(std::sync::atomic::Ordering::Relaxed) + 1;
-        self.made
-            .store(index, std::sync::atomic::Ordering::Relaxed);
+        self.made.store(index, std::sync::atomic::Ordering::Relaxed);
         Conn {
             conns: self.clone(),
             index,
@@ -198,7 +197,11 @@ impl Conn {
         // The sender lives in `self.conns`, so it cannot close while we wait.
         // Copied out at once: the borrow holds the channel's lock, and must not live across
         // the sleep.
-        let Some((at, spread)) = started.wait_for(Option::is_some).await.ok().and_then(|v| *v)
+        let Some((at, spread)) = started
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| *v)
         else {
             return;
         };
@@ -258,9 +261,7 @@ impl Conn {
     /// The listener's reclaim and this connection's part in it, if the listener reclaims.
     fn reclaim_parts(&self) -> Option<(&Reclaim, &Arc<Member>)> {
         let reclaim = self.conns.reclaim.get()?;
-        let member = self
-            .member
-            .get_or_init(|| Arc::new(Member::new(self.peer)));
+        let member = self.member.get_or_init(|| Arc::new(Member::new(self.peer)));
         Some((reclaim, member))
     }
 }

@@ -6,9 +6,8 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -22,6 +21,7 @@ use super::mode::sealed::{Pool, Sealed};
 use super::mode::{InTask, Mode, Spawned};
 use super::shutdown::GracefulShutdown;
 use super::stats::{ListenShared, Stats};
+use crate::task::NoteWake;
 
 /// Accepts one `poll` takes before yielding to the runtime, so an always-ready stream cannot
 /// starve other tasks.
@@ -85,7 +85,7 @@ pin_project! {
         // Connections accepted while full, started first when a slot frees (see `HOLD_LIMIT`).
         held: VecDeque<S::Item>,
         // The waker the stream gets while the listener is full, made on the first need.
-        full_waker: Option<(Arc<StreamWake>, Waker)>,
+        full_waker: Option<(Arc<NoteWake>, Waker)>,
     }
 }
 
@@ -101,10 +101,7 @@ where
 
     /// A listener over the stream `make` builds with the listener's connection handles.
     #[track_caller]
-    pub(crate) fn with_conns(
-        max_connections: usize,
-        make: impl FnOnce(&Arc<Conns>) -> S,
-    ) -> Self {
+    pub(crate) fn with_conns(max_connections: usize, make: impl FnOnce(&Arc<Conns>) -> S) -> Self {
         assert!(
             max_connections > 0,
             "{}: max_connections must be at least 1 (0 would never accept a connection)",
@@ -216,7 +213,7 @@ where
     ///
     /// ```
     /// use std::net::SocketAddr;
-    /// use std::sync::{Arc, Mutex};
+    /// use std::sync::Arc;
     /// use futures_util::{stream, StreamExt};
     /// use staunch::overload::{OverloadExt, RejectReason};
     /// use staunch::ListenExt;
@@ -373,7 +370,7 @@ where
             // stream is still polled (with a waker that notes its own wake-ups) so that it can
             // end, but only while nothing is in hand or when it asked to be.
             let full_waker = if full {
-                let (wake, waker) = this.full_waker.get_or_insert_with(StreamWake::new);
+                let (wake, waker) = this.full_waker.get_or_insert_with(NoteWake::new);
                 let asked = wake.take(cx.waker());
                 if this.held.len() >= HOLD_LIMIT || !(this.held.is_empty() || asked) {
                     return Poll::Pending;
@@ -460,45 +457,6 @@ fn start<P: Pool>(
     pool.push(Tracked::new(connection, time_limit));
     if let Some(reclaim) = conns.reclaim.get() {
         reclaim.arrived();
-    }
-}
-
-/// The waker a full listener polls its stream with: it notes that the stream woke it, then wakes
-/// the listener's task.
-struct StreamWake {
-    woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
-}
-
-impl StreamWake {
-    fn new() -> (Arc<Self>, Waker) {
-        let wake = Arc::new(StreamWake {
-            woken: AtomicBool::new(false),
-            task: Mutex::new(None),
-        });
-        (wake.clone(), Waker::from(wake))
-    }
-
-    /// Whether the stream asked to be polled since the last call; `task` is woken next time.
-    fn take(&self, task: &Waker) -> bool {
-        let mut current = self.task.lock().unwrap_or_else(|e| e.into_inner());
-        if !current.as_ref().is_some_and(|w| w.will_wake(task)) {
-            *current = Some(task.clone());
-        }
-        self.woken.swap(false, Ordering::AcqRel)
-    }
-}
-
-impl Wake for StreamWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        if let Some(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
-            task.wake_by_ref();
-        }
     }
 }
 

@@ -44,10 +44,10 @@ use std::time::Duration;
 
 use futures_core::Stream;
 
+pub use accept_error::{AcceptAction, AcceptErrorEvent};
 pub use bind::{bind, bind_with_backlog};
 pub use bind_many::{bind_many, bind_many_from, AddrState, BindHandle, BindMany};
 pub use classify::{is_connection_error, ErrorClass};
-pub use accept_error::{AcceptAction, AcceptErrorEvent};
 pub use conn::{Conn, Idle, Serve};
 pub use connection::ConnectionOutput;
 pub use listener::{Listen, Listener, SpawnListen};

@@ -11,10 +11,10 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Instant, Sleep};
 
-#[cfg(feature = "tracing")]
-use super::connection::NoPanic;
 use super::accept_error::hook::ErrorHook;
 use super::accept_error::{report, AcceptAction, AcceptErrorEvent};
+#[cfg(feature = "tracing")]
+use super::connection::NoPanic;
 use super::link::Link;
 use super::shed::{is_out_of_descriptors, Shed};
 use super::stats::{bump, AcceptShared, Stats};

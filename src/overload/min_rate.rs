@@ -219,7 +219,8 @@ impl<T: AsyncRead> AsyncRead for MinReadRate<T> {
             grace_ms = this.grace.as_millis() as u64,
             "read slower than the minimum rate: failing the connection"
         );
-        this.rejections.reject(RejectReason::MinReadRate, *this.peer);
+        this.rejections
+            .reject(RejectReason::MinReadRate, *this.peer);
         Poll::Ready(Err(self.error()))
     }
 }

@@ -6,15 +6,15 @@ use std::io;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use tokio::time::{Instant, Sleep};
 
 use super::{Half, Reconnecting};
 use crate::reconnect::retry::{settle, ConnectAttempt, Next};
 use crate::reconnect::{BoxFuture, ConnState, Connect, Decision, GaveUp, GiveUpCause, Reason};
+use crate::task::AbortOnDrop;
 
 /// One attempt with the connect timeout.
 type TimedAttempt<C> = ConnectAttempt<Attempt<<C as Connect>::Future, <C as Connect>::Io>>;
@@ -97,6 +97,8 @@ pin_project_lite::pin_project! {
     #[project = AttemptProj]
     pub(super) enum Attempt<F, Io> {
         Local { #[pin] connect: F },
+        // Aborted when the adapter drops it (a timeout, a cancellation, a shutdown, or the
+        // adapter itself being dropped), so no connection is left open behind it.
         Spawned { task: AbortOnDrop<io::Result<Io>> },
     }
 }
@@ -120,36 +122,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// A spawned attempt is aborted when the adapter drops it (a timeout, a cancellation, a
-/// shutdown, or the adapter itself being dropped), so no connection is left open behind it.
-pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The last waker of each half. Futures keep only the last waker they were polled with, so the
-/// reconnect's futures are polled with a waker that wakes both halves: neither split half misses
-/// the end of a reconnect that the other drove.
-#[derive(Default)]
-pub(super) struct Waiters {
-    read: AtomicWaker,
-    write: AtomicWaker,
-}
-
-impl Wake for Waiters {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.read.wake();
-        self.write.wake();
     }
 }
 

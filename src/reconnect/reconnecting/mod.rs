@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::builder::{Builder, ConnectHook};
 use super::retry::{Outage, RetryConfig};
 use super::{ConnState, Connect, Disconnected, EofPolicy, ReadMode, Reason, WriteMode};
-use machine::{shut_down_error, AbortOnDrop, Attempt, State, Waiters};
+use crate::task::{AbortOnDrop, WakeBoth};
+use machine::{shut_down_error, Attempt, State};
 
 mod machine;
 
@@ -80,7 +81,7 @@ pub struct Reconnecting<C: Connect> {
     /// Generation of the current (or last) established connection; 0 before the first.
     generation: u64,
     halves: Halves,
-    waiters: Arc<Waiters>,
+    waiters: Arc<WakeBoth>,
     /// Wakes both halves; the reconnect's futures and sleeps are polled with it.
     waker: Waker,
     tx: watch::Sender<ConnState>,
@@ -184,9 +185,9 @@ impl<C: Connect> Reconnecting<C> {
 
     pub(crate) fn from_builder(b: Builder<C>) -> Self {
         let (tx, _) = watch::channel(ConnState::Idle);
-        let waiters = Arc::new(Waiters::default());
+        let (waiters, waker) = WakeBoth::new();
         Reconnecting {
-            waker: Waker::from(Arc::clone(&waiters)),
+            waker,
             waiters,
             connector: b.connector,
             state: State::Idle,

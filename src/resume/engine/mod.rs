@@ -10,7 +10,7 @@ mod recv;
 mod send;
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -19,6 +19,7 @@ use self::heartbeat::Heartbeat;
 use self::recv::Receiver;
 use self::send::Sender;
 use super::{Config, SessionId};
+use crate::task::WakeBoth;
 
 /// A transport, ready for the handshake.
 pub(crate) struct Attach<Io> {
@@ -53,42 +54,6 @@ pub(crate) trait Link {
     fn server_id(&self) -> Option<SessionId>;
 }
 
-/// The read and the write side's wakers, woken together by the transport and the timers: a
-/// write may have to read (acks), a read may have to write (acks), and with a split stream the
-/// two are polled by different tasks.
-#[derive(Debug, Default)]
-struct Wakers {
-    read: Mutex<Option<Waker>>,
-    write: Mutex<Option<Waker>>,
-}
-
-impl Wakers {
-    fn register(slot: &Mutex<Option<Waker>>, waker: &Waker) {
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
-    }
-
-    fn wake(slot: &Mutex<Option<Waker>>) {
-        let waker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-impl Wake for Wakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        Self::wake(&self.read);
-        Self::wake(&self.write);
-    }
-}
-
 pub(crate) struct Engine<L: Link> {
     link: L,
     io: Option<L::Io>,
@@ -101,7 +66,10 @@ pub(crate) struct Engine<L: Link> {
     sender: Sender,
     receiver: Receiver,
     heartbeat: Heartbeat,
-    wakers: Arc<Wakers>,
+    // The read and the write side's wakers, woken together by the transport and the timers: a
+    // write may have to read (acks), a read may have to write (acks), and with a split stream
+    // the two are polled by different tasks.
+    wakers: Arc<WakeBoth>,
     waker: Waker,
 }
 
@@ -120,7 +88,7 @@ impl<L: Link> std::fmt::Debug for Engine<L> {
 
 impl<L: Link> Engine<L> {
     pub(crate) fn new(link: L, config: &Config) -> Self {
-        let wakers = Arc::new(Wakers::default());
+        let (wakers, waker) = WakeBoth::new();
         Self {
             id: link.server_id(),
             link,
@@ -131,7 +99,7 @@ impl<L: Link> Engine<L> {
             sender: Sender::new(config),
             receiver: Receiver::new(config),
             heartbeat: Heartbeat::new(config.heartbeat),
-            waker: Waker::from(wakers.clone()),
+            waker,
             wakers,
         }
     }

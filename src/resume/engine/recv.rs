@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::super::frame::{self, Kind, RejectReason, HEADER_LEN};
 use super::super::Config;
 use super::heartbeat::Heartbeat;
-use super::{Engine, Link, Wakers};
+use super::{Engine, Link};
 
 /// Ack after the reader has taken a quarter of the peer's replay buffer (announced in the hello
 /// and the welcome): the peer can go on writing while the ack travels, and is woken by an ack
@@ -249,7 +249,7 @@ impl<L: Link> Engine<L> {
             let error = match step {
                 Step::AtData => {
                     if dst.is_none() {
-                        Wakers::wake(&self.wakers.read);
+                        self.wakers.read.wake();
                     }
                     return Poll::Ready(Ok(delivered));
                 }
@@ -327,7 +327,7 @@ impl<L: Link> Engine<L> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Wakers::register(&self.wakers.read, cx.waker());
+        self.wakers.read.register(cx.waker());
         loop {
             self.check_failed()?;
             let receiver = &self.receiver;

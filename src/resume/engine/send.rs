@@ -12,7 +12,7 @@ use tokio::io::AsyncWrite;
 use super::super::frame::{self, Kind, MAX_DATA};
 use super::super::replay::Replay;
 use super::super::{Config, SessionId};
-use super::{Engine, Link, Wakers};
+use super::{Engine, Link};
 
 /// The most replay segments one vectored write takes (with the headers before them).
 const SEGMENTS_PER_WRITE: usize = 15;
@@ -278,7 +278,7 @@ impl<L: Link> Engine<L> {
     /// Wait until a write can be taken: the replay buffer has room (or `empty`: the write
     /// takes none). Errors: the session failed, or it was shut down.
     fn poll_room(&mut self, cx: &mut Context<'_>, empty: bool) -> Poll<io::Result<()>> {
-        Wakers::register(&self.wakers.write, cx.waker());
+        self.wakers.write.register(cx.waker());
         loop {
             self.check_failed()?;
             if self.sender.fin_queued {
@@ -303,7 +303,7 @@ impl<L: Link> Engine<L> {
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Wakers::register(&self.wakers.write, cx.waker());
+        self.wakers.write.register(cx.waker());
         loop {
             let progress = self.poll_drive(None);
             self.check_failed()?;
@@ -322,7 +322,7 @@ impl<L: Link> Engine<L> {
     }
 
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Wakers::register(&self.wakers.write, cx.waker());
+        self.wakers.write.register(cx.waker());
         self.sender.fin_queued = true;
         loop {
             self.check_failed()?;
