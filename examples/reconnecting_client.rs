@@ -23,6 +23,7 @@ use staunch::backoff::{Exponential, Jitter};
 use staunch::reconnect::{
     Disconnected, EofPolicy, GaveUp, GiveUpCause, Reconnecting, TcpConnector,
 };
+use staunch::SocketOptions;
 use tokio::io::{self, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type Conn = BufReader<Reconnecting<TcpConnector>>;
@@ -38,9 +39,11 @@ async fn main() -> anyhow::Result<()> {
         .jitter(Jitter::Proportional(0.2))
         .max_total(Duration::from_secs(30))
         .build()?;
-    let connector = TcpConnector::new(addr.clone())
-        .nodelay(true)
-        .keepalive(Duration::from_secs(30));
+    let connector = TcpConnector::new(addr.clone()).socket_options(
+        SocketOptions::new()
+            .nodelay(true)
+            .keepalive(Duration::from_secs(30)),
+    );
     let reconnecting = Reconnecting::builder(connector)
         .policy(policy)
         .connect_timeout(Duration::from_secs(3))

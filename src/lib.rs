@@ -74,10 +74,12 @@
 //! use std::time::Duration;
 //! use staunch::backoff::{Exponential, Jitter};
 //! use staunch::reconnect::{EofPolicy, Reconnecting, TcpConnector};
+//! use staunch::SocketOptions;
 //! use tokio::io::AsyncWriteExt;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let connector = TcpConnector::new("127.0.0.1:8080").keepalive(Duration::from_secs(30));
+//! let options = SocketOptions::new().keepalive(Duration::from_secs(30));
+//! let connector = TcpConnector::new("127.0.0.1:8080").socket_options(options);
 //! let mut conn = Reconnecting::builder(connector)
 //!     .policy(Exponential::builder().jitter(Jitter::Proportional(0.2)).build()?)
 //!     .connect_timeout(Duration::from_secs(3))
@@ -145,3 +147,4 @@ mod task;
 
 pub use listen::{is_connection_error, ListenExt, Stats};
 pub use overload::OverloadExt;
+pub use sockopt::SocketOptions;

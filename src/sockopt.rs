@@ -1,6 +1,7 @@
-//! Socket options staunch sets itself, written once: the listening socket ([`listen_on`]), TCP
-//! keepalive ([`keepalive`]) and the platforms with `SO_REUSEPORT` ([`cfg_reuseport!`]); and the
-//! one socket fact staunch reads, the send queue ([`send_queue`]).
+//! Socket options, written once: [`SocketOptions`] for the TCP sockets a server accepts and a
+//! client connects, the listening socket ([`listen_on`]), TCP keepalive ([`keepalive`]) and the
+//! platforms with `SO_REUSEPORT` ([`cfg_reuseport!`]); and the one socket fact staunch reads,
+//! the send queue ([`send_queue`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -101,4 +102,145 @@ pub(crate) fn send_queue(socket: &impl std::os::fd::AsFd) -> Option<u64> {
     // one `c_int` through the pointer, which points to a live, writable `c_int`.
     let rc = unsafe { libc::ioctl(socket.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
     (rc == 0).then(|| u64::try_from(queued).ok()).flatten()
+}
+
+/// Options for a TCP socket, the same for the sockets a server accepts
+/// ([`setup_sockets`](crate::ListenExt::setup_sockets), with [`apply`](SocketOptions::apply))
+/// and those a client connects
+/// ([`TcpConnector::socket_options`](crate::reconnect::TcpConnector::socket_options)). Unset
+/// options are left as the kernel made them.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::SocketOptions;
+///
+/// let options = SocketOptions::new()
+///     .nodelay(true)
+///     .keepalive(Duration::from_secs(60))
+///     .send_buffer_size(256 * 1024);
+/// assert_eq!(options.get_nodelay(), Some(true));
+/// assert_eq!(options.get_keepalive(), Some(Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use = "apply the options with .apply(&socket), setup_sockets or TcpConnector::socket_options"]
+pub struct SocketOptions {
+    nodelay: Option<bool>,
+    keepalive: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+    keepalive_retries: Option<u32>,
+    recv_buffer_size: Option<usize>,
+    send_buffer_size: Option<usize>,
+}
+
+impl SocketOptions {
+    /// No options: every socket is left as the kernel made it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set `TCP_NODELAY` (disable Nagle's algorithm).
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = Some(nodelay);
+        self
+    }
+
+    /// Turn on TCP keepalive, with the first probe after `idle` without traffic, then one
+    /// every [`keepalive_interval`](SocketOptions::keepalive_interval) (by default `idle`
+    /// again), where the platform lets that be set per socket.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `idle` is under one second (the kernel counts in whole seconds).
+    #[track_caller]
+    pub fn keepalive(mut self, idle: Duration) -> Self {
+        assert!(
+            idle >= Duration::from_secs(1),
+            "SocketOptions::keepalive: the idle time must be at least 1 s, not {idle:?}"
+        );
+        self.keepalive = Some(idle);
+        self
+    }
+
+    /// The time between keepalive probes once the first went unanswered. Takes effect with
+    /// [`keepalive`](SocketOptions::keepalive).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `interval` is under one second.
+    #[track_caller]
+    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        assert!(
+            interval >= Duration::from_secs(1),
+            "SocketOptions::keepalive_interval: the interval must be at least 1 s, not {interval:?}"
+        );
+        self.keepalive_interval = Some(interval);
+        self
+    }
+
+    /// How many unanswered probes end the connection (the platform's default if unset). Takes
+    /// effect with [`keepalive`](SocketOptions::keepalive).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `retries` is zero.
+    #[track_caller]
+    pub fn keepalive_retries(mut self, retries: u32) -> Self {
+        assert!(
+            retries > 0,
+            "SocketOptions::keepalive_retries: at least one probe is needed, not 0"
+        );
+        self.keepalive_retries = Some(retries);
+        self
+    }
+
+    /// Set `SO_RCVBUF`.
+    pub fn recv_buffer_size(mut self, bytes: usize) -> Self {
+        self.recv_buffer_size = Some(bytes);
+        self
+    }
+
+    /// Set `SO_SNDBUF`.
+    pub fn send_buffer_size(mut self, bytes: usize) -> Self {
+        self.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// The `TCP_NODELAY` setting, if set.
+    pub fn get_nodelay(&self) -> Option<bool> {
+        self.nodelay
+    }
+
+    /// The keepalive idle time, if set.
+    pub fn get_keepalive(&self) -> Option<Duration> {
+        self.keepalive
+    }
+
+    /// Apply the options to one socket.
+    ///
+    /// # Errors
+    ///
+    /// The first error of a `setsockopt`.
+    pub fn apply(&self, socket: &tokio::net::TcpStream) -> std::io::Result<()> {
+        self.apply_to(socket2::SockRef::from(socket))
+    }
+
+    /// Apply the options to a socket before it connects or as it is accepted.
+    pub(crate) fn apply_to(&self, socket: socket2::SockRef<'_>) -> std::io::Result<()> {
+        if let Some(nodelay) = self.nodelay {
+            socket.set_tcp_nodelay(nodelay)?;
+        }
+        if let Some(idle) = self.keepalive {
+            let interval = self.keepalive_interval.unwrap_or(idle);
+            socket.set_tcp_keepalive(&keepalive(idle, Some(interval), self.keepalive_retries))?;
+        }
+        if let Some(bytes) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        if let Some(bytes) = self.send_buffer_size {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        Ok(())
+    }
 }

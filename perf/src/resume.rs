@@ -100,7 +100,10 @@ pub(crate) async fn throughput(kind: &str, total: u64) -> f64 {
             write_all_chunks(client, total).await.unwrap();
         }
         ("staunch Reconnecting", None) => {
-            let client = Reconnecting::new(TcpConnector::new(addr.to_string()).nodelay(true));
+            let client = Reconnecting::new(
+                TcpConnector::new(addr.to_string())
+                    .socket_options(staunch::SocketOptions::new().nodelay(true)),
+            );
             write_all_chunks(client, total).await.unwrap();
         }
         (other, None) => panic!("unknown contender {other}"),

@@ -1,17 +1,17 @@
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
-
 use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::{BoxFuture, Connect};
+use crate::SocketOptions;
 
 /// TCP connector: resolves `host:port` afresh on every attempt (so a DNS change is picked up),
-/// tries each resolved address in turn, and sets TCP keepalive and `TCP_NODELAY` on the new
-/// socket.
+/// tries each resolved address in turn, and sets the [`SocketOptions`] given with
+/// [`socket_options`](TcpConnector::socket_options) (`TCP_NODELAY`, keepalive, buffer sizes) on
+/// each new socket before it connects.
 ///
-/// Defaults: `TCP_NODELAY` off, keepalive off.
+/// Defaults: no options (`TCP_NODELAY` off, keepalive off).
 ///
 /// An address that cannot work fails with `InvalidInput` (a host with no port, say), which a
 /// [`Reconnecting`](super::Reconnecting) gives up on after that one attempt
@@ -23,14 +23,17 @@ use super::{BoxFuture, Connect};
 /// ```
 /// use std::time::Duration;
 /// use staunch::reconnect::{Reconnecting, TcpConnector};
+/// use staunch::SocketOptions;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let connector = TcpConnector::new("127.0.0.1:8080")
-///     .nodelay(true)
-///     .keepalive(Duration::from_secs(30))
-///     .keepalive_interval(Duration::from_secs(5))
-///     .keepalive_retries(3);
+/// let connector = TcpConnector::new("127.0.0.1:8080").socket_options(
+///     SocketOptions::new()
+///         .nodelay(true)
+///         .keepalive(Duration::from_secs(30))
+///         .keepalive_interval(Duration::from_secs(5))
+///         .keepalive_retries(3),
+/// );
 /// let conn = Reconnecting::builder(connector)
 ///     .connect_timeout(Duration::from_secs(3))
 ///     .build(); // does not connect yet
@@ -40,10 +43,7 @@ use super::{BoxFuture, Connect};
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
     addr: String,
-    nodelay: bool,
-    keepalive: Option<Duration>,
-    keepalive_interval: Option<Duration>,
-    keepalive_retries: Option<u32>,
+    options: SocketOptions,
 }
 
 impl TcpConnector {
@@ -51,10 +51,7 @@ impl TcpConnector {
     pub fn new(addr: impl Into<String>) -> Self {
         TcpConnector {
             addr: addr.into(),
-            nodelay: false,
-            keepalive: None,
-            keepalive_interval: None,
-            keepalive_retries: None,
+            options: SocketOptions::new(),
         }
     }
 
@@ -68,58 +65,9 @@ impl TcpConnector {
         self.addr = addr.into();
     }
 
-    /// Set `TCP_NODELAY` on every new connection.
-    pub fn nodelay(mut self, nodelay: bool) -> Self {
-        self.nodelay = nodelay;
-        self
-    }
-
-    /// Turn TCP keepalive on: the first probe is sent after the connection was idle for `time`.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `time` is under one second: the kernel counts in whole seconds and rejects 0,
-    /// which would make every connection attempt fail.
-    #[track_caller]
-    pub fn keepalive(mut self, time: Duration) -> Self {
-        assert!(
-            time >= Duration::from_secs(1),
-            "TcpConnector::keepalive: the idle time must be at least 1 s"
-        );
-        self.keepalive = Some(time);
-        self
-    }
-
-    /// Time between keepalive probes (where the platform sets it per socket: Linux, Android, the
-    /// Apple systems, the BSDs, illumos, Windows; ignored elsewhere). Only used with [`keepalive`](Self::keepalive).
-    ///
-    /// # Panics
-    ///
-    /// Panics if `interval` is under one second (see [`keepalive`](Self::keepalive)).
-    #[track_caller]
-    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
-        assert!(
-            interval >= Duration::from_secs(1),
-            "TcpConnector::keepalive_interval: the interval must be at least 1 s"
-        );
-        self.keepalive_interval = Some(interval);
-        self
-    }
-
-    /// Unanswered probes before the kernel drops the connection (same platforms as
-    /// [`keepalive_interval`](Self::keepalive_interval)). Only used with
-    /// [`keepalive`](Self::keepalive).
-    ///
-    /// # Panics
-    ///
-    /// Panics if `retries` is zero (the kernel rejects it).
-    #[track_caller]
-    pub fn keepalive_retries(mut self, retries: u32) -> Self {
-        assert!(
-            retries > 0,
-            "TcpConnector::keepalive_retries: at least one probe is needed"
-        );
-        self.keepalive_retries = Some(retries);
+    /// Set `options` on every new socket, before it connects.
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -161,14 +109,8 @@ impl TcpConnector {
         } else {
             TcpSocket::new_v6()?
         };
-        if let Some(time) = self.keepalive {
-            let params =
-                crate::sockopt::keepalive(time, self.keepalive_interval, self.keepalive_retries);
-            SockRef::from(&socket).set_tcp_keepalive(&params)?;
-        }
-        let stream = socket.connect(addr).await?;
-        stream.set_nodelay(self.nodelay)?;
-        Ok(stream)
+        self.options.apply_to(SockRef::from(&socket))?;
+        socket.connect(addr).await
     }
 }
 

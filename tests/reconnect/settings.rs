@@ -48,8 +48,7 @@ fn a_zero_retry_loop_minimum_connect_timeout_is_rejected() {
 #[should_panic(expected = "keepalive")]
 fn a_sub_second_keepalive_is_rejected() {
     // The kernel would reject it on every attempt (EINVAL), and the adapter would retry forever.
-    let _ =
-        staunch::reconnect::TcpConnector::new("127.0.0.1:1").keepalive(Duration::from_millis(500));
+    let _ = staunch::SocketOptions::new().keepalive(Duration::from_millis(500));
 }
 
 #[cfg(target_os = "linux")]

@@ -10,6 +10,7 @@ use staunch::backoff::Constant;
 use staunch::reconnect::{
     ConnState, Decision, EofPolicy, ReadMode, Reason, Reconnecting, TcpConnector,
 };
+use staunch::SocketOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -45,7 +46,7 @@ async fn survives_a_server_restart_on_the_same_port() {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { echo_one(&listener).await });
 
-        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()).nodelay(true))
+        let mut conn = Reconnecting::builder(nodelay(addr))
             .eof_policy(EofPolicy::Reconnect)
             .policy(quick())
             .build();
@@ -271,11 +272,13 @@ async fn keepalive_and_nodelay_are_set_on_the_socket() {
         let listener = any_port();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { echo_one(&listener).await });
-        let connector = TcpConnector::new(addr.to_string())
-            .nodelay(true)
-            .keepalive(Duration::from_secs(30))
-            .keepalive_interval(Duration::from_secs(5))
-            .keepalive_retries(3);
+        let connector = TcpConnector::new(addr.to_string()).socket_options(
+            SocketOptions::new()
+                .nodelay(true)
+                .keepalive(Duration::from_secs(30))
+                .keepalive_interval(Duration::from_secs(5))
+                .keepalive_retries(3),
+        );
         let mut conn = Reconnecting::new(connector);
         conn.wait_connected().await.unwrap();
         let stream = conn.get_mut().unwrap();
@@ -473,4 +476,8 @@ async fn a_lost_connection_reports_the_bytes_the_peer_never_acknowledged() {
     })
     .await
     .unwrap();
+}
+
+fn nodelay(addr: std::net::SocketAddr) -> TcpConnector {
+    TcpConnector::new(addr.to_string()).socket_options(SocketOptions::new().nodelay(true))
 }
