@@ -15,11 +15,11 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use staunch::{listen::Drain, ListenExt};
+use staunch::{listen::Conn, ListenExt};
 use tokio::io::{self, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -31,26 +31,26 @@ const CONNECTION_TIME_LIMIT: Duration = Duration::from_secs(600);
 /// After Ctrl-C, busy connections get this long to finish before they are cut.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Echo until the client closes, goes idle for too long, or the server shuts down (`drain`):
-/// an idle connection closes at once, a busy one after the reply in progress.
-async fn echo(mut socket: TcpStream, drain: Drain) -> io::Result<()> {
+/// Echo until the client closes, goes idle for too long, or the server shuts down (`conn`
+/// fires): an idle connection closes at once, a busy one after the reply in progress.
+async fn echo(mut socket: TcpStream, conn: Conn) -> io::Result<()> {
     let mut buf = vec![0; 4096];
     loop {
         let n = tokio::select! {
             // The read first: a client taken from the backlog as the port closed has sent its
-            // message while the drain has already started; it gets its reply.
+            // message while the shutdown has already started; it gets its reply.
             biased;
             read = timeout(IDLE_TIMEOUT, socket.read(&mut buf)) => match read {
                 Ok(read) => read?,
                 Err(_idle) => return Ok(()),
             },
-            () = drain.draining() => return Ok(()),
+            () = conn.draining() => return Ok(()),
         };
         if n == 0 {
             return Ok(()); // the client closed its side
         }
         socket.write_all(&buf[..n]).await?;
-        if drain.is_draining() {
+        if conn.is_draining() {
             return Ok(());
         }
     }
@@ -86,18 +86,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     println!("listening on {}", listener.local_addr()?);
 
-    // Started at the signal, it tells every connection to close when idle.
-    let drain = Drain::new();
+    // Each connection gets its `Conn`, which fires at the signal: idle ones close at once.
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100)) // EMFILE & co.: wait instead of spinning
-        .map({
-            let drain = drain.clone();
-            move |socket| echo(socket, drain.clone())
-        })
-        .spawn_listen(max_connections.get())
+        .spawn_serve(max_connections.get(), echo)
         .connection_time_limit(CONNECTION_TIME_LIMIT)
-        .with_graceful_shutdown(shutdown, GRACE)
-        .with_drain(drain)
+        .with_graceful_shutdown(shutdown)
+        .grace(GRACE)
         .await;
 
     println!("{report}");

@@ -93,12 +93,10 @@ async fn main() -> anyhow::Result<()> {
             .sleep_on_error(Duration::from_millis(100))
             .map(echo)
             .spawn_listen(1024)
-            .with_graceful_shutdown(
-                async {
-                    let _ = stopped.await;
-                },
-                GRACE,
-            ),
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .grace(GRACE),
     );
 
     let pid = std::process::id();

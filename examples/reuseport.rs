@@ -15,6 +15,7 @@ use staunch::listen::SocketOptions;
 use staunch::ListenExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::TcpListenerStream;
 
 async fn echo(mut socket: TcpStream) -> std::io::Result<()> {
@@ -45,18 +46,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(echo)
             .listen(10_000)
     })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Installed once, before "listening on": a Ctrl-C right after that line does not kill the
+    // process, and one that comes with a tick is not lost (as it can be with a `ctrl_c()` made
+    // anew on each turn of the loop).
+    let mut interrupt = {
+        let _runtime = rt.enter();
+        signal(SignalKind::interrupt())?
+    };
     println!("listening on {}", server.local_addr());
     eprintln!("{threads} accept loops");
 
     let stats = server.stats();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
                 _ = tick.tick() => eprintln!("{}", stats.snapshot()),
             }
         }

@@ -13,8 +13,7 @@
 //! Stop it with Ctrl-C (or SIGTERM): new connections are refused at once, requests in flight
 //! finish, idle keep-alive connections close, and whatever is still running after `GRACE` is cut.
 
-use std::io::IsTerminal as _;
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, IsTerminal as _};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -25,9 +24,9 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use staunch::{listen::Drain, ListenExt};
+use staunch::{listen::Conn, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::EnvFilter;
 
 /// After the signal, connections get this long to finish before they are cut.
@@ -50,34 +49,28 @@ async fn slow(Path(ms): Path<u64>) -> String {
     format!("slow request done after {ms} ms\n")
 }
 
-/// Serve one connection until the client closes it or, once the drain starts, until hyper has
-/// closed it gracefully (after the response in progress; HTTP/2: GOAWAY).
+/// Serve one connection until the client closes it or, once `conn` fires (at the shutdown),
+/// until hyper has closed it gracefully: HTTP/1 after the response in progress (an idle
+/// keep-alive connection at once), HTTP/2 with GOAWAY.
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     app: Router,
     stream: TcpStream,
-    drain: Drain,
+    conn: Conn,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // `Router` is a tower `Service`; hyper wants its own `Service` trait: the glue adapts it.
     let service = TowerToHyperService::new(app);
-    let mut conn = pin!(http.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let mut connection = pin!(http.serve_connection_with_upgrades(TokioIo::new(stream), service));
     tokio::select! {
-        // The connection first: one taken from the backlog as the port closed has its request
-        // waiting while the drain has already started; polled first, it is answered (and then
-        // closed) instead of closed unread.
+        // The connection first: a client taken from the backlog as the port closed starts with
+        // its request waiting and `conn` already fired; it is answered (then closed), not dropped.
         biased;
-        done = conn.as_mut() => return done,
-        () = drain.draining() => conn.as_mut().graceful_shutdown(),
+        done = connection.as_mut() => return done,
+        () = conn.draining() => connection.as_mut().graceful_shutdown(),
     }
-    match conn.await {
-        // A client that had connected but not yet sent a byte when the signal came is closed
-        // at once; hyper-util reports that as an `Interrupted` error, though nothing was lost.
-        Err(e)
-            if e.downcast_ref::<io::Error>().map(io::Error::kind)
-                == Some(ErrorKind::Interrupted) =>
-        {
-            Ok(())
-        }
+    match connection.await {
+        // A client closed before its first byte: hyper-util says `Interrupted`; nothing was lost.
+        Err(e) if e.downcast_ref().map(io::Error::kind) == Some(ErrorKind::Interrupted) => Ok(()),
         done => done,
     }
 }
@@ -98,30 +91,24 @@ async fn main() -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     println!("listening on {}", listener.local_addr()?);
 
+    // HTTP/1.1 and HTTP/2. The timer turns on hyper's HTTP/1 header read timeout: a client
+    // that trickles its request headers (Slowloris) is dropped.
     let mut http = auto::Builder::new(TokioExecutor::new());
-    // A timer turns on hyper's HTTP/1 header read timeout: a client that trickles its request
-    // headers (Slowloris) is dropped.
     http.http1().timer(TokioTimer::new());
 
-    // One signal, two layers: staunch stops accepting, bounds the drain by `GRACE` and reports;
-    // the `Drain` it starts at the signal tells each connection to let hyper finish it cleanly.
-    let drain = Drain::new();
+    // At the signal staunch closes the port and fires every connection's `Conn` (hyper then
+    // ends each cleanly), gives them `GRACE`, cancels the rest and reports the counts.
     let app = app();
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .map({
-            let drain = drain.clone();
-            move |stream| serve(http.clone(), app.clone(), stream, drain.clone())
+        .spawn_serve(MAX_CONNECTIONS, move |stream, conn| {
+            serve(http.clone(), app.clone(), stream, conn)
         })
-        .spawn_listen(MAX_CONNECTIONS)
-        .with_graceful_shutdown(signal, GRACE)
-        .with_drain(drain)
+        .with_graceful_shutdown(signal)
+        .grace(GRACE)
         .await;
 
-    println!(
-        "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-        report.ended, report.cancelled, report.stats
-    );
+    println!("{report}");
     Ok(())
 }
 

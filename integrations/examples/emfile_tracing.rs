@@ -162,14 +162,12 @@ mod storm {
         });
 
         let report = server
-            .with_graceful_shutdown(stop.clone().cancelled_owned(), Duration::from_secs(2))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .grace(Duration::from_secs(2))
             .await;
         let served = storm.await?;
         ticker.await?;
-        println!(
-            "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-            report.ended, report.cancelled, report.stats
-        );
+        println!("{report}");
         anyhow::ensure!(
             served == clients,
             "only {served} of {clients} clients were served"

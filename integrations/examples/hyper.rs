@@ -11,7 +11,7 @@
 //! Stop it with Ctrl-C (or SIGTERM).
 
 use std::convert::Infallible;
-use std::io::IsTerminal as _;
+use std::io::{self, ErrorKind, IsTerminal as _};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -23,9 +23,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use staunch::{listen::Drain, ListenExt};
+use staunch::{listen::Conn, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::EnvFilter;
 
 /// After Ctrl-C, open connections get this long to finish before they are cut.
@@ -35,31 +35,25 @@ async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
     Ok(Response::new(Full::from("hello from staunch\n")))
 }
 
-/// Serve one connection until the client closes it or, once the drain starts, until hyper has
-/// closed it gracefully.
+/// Serve one connection until the client closes it or, once `conn` fires (at the shutdown),
+/// until hyper has closed it gracefully: HTTP/1 after the response in progress (an idle
+/// keep-alive connection at once), HTTP/2 with GOAWAY.
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     stream: TcpStream,
-    drain: Drain,
+    conn: Conn,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service_fn(hello)));
+    let mut connection = pin!(http.serve_connection(TokioIo::new(stream), service_fn(hello)));
     tokio::select! {
-        // The connection first: one taken from the backlog as the port closed has its request
-        // waiting while the drain has already started; polled first, it is answered (and then
-        // closed) instead of closed unread.
+        // The connection first: a client taken from the backlog as the port closed starts with
+        // its request waiting and `conn` already fired; it is answered (then closed), not dropped.
         biased;
-        done = conn.as_mut() => return done,
-        () = drain.draining() => conn.as_mut().graceful_shutdown(),
+        done = connection.as_mut() => return done,
+        () = conn.draining() => connection.as_mut().graceful_shutdown(),
     }
-    match conn.await {
-        // A client that had connected but not sent a byte when the signal came is closed at
-        // once; hyper-util reports that as an `Interrupted` error, though nothing was lost.
-        Err(e)
-            if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
-                == Some(std::io::ErrorKind::Interrupted) =>
-        {
-            Ok(())
-        }
+    match connection.await {
+        // A client closed before its first byte: hyper-util says `Interrupted`; nothing was lost.
+        Err(e) if e.downcast_ref().map(io::Error::kind) == Some(ErrorKind::Interrupted) => Ok(()),
         done => done,
     }
 }
@@ -80,32 +74,18 @@ async fn main() -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     println!("listening on {}", listener.local_addr()?);
 
-    // Serves HTTP/1.1, and HTTP/2 when the client opens with the HTTP/2 preface.
+    // Serves HTTP/1.1, and HTTP/2 when the client opens with the HTTP/2 preface. The timer turns
+    // on hyper's HTTP/1 header read timeout: a client that trickles its headers is dropped.
     let mut http = auto::Builder::new(TokioExecutor::new());
-    // A timer turns on hyper's HTTP/1 header read timeout (30 s): a client that trickles its
-    // request headers (Slowloris) is dropped.
     http.http1().timer(TokioTimer::new());
 
-    // Shutdown has two layers, one signal:
-    // - staunch's `with_graceful_shutdown` closes the listening socket at once, gives connections
-    //   `GRACE` to finish, then cancels the rest and reports the counts. hyper-util's
-    //   `GracefulShutdown` has no deadline and does not own the accept loop.
-    // - hyper's per-connection `graceful_shutdown` makes "finish" quick and clean: HTTP/1 ends
-    //   after the response in progress (idle keep-alive connections close at once), HTTP/2 sends
-    //   GOAWAY. Without it an idle keep-alive connection would sit until `GRACE` and be cut.
-    //   staunch's `Drain`, started at the signal, tells every connection. (hyper-util's
-    //   `GracefulShutdown` watcher does this too, but `shutdown(self)` consumes it while the
-    //   accept closure below still holds it.)
-    let drain = Drain::new();
+    // At the signal staunch closes the port and fires every connection's `Conn` (hyper then
+    // ends each cleanly), gives them `GRACE`, cancels the rest and reports the counts.
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .map({
-            let drain = drain.clone();
-            move |stream| serve(http.clone(), stream, drain.clone())
-        })
-        .spawn_listen(1024)
-        .with_graceful_shutdown(signal, GRACE)
-        .with_drain(drain)
+        .spawn_serve(1024, move |stream, conn| serve(http.clone(), stream, conn))
+        .with_graceful_shutdown(signal)
+        .grace(GRACE)
         .await;
 
     println!("{report}");

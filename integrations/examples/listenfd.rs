@@ -75,12 +75,10 @@ fn main() -> anyhow::Result<()> {
             .sleep_on_error(Duration::from_millis(100))
             .map(echo)
             .spawn_listen(1024)
-            .with_graceful_shutdown(signal, GRACE)
+            .with_graceful_shutdown(signal)
+            .grace(GRACE)
             .await;
-        println!(
-            "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-            report.ended, report.cancelled, report.stats
-        );
+        println!("{report}");
         Ok(())
     })
 }

@@ -12,8 +12,12 @@
 //! temporary directory, for clients to trust. `MAX_CONNECTIONS` (default 1024) and
 //! `HANDSHAKE_TIMEOUT_MS` (default 10000) tune the server.
 //!
+//! Stop it with Ctrl-C (or SIGTERM): the port closes, idle clients are closed at once (after a
+//! TLS `close_notify`), what a client has sent is echoed first, and a handshake in progress may
+//! finish within its timeout; whatever is still running after `GRACE` is cut.
+//!
 //! **Why the handshake timeout.** The handshake runs inside the connection future, so a slot of
-//! `spawn_listen(n)` is taken from the TCP accept on. A client that connects and never finishes
+//! `spawn_serve(n, ..)` is taken from the TCP accept on. A client that connects and never finishes
 //! its handshake (sends nothing, or stops after its ClientHello) would hold that slot forever,
 //! and `n` of them stop the server (the tls-listener Slowloris advisory). The timeout frees the
 //! slot; the failed handshake is logged and counted as a failed connection.
@@ -25,13 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use staunch::ListenExt;
-use tokio::io::AsyncWriteExt as _;
+use staunch::{listen::Conn, ListenExt};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{crypto::ring, ServerConfig};
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::EnvFilter;
 
 /// After the signal, connections get this long to finish before they are cut.
@@ -41,14 +45,17 @@ const CONNECTION_LIMIT: Duration = Duration::from_secs(300);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Complete the handshake within `handshake_timeout`, then echo until the client closes.
+/// Complete the handshake within `handshake_timeout`, then echo until the client closes or
+/// `conn` fires (at the shutdown): an idle connection closes at once, a busy one after the
+/// echo in progress.
 async fn serve(
     acceptor: TlsAcceptor,
     stream: TcpStream,
+    conn: Conn,
     handshake_timeout: Duration,
 ) -> Result<(), Error> {
     let peer = stream.peer_addr()?;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+    let mut tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(handshake) => handshake.map_err(|e| format!("TLS handshake with {peer}: {e}"))?,
         Err(_) => {
             return Err(format!(
@@ -57,9 +64,24 @@ async fn serve(
             .into())
         }
     };
-    let (mut reader, mut writer) = tokio::io::split(tls);
-    tokio::io::copy(&mut reader, &mut writer).await?;
-    writer.shutdown().await?; // close_notify
+    let mut buf = vec![0; 4096];
+    loop {
+        let n = tokio::select! {
+            // The read first: a client taken from the backlog at shutdown gets its echo.
+            biased;
+            n = tls.read(&mut buf) => n?,
+            () = conn.draining() => break,
+        };
+        if n == 0 {
+            break; // the client closed its side
+        }
+        tls.write_all(&buf[..n]).await?;
+        tls.flush().await?; // rustls may hold what the socket did not take yet
+        if conn.is_draining() {
+            break;
+        }
+    }
+    tls.shutdown().await?; // close_notify
     Ok(())
 }
 
@@ -102,16 +124,15 @@ async fn main() -> anyhow::Result<()> {
 
     let report = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .map(move |stream| serve(acceptor.clone(), stream, handshake_timeout))
-        .spawn_listen(max_connections)
+        .spawn_serve(max_connections, move |stream, conn| {
+            serve(acceptor.clone(), stream, conn, handshake_timeout)
+        })
         .connection_time_limit(CONNECTION_LIMIT)
-        .with_graceful_shutdown(signal, GRACE)
+        .with_graceful_shutdown(signal)
+        .grace(GRACE)
         .await;
 
-    println!(
-        "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-        report.ended, report.cancelled, report.stats
-    );
+    println!("{report}");
     Ok(())
 }
 

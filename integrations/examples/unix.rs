@@ -7,7 +7,8 @@
 //! ```
 //!
 //! A stale socket file left by a previous run is replaced; the socket file is removed on exit.
-//! Stop it with Ctrl-C (or SIGTERM).
+//! Stop it with Ctrl-C (or SIGTERM): idle clients are closed at once, a busy one after the echo
+//! in progress, and whatever is still running after `GRACE` is cut.
 
 #[cfg(unix)]
 mod server {
@@ -17,18 +18,34 @@ mod server {
     use std::time::Duration;
 
     use anyhow::Context as _;
-    use staunch::ListenExt;
+    use staunch::{listen::Conn, ListenExt};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::{UnixListener, UnixStream};
-    use tokio_stream::{wrappers::UnixListenerStream, StreamExt as _};
+    use tokio_stream::wrappers::UnixListenerStream;
     use tracing_subscriber::EnvFilter;
 
     /// After the signal, connections get this long to finish before they are cut.
     const GRACE: Duration = Duration::from_secs(5);
 
-    async fn echo(socket: UnixStream) -> std::io::Result<()> {
-        let (mut reader, mut writer) = socket.into_split();
-        tokio::io::copy(&mut reader, &mut writer).await?;
-        Ok(())
+    /// Echo until the client closes or `conn` fires (at the shutdown): an idle connection
+    /// closes at once, a busy one after the echo in progress.
+    async fn echo(mut socket: UnixStream, conn: Conn) -> std::io::Result<()> {
+        let mut buf = vec![0; 4096];
+        loop {
+            let n = tokio::select! {
+                // The read first: a client taken from the backlog at shutdown gets its echo.
+                biased;
+                n = socket.read(&mut buf) => n?,
+                () = conn.draining() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(()); // the client closed its side
+            }
+            socket.write_all(&buf[..n]).await?;
+            if conn.is_draining() {
+                return Ok(());
+            }
+        }
     }
 
     #[tokio::main]
@@ -59,17 +76,14 @@ mod server {
         // hit EMFILE like TCP ones; there is no ECONNABORTED to skip.)
         let report = UnixListenerStream::new(listener)
             .sleep_on_error(Duration::from_millis(100))
-            .map(echo)
-            .spawn_listen(1024)
-            .with_graceful_shutdown(signal, GRACE)
+            .spawn_serve(1024, echo)
+            .with_graceful_shutdown(signal)
+            .grace(GRACE)
             .await;
 
         // The listener is closed by now: remove its file so the next run binds cleanly.
         std::fs::remove_file(&path)?;
-        println!(
-            "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-            report.ended, report.cancelled, report.stats
-        );
+        println!("{report}");
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Two ways to put staunch in front of tonic:
 //!
-//! - **Connection by connection** (the default): staunch's `spawn_listen` owns the
+//! - **Connection by connection** (the default): staunch's `spawn_serve` owns the
 //!   connections, so its limit, stats, per-connection isolation and shutdown deadline apply;
 //!   tonic's `Routes` (every service, as `Server::builder().add_service(..)` would route them)
 //!   is served on each connection with hyper-util's HTTP/2 builder.
@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use staunch::{listen::Drain, ListenExt};
+use staunch::{listen::Conn, ListenExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
 use tonic::service::Routes;
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
 
     let accepted = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
     match mode.as_deref() {
-        None | Some("spawn-listen") => {
+        None | Some("spawn-serve") => {
             // All the services, routed by name; add more with `.add_service(..)`.
             let routes = Routes::new(GreeterServer).prepare();
             let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
@@ -69,21 +69,15 @@ async fn main() -> anyhow::Result<()> {
             http.http2()
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30));
-            // Started at the signal: every connection sends GOAWAY and finishes its calls.
-            let drain = Drain::new();
+            // At the signal every connection's `Conn` fires: it sends GOAWAY, finishes its calls.
             let report = accepted
-                .map({
-                    let drain = drain.clone();
-                    move |stream| serve(http.clone(), routes.clone(), stream, drain.clone())
+                .spawn_serve(MAX_CONNECTIONS, move |stream, conn| {
+                    serve(http.clone(), routes.clone(), stream, conn)
                 })
-                .spawn_listen(MAX_CONNECTIONS)
-                .with_graceful_shutdown(signal, GRACE)
-                .with_drain(drain)
+                .with_graceful_shutdown(signal)
+                .grace(GRACE)
                 .await;
-            println!(
-                "shutdown: {} connections finished and {} were cancelled after the signal; totals: {}",
-                report.ended, report.cancelled, report.stats
-            );
+            println!("{report}");
         }
         Some("serve-with-incoming") => {
             let stats = accepted.stats();
@@ -95,30 +89,29 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!("shutdown: accept totals: {}", stats.snapshot());
         }
-        Some(other) => anyhow::bail!("unknown mode {other:?}: spawn-listen or serve-with-incoming"),
+        Some(other) => anyhow::bail!("unknown mode {other:?}: spawn-serve or serve-with-incoming"),
     }
     Ok(())
 }
 
-/// Serve one HTTP/2 connection until the client closes it or, once the drain starts, until
-/// hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
+/// Serve one HTTP/2 connection until the client closes it or, once `conn` fires (at the
+/// shutdown), until hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
 async fn serve(
     http: auto::Builder<TokioExecutor>,
     routes: Routes,
     stream: TcpStream,
-    drain: Drain,
+    conn: Conn,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let service = TowerToHyperService::new(routes);
-    let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));
+    let mut connection = pin!(http.serve_connection(TokioIo::new(stream), service));
     tokio::select! {
-        // The connection first: one taken from the backlog as the port closed has its request
-        // waiting while the drain has already started; polled first, it is answered (and then
-        // closed) instead of closed unread.
+        // The connection first: a client taken from the backlog as the port closed starts with
+        // its calls waiting and `conn` already fired; they are answered, not dropped.
         biased;
-        done = conn.as_mut() => return done,
-        () = drain.draining() => conn.as_mut().graceful_shutdown(),
+        done = connection.as_mut() => return done,
+        () = conn.draining() => connection.as_mut().graceful_shutdown(),
     }
-    conn.await
+    connection.await
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the

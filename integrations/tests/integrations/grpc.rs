@@ -79,7 +79,7 @@ async fn exercise(addr: std::net::SocketAddr) {
 }
 
 #[test]
-fn tonic_served_connection_by_connection_through_spawn_listen() {
+fn tonic_served_connection_by_connection_through_spawn_serve() {
     let server = Example::start("tonic", &["127.0.0.1:0"], &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async { tokio::time::timeout(IO * 3, exercise(server.addr())).await })

@@ -190,8 +190,8 @@ impl Drop for Example {
     }
 }
 
-/// What the examples print on exit: "shutdown: F connections finished and C were cancelled
-/// after the signal; totals: key=value ...".
+/// What the examples print on exit (`ShutdownReport`'s `Display`): "shutdown: F ended and C
+/// cancelled after the signal (...); totals: key=value ...".
 #[derive(Debug)]
 pub(crate) struct Report {
     pub(crate) finished: u64,
@@ -207,8 +207,7 @@ impl Exit {
             .find_map(|l| l.strip_prefix("shutdown: "))
             .unwrap_or_else(|| panic!("no stats line: {self:?}"));
         let (summary, totals) = line.split_once("; totals: ").expect(line);
-        // "F finished and C cancelled" (`ShutdownReport`'s `Display`) or "F connections
-        // finished and C were cancelled" (written out by some examples): F, then C, then maybe
+        // "F ended and C cancelled (N open when the port closed, ...)": F, then C, then maybe
         // more (the phases' counts).
         let numbers: Vec<u64> = summary
             .split_whitespace()

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{crypto::ring, ClientConfig, ClientConnection, RootCertStore};
@@ -44,15 +44,22 @@ fn start(env: &[(&str, &str)]) -> (Example, Arc<ClientConfig>) {
     (server, Arc::new(config))
 }
 
-/// A TLS client: connect, check the echo of two lines, close.
-async fn echo(addr: SocketAddr, config: Arc<ClientConfig>, name: String) {
+/// A TLS client, its handshake done.
+async fn connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let server_name = ServerName::try_from("localhost").unwrap();
-    let tls = TlsConnector::from(config)
+    TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .expect("TLS handshake");
-    let (reader, mut writer) = tokio::io::split(tls);
+        .expect("TLS handshake")
+}
+
+/// A TLS client: connect, check the echo of two lines, close.
+async fn echo(addr: SocketAddr, config: Arc<ClientConfig>, name: String) {
+    let (reader, mut writer) = tokio::io::split(connect(addr, config).await);
     let mut reader = BufReader::new(reader);
     for i in 0..2 {
         let line = format!("{name} line {i}\n");
@@ -199,4 +206,41 @@ fn tls_stalled_handshakes_do_not_delay_clients_while_slots_are_free() {
     let report = exit.report();
     assert_eq!(report.cancelled, 1, "{exit:?}");
     assert_eq!(report.totals["finished"], 3, "{exit:?}");
+}
+
+/// At SIGINT the example closes a client that finished its handshake and sent nothing, at once
+/// (with a TLS `close_notify`), and exits long before its grace period would end. (An example
+/// that ignores its `Conn`, as one echoing with `tokio::io::copy` does, holds the client until
+/// the grace period ends and then cuts it without `close_notify`: the client's read returns an
+/// error after `GRACE`, and the checks below fail.)
+#[test]
+fn tls_closes_an_idle_client_at_once_on_sigint() {
+    const AT_ONCE: Duration = Duration::from_secs(1);
+    let (server, config) = start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (read, signalled, closed) = rt.block_on(async {
+        // The handshake done, the server is serving this connection (not holding it in the
+        // backlog): it has answered the ClientHello.
+        let mut idle = connect(server.addr(), config).await;
+        let signalled = Instant::now();
+        server.signal(libc::SIGINT);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(IO, idle.read_to_end(&mut rest))
+            .await
+            .expect("the idle client was not closed within IO");
+        (read.map(|_| rest), signalled, signalled.elapsed())
+    });
+    let exit = server.wait_exit(GRACE * 2);
+    let exited = signalled.elapsed();
+    exit.assert_success();
+    assert!(
+        closed < AT_ONCE,
+        "closed {closed:?} after SIGINT ({read:?}): {exit:?}"
+    );
+    assert!(exited < AT_ONCE, "exited {exited:?} after SIGINT: {exit:?}");
+    let rest = read.expect("a clean close (close_notify, then end of stream)");
+    assert!(rest.is_empty(), "{rest:?}");
+    let report = exit.report();
+    assert_eq!((report.finished, report.cancelled), (1, 0), "{exit:?}");
+    assert_eq!(report.totals["failed"], 0, "{exit:?}");
 }
