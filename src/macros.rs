@@ -73,3 +73,83 @@ macro_rules! delegate_async_write {
         }
     };
 }
+
+/// The retry settings both reconnect front ends (`Builder` and `RetryLoop`) take, written once:
+/// each stores into the front end's `retry: RetryConfig<C>`. `$owner` names the front end in
+/// panic messages; each setter's docs are given by the caller, in order.
+macro_rules! retry_setters {
+    (
+        $owner:literal;
+        $(#[$policy:meta])* policy;
+        $(#[$timeout:meta])* connect_timeout;
+        $(#[$until:meta])* connect_timeout_until_next_retry;
+        $(#[$stable:meta])* stable_after;
+        $(#[$retryable:meta])* retry_connect_if;
+        $(#[$disconnect:meta])* on_disconnect;
+        $(#[$cancel:meta])* cancel_on;
+    ) => {
+        $(#[$policy])*
+        pub fn policy<P>(mut self, policy: P) -> Self
+        where
+            P: Iterator<Item = ::std::time::Duration> + Clone + Send + 'static,
+        {
+            self.retry.policy = Box::new(policy);
+            self
+        }
+
+        $(#[$timeout])*
+        #[track_caller]
+        pub fn connect_timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.retry.set_connect_timeout(
+                concat!($owner, "::connect_timeout"),
+                $crate::reconnect::retry::ConnectTimeout::Fixed(timeout),
+            );
+            self
+        }
+
+        $(#[$until])*
+        #[track_caller]
+        pub fn connect_timeout_until_next_retry(mut self, min: ::std::time::Duration) -> Self {
+            self.retry.set_connect_timeout(
+                concat!($owner, "::connect_timeout_until_next_retry"),
+                $crate::reconnect::retry::ConnectTimeout::UntilNextRetry(min),
+            );
+            self
+        }
+
+        $(#[$stable])*
+        pub fn stable_after(mut self, period: ::std::time::Duration) -> Self {
+            self.retry.stable_after = period;
+            self
+        }
+
+        $(#[$retryable])*
+        pub fn retry_connect_if(mut self, retryable: fn(&::std::io::Error) -> bool) -> Self {
+            self.retry.retry_connect_if = retryable;
+            self
+        }
+
+        $(#[$disconnect])*
+        pub fn on_disconnect<F>(mut self, hook: F) -> Self
+        where
+            F: FnMut(
+                    &$crate::reconnect::HookContext,
+                    &mut C,
+                ) -> $crate::reconnect::BoxFuture<$crate::reconnect::Decision>
+                + Send
+                + 'static,
+        {
+            self.retry.on_disconnect = Some(Box::new(hook));
+            self
+        }
+
+        $(#[$cancel])*
+        pub fn cancel_on<F>(mut self, signal: F) -> Self
+        where
+            F: ::std::future::Future<Output = ()> + Send + 'static,
+        {
+            self.retry.cancel = Some(Box::pin(signal));
+            self
+        }
+    };
+}

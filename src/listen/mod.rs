@@ -56,7 +56,6 @@ pub use setup_sockets::SetupSockets;
 pub use shed::ShedBacklog;
 pub use shutdown::{GracefulShutdown, ShutdownReport};
 pub use sleep_on_error::{SleepOnError, MIN_ACCEPT_BACKOFF};
-pub use crate::sockopt::SocketOptions;
 pub use stats::{Stats, StatsSnapshot};
 
 /// Accept-loop combinators for every [`Stream`].
@@ -67,8 +66,8 @@ pub use stats::{Stats, StatsSnapshot};
 /// [`listen(n)`](ListenExt::listen), for handlers that need no [`Conn`]).
 pub trait ListenExt: Stream {
     /// Run `setup` on every accepted socket before it is passed on: set `TCP_NODELAY`,
-    /// keepalive, buffer sizes ([`SocketOptions`](crate::SocketOptions) does the common ones),
-    /// or anything else. A
+    /// keepalive, buffer sizes ([`SocketOptions`](crate::SocketOptions) does the common
+    /// ones), or anything else. A
     /// socket whose setup fails is dropped and passed on as a per-connection error (kind
     /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted), the original error as its
     /// source), which [`sleep_on_error`](ListenExt::sleep_on_error) skips and counts.

@@ -1,12 +1,9 @@
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use super::retry::{ConnectTimeout, RetryConfig};
-use super::{
-    BoxFuture, Connect, Decision, EofPolicy, HookContext, ReadMode, Reconnecting, WriteMode,
-};
+use super::retry::RetryConfig;
+use super::{BoxFuture, Connect, EofPolicy, HookContext, ReadMode, Reconnecting, WriteMode};
 
 pub(crate) type ConnectHook<Io> =
     Box<dyn FnMut(&HookContext, Io) -> BoxFuture<io::Result<Io>> + Send>;
@@ -39,6 +36,181 @@ pub struct Builder<C: Connect> {
 }
 
 impl<C: Connect> Builder<C> {
+    retry_setters! {
+        "Builder";
+        /// The delays between attempts: any `Iterator<Item = Duration> + Clone`, for example from
+        /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
+        /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
+        /// The policy starts over (from a clone of the one given) when a connection that stayed up
+        /// for the [stable period](Self::stable_after) is lost; a connection lost sooner goes on with
+        /// the same policy, so with a policy that ends (`.take(n)`), a server that keeps accepting and
+        /// dropping connections is given up on too.
+        ///
+        /// The built-in policies reject a zero delay. A policy of your own may yield
+        /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
+        /// 1 ms tick, so a connector that fails at once is tried about a thousand times a second. That
+        /// is not a CPU busy loop, but it hammers the server: use a real backoff.
+        policy;
+        /// Fail a connection attempt that has not completed after `timeout` (with
+        /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
+        ///
+        /// # Panics
+        ///
+        /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+        connect_timeout;
+        /// Give each connection attempt until the next retry is due, and at least `min`: the
+        /// policy's next delay is drawn when the attempt starts, the attempt may run until that
+        /// delay has passed (or `min`, if longer), and after a failure the retry comes at that
+        /// moment, not a full delay after the failure. A refused connection thus retries on the
+        /// same schedule as with a fixed timeout, while a connect that hangs (a black-holed
+        /// address) may use the whole gap before the next retry instead of being cut short.
+        ///
+        /// This is gRPC's connection backoff:
+        /// `.policy(Exponential::grpc()).connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)`
+        /// (see [`Exponential::grpc`](crate::backoff::Exponential::grpc)). Replaces
+        /// [`connect_timeout`](Self::connect_timeout); the last one set wins.
+        ///
+        /// # Panics
+        ///
+        /// Panics if `min` is zero: no attempt that has to wait for the network could succeed.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use staunch::backoff::{Exponential, GRPC_MIN_CONNECT_TIMEOUT};
+        /// use staunch::reconnect::{Reconnecting, TcpConnector};
+        ///
+        /// let conn = Reconnecting::builder(TcpConnector::new("127.0.0.1:50051"))
+        ///     .policy(Exponential::grpc())
+        ///     .connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)
+        ///     .build();
+        /// ```
+        connect_timeout_until_next_retry;
+        /// How long a connection must stay up for the backoff to start over when it is lost.
+        ///
+        /// The time counts from the moment the connection was established (after the
+        /// [`on_connect`](Self::on_connect) hook, if any) to the moment the adapter noticed the loss.
+        /// When a connection lasted at least `period`, its loss starts a new outage: the
+        /// [policy](Self::policy) starts over from its first delay, and the attempt number
+        /// ([`ConnState::Connecting`](super::ConnState::Connecting),
+        /// [`ConnState::Backoff`](super::ConnState::Backoff), [`HookContext::attempt`],
+        /// [`GaveUp::attempts`](super::GaveUp::attempts)) and [`HookContext::elapsed`] start from
+        /// zero.
+        /// A connection lost sooner does not end the outage: the attempt number goes on growing and
+        /// the next delay is the policy's next one, so a server that accepts and then drops every
+        /// connection at once gets ever longer delays (up to the policy's maximum) instead of one
+        /// connection per first delay, forever.
+        ///
+        /// The default is 10 s. `Duration::ZERO` starts over after every successful connection.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Exponential;
+        /// use staunch::reconnect::{EofPolicy, Reconnecting};
+        /// use tokio::io::AsyncReadExt;
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// // A server that accepts and hangs up at once: every connection's peer is already gone.
+        /// let dead_on_arrival = || async { Ok(tokio::io::duplex(64).0) };
+        /// let backoff = Exponential::builder()
+        ///     .min(Duration::from_secs(1))
+        ///     .max(Duration::from_secs(60))
+        ///     .build()
+        ///     .unwrap();
+        /// let mut conn = Reconnecting::builder(dead_on_arrival)
+        ///     .policy(backoff)
+        ///     .eof_policy(EofPolicy::Reconnect)
+        ///     .stable_after(Duration::from_secs(30))
+        ///     .build();
+        /// let mut waited = Vec::new();
+        /// for _ in 0..5 {
+        ///     let start = Instant::now();
+        ///     conn.wait_connected().await.unwrap();
+        ///     waited.push(start.elapsed().as_secs());
+        ///     conn.read(&mut [0; 8]).await.unwrap_err(); // lost at once
+        /// }
+        /// // Not 1 s before every connection: the connections never lasted 30 s.
+        /// assert_eq!(waited, [0, 1, 2, 4, 8]);
+        /// # }
+        /// ```
+        stable_after;
+        /// Which failed connection attempts are worth retrying: the connector's error is passed to
+        /// `retryable`, and when it returns `false` the adapter gives up at once, with
+        /// [`GiveUpCause::Fatal`](super::GiveUpCause::Fatal) and the error in
+        /// [`GaveUp::last_reason`](super::GaveUp::last_reason), instead of retrying forever something
+        /// that cannot succeed. The [`on_disconnect`](Self::on_disconnect) hook does not run for such
+        /// an error.
+        ///
+        /// The default is [`is_retryable_connect_error`](super::is_retryable_connect_error), which
+        /// gives up on `InvalidInput`, `PermissionDenied` and `Unsupported`. Only the connector's
+        /// own errors are classified: a [connect timeout](Self::connect_timeout) and an error of the
+        /// [`on_connect`](Self::on_connect) hook are always retried (the `on_disconnect` hook can
+        /// give up on them). With [`Failover`](super::Failover), a target whose error is not retryable
+        /// ends the whole adapter, even if other targets would work; pass `|_| true` to keep going.
+        retry_connect_if;
+        /// An async hook run after each lost connection and each failed attempt, before the backoff
+        /// delay. It gets the [`HookContext`](super::HookContext) (with the policy's [next delay](HookContext::next_delay))
+        /// and `&mut` access to the connector (to change the target), and returns a future that may
+        /// wait and then decides: [`Decision::Retry`](super::Decision::Retry) after the policy's delay,
+        /// [`Decision::RetryAfter`](super::Decision::RetryAfter) a delay of its own, or [`Decision::GiveUp`](super::Decision::GiveUp). The future runs
+        /// inside the adapter, driven by the caller's operations.
+        ///
+        /// # Examples
+        ///
+        /// Move to a standby server, and give up after ten failures in a row:
+        ///
+        /// ```
+        /// use staunch::reconnect::{Decision, Reconnecting, TcpConnector};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let conn = Reconnecting::builder(TcpConnector::new("primary.internal:7000"))
+        ///     .on_disconnect(|ctx, connector| {
+        ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
+        ///         connector.set_addr("standby.internal:7000");
+        ///         let give_up = ctx.attempt() >= 10;
+        ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
+        ///     })
+        ///     .build();
+        /// # drop(conn);
+        /// # }
+        /// ```
+        on_disconnect;
+        /// Stop reconnecting once `signal` completes: a backoff delay, connection attempt or hook in
+        /// progress is cut short and the adapter becomes
+        /// [`GaveUp`](super::ConnState::GaveUp) with
+        /// [`GiveUpCause::Cancelled`](super::GiveUpCause::Cancelled). A live connection is left
+        /// alone until it is lost. With tokio-util, pass `token.cancelled_owned()`.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Constant;
+        /// use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        /// let refuse = || async { Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into()) };
+        /// let mut conn = Reconnecting::builder(refuse)
+        ///     .policy(Constant::new(Duration::from_secs(3600)))
+        ///     .cancel_on(async move { let _ = stopped.await; })
+        ///     .build();
+        /// let task = tokio::spawn(async move { conn.wait_connected().await });
+        /// tokio::time::sleep(Duration::from_secs(1)).await;
+        /// stop.send(()).unwrap(); // cuts the hour-long backoff short
+        /// let err = task.await.unwrap().unwrap_err();
+        /// assert_eq!(GaveUp::from_io_error(&err).unwrap().cause(), GiveUpCause::Cancelled);
+        /// # }
+        /// ```
+        cancel_on;
+    }
+
     pub(crate) fn new(connector: C) -> Self {
         Builder {
             connector,
@@ -50,75 +222,6 @@ impl<C: Connect> Builder<C> {
             is_disconnect: super::is_disconnect,
             on_connect: None,
         }
-    }
-
-    /// The delays between attempts: any `Iterator<Item = Duration> + Clone`, for example from
-    /// [`crate::backoff`]. Each delay is taken before the attempt after a failure; when the
-    /// iterator ends, the adapter gives up ([`GiveUpCause::PolicyExhausted`](super::GiveUpCause)).
-    /// The policy starts over (from a clone of the one given) when a connection that stayed up
-    /// for the [stable period](Self::stable_after) is lost; a connection lost sooner goes on with
-    /// the same policy, so with a policy that ends (`.take(n)`), a server that keeps accepting and
-    /// dropping connections is given up on too.
-    ///
-    /// The built-in policies reject a zero delay. A policy of your own may yield
-    /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
-    /// 1 ms tick, so a connector that fails at once is tried about a thousand times a second. That
-    /// is not a CPU busy loop, but it hammers the server: use a real backoff.
-    pub fn policy<P>(mut self, policy: P) -> Self
-    where
-        P: Iterator<Item = Duration> + Clone + Send + 'static,
-    {
-        self.retry.policy = Box::new(policy);
-        self
-    }
-
-    /// Fail a connection attempt that has not completed after `timeout` (with
-    /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
-    ///
-    /// # Panics
-    ///
-    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
-    #[track_caller]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        let timeout = ConnectTimeout::Fixed(timeout);
-        self.retry
-            .set_connect_timeout("Builder::connect_timeout", timeout);
-        self
-    }
-
-    /// Give each connection attempt until the next retry is due, and at least `min`: the
-    /// policy's next delay is drawn when the attempt starts, the attempt may run until that
-    /// delay has passed (or `min`, if longer), and after a failure the retry comes at that
-    /// moment, not a full delay after the failure. A refused connection thus retries on the
-    /// same schedule as with a fixed timeout, while a connect that hangs (a black-holed
-    /// address) may use the whole gap before the next retry instead of being cut short.
-    ///
-    /// This is gRPC's connection backoff:
-    /// `.policy(Exponential::grpc()).connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)`
-    /// (see [`Exponential::grpc`](crate::backoff::Exponential::grpc)). Replaces
-    /// [`connect_timeout`](Self::connect_timeout); the last one set wins.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `min` is zero: no attempt that has to wait for the network could succeed.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use staunch::backoff::{Exponential, GRPC_MIN_CONNECT_TIMEOUT};
-    /// use staunch::reconnect::{Reconnecting, TcpConnector};
-    ///
-    /// let conn = Reconnecting::builder(TcpConnector::new("127.0.0.1:50051"))
-    ///     .policy(Exponential::grpc())
-    ///     .connect_timeout_until_next_retry(GRPC_MIN_CONNECT_TIMEOUT)
-    ///     .build();
-    /// ```
-    #[track_caller]
-    pub fn connect_timeout_until_next_retry(mut self, min: Duration) -> Self {
-        let timeout = ConnectTimeout::UntilNextRetry(min);
-        self.retry
-            .set_connect_timeout("Builder::connect_timeout_until_next_retry", timeout);
-        self
     }
 
     /// Treat a connection as lost when a read has waited `timeout` with no byte arriving
@@ -161,120 +264,11 @@ impl<C: Connect> Builder<C> {
         self
     }
 
-    /// How long a connection must stay up for the backoff to start over when it is lost.
-    ///
-    /// The time counts from the moment the connection was established (after the
-    /// [`on_connect`](Self::on_connect) hook, if any) to the moment the adapter noticed the loss.
-    /// When a connection lasted at least `period`, its loss starts a new outage: the
-    /// [policy](Self::policy) starts over from its first delay, and the attempt number
-    /// ([`ConnState::Connecting`](super::ConnState::Connecting),
-    /// [`ConnState::Backoff`](super::ConnState::Backoff), [`HookContext::attempt`],
-    /// [`GaveUp::attempts`](super::GaveUp::attempts)) and [`HookContext::elapsed`] start from
-    /// zero.
-    /// A connection lost sooner does not end the outage: the attempt number goes on growing and
-    /// the next delay is the policy's next one, so a server that accepts and then drops every
-    /// connection at once gets ever longer delays (up to the policy's maximum) instead of one
-    /// connection per first delay, forever.
-    ///
-    /// The default is 10 s. `Duration::ZERO` starts over after every successful connection.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use staunch::backoff::Exponential;
-    /// use staunch::reconnect::{EofPolicy, Reconnecting};
-    /// use tokio::io::AsyncReadExt;
-    /// use tokio::time::Instant;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// // A server that accepts and hangs up at once: every connection's peer is already gone.
-    /// let dead_on_arrival = || async { Ok(tokio::io::duplex(64).0) };
-    /// let backoff = Exponential::builder()
-    ///     .min(Duration::from_secs(1))
-    ///     .max(Duration::from_secs(60))
-    ///     .build()
-    ///     .unwrap();
-    /// let mut conn = Reconnecting::builder(dead_on_arrival)
-    ///     .policy(backoff)
-    ///     .eof_policy(EofPolicy::Reconnect)
-    ///     .stable_after(Duration::from_secs(30))
-    ///     .build();
-    /// let mut waited = Vec::new();
-    /// for _ in 0..5 {
-    ///     let start = Instant::now();
-    ///     conn.wait_connected().await.unwrap();
-    ///     waited.push(start.elapsed().as_secs());
-    ///     conn.read(&mut [0; 8]).await.unwrap_err(); // lost at once
-    /// }
-    /// // Not 1 s before every connection: the connections never lasted 30 s.
-    /// assert_eq!(waited, [0, 1, 2, 4, 8]);
-    /// # }
-    /// ```
-    pub fn stable_after(mut self, period: Duration) -> Self {
-        self.retry.stable_after = period;
-        self
-    }
-
-    /// Which failed connection attempts are worth retrying: the connector's error is passed to
-    /// `retryable`, and when it returns `false` the adapter gives up at once, with
-    /// [`GiveUpCause::Fatal`](super::GiveUpCause::Fatal) and the error in
-    /// [`GaveUp::last_reason`](super::GaveUp::last_reason), instead of retrying forever something
-    /// that cannot succeed. The [`on_disconnect`](Self::on_disconnect) hook does not run for such
-    /// an error.
-    ///
-    /// The default is [`is_retryable_connect_error`](super::is_retryable_connect_error), which
-    /// gives up on `InvalidInput`, `PermissionDenied` and `Unsupported`. Only the connector's
-    /// own errors are classified: a [connect timeout](Self::connect_timeout) and an error of the
-    /// [`on_connect`](Self::on_connect) hook are always retried (the `on_disconnect` hook can
-    /// give up on them). With [`Failover`](super::Failover), a target whose error is not retryable
-    /// ends the whole adapter, even if other targets would work; pass `|_| true` to keep going.
-    pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
-        self.retry.retry_connect_if = retryable;
-        self
-    }
-
     /// Which I/O errors on a live connection mean "connection lost" (and start a reconnect);
     /// others are returned to the caller unchanged. The default is
     /// [`is_disconnect`](super::is_disconnect).
     pub fn disconnect_if(mut self, classify: fn(&io::Error) -> bool) -> Self {
         self.is_disconnect = classify;
-        self
-    }
-
-    /// An async hook run after each lost connection and each failed attempt, before the backoff
-    /// delay. It gets the [`HookContext`] (with the policy's [next delay](HookContext::next_delay))
-    /// and `&mut` access to the connector (to change the target), and returns a future that may
-    /// wait and then decides: [`Decision::Retry`] after the policy's delay,
-    /// [`Decision::RetryAfter`] a delay of its own, or [`Decision::GiveUp`]. The future runs
-    /// inside the adapter, driven by the caller's operations.
-    ///
-    /// # Examples
-    ///
-    /// Move to a standby server, and give up after ten failures in a row:
-    ///
-    /// ```
-    /// use staunch::reconnect::{Decision, Reconnecting, TcpConnector};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let conn = Reconnecting::builder(TcpConnector::new("primary.internal:7000"))
-    ///     .on_disconnect(|ctx, connector| {
-    ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
-    ///         connector.set_addr("standby.internal:7000");
-    ///         let give_up = ctx.attempt() >= 10;
-    ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
-    ///     })
-    ///     .build();
-    /// # drop(conn);
-    /// # }
-    /// ```
-    pub fn on_disconnect<F>(mut self, hook: F) -> Self
-    where
-        F: FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send + 'static,
-    {
-        self.retry.on_disconnect = Some(Box::new(hook));
         self
     }
 
@@ -323,42 +317,6 @@ impl<C: Connect> Builder<C> {
         F: FnMut(&HookContext, C::Io) -> BoxFuture<io::Result<C::Io>> + Send + 'static,
     {
         self.on_connect = Some(Box::new(hook));
-        self
-    }
-
-    /// Stop reconnecting once `signal` completes: a backoff delay, connection attempt or hook in
-    /// progress is cut short and the adapter becomes
-    /// [`GaveUp`](super::ConnState::GaveUp) with
-    /// [`GiveUpCause::Cancelled`](super::GiveUpCause::Cancelled). A live connection is left
-    /// alone until it is lost. With tokio-util, pass `token.cancelled_owned()`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use staunch::backoff::Constant;
-    /// use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    /// let refuse = || async { Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into()) };
-    /// let mut conn = Reconnecting::builder(refuse)
-    ///     .policy(Constant::new(Duration::from_secs(3600)))
-    ///     .cancel_on(async move { let _ = stopped.await; })
-    ///     .build();
-    /// let task = tokio::spawn(async move { conn.wait_connected().await });
-    /// tokio::time::sleep(Duration::from_secs(1)).await;
-    /// stop.send(()).unwrap(); // cuts the hour-long backoff short
-    /// let err = task.await.unwrap().unwrap_err();
-    /// assert_eq!(GaveUp::from_io_error(&err).unwrap().cause(), GiveUpCause::Cancelled);
-    /// # }
-    /// ```
-    pub fn cancel_on<F>(mut self, signal: F) -> Self
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.retry.cancel = Some(Box::pin(signal));
         self
     }
 

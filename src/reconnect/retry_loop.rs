@@ -1,12 +1,10 @@
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::retry::{settle, ConnectTimeout, Next, Outage, RetryConfig};
-use super::{BoxFuture, Connect, Decision, GaveUp, GiveUpCause, HookContext, Reason};
+use super::retry::{settle, Next, Outage, RetryConfig};
+use super::{Connect, GaveUp, GiveUpCause, Reason};
 
 /// A connect-then-run retry loop (the job of schmoozer): connect, run a session on the new
 /// connection, and when the session fails or asks to reconnect (or connecting fails), wait and
@@ -100,92 +98,53 @@ pub enum RetryOutcome<T, E> {
 }
 
 impl<C: Connect> RetryLoop<C> {
+    retry_setters! {
+        "RetryLoop";
+        /// The delays between attempts: any `Iterator<Item = Duration> + Clone`; when it ends, the
+        /// loop gives up. As [`Builder::policy`](super::Builder::policy).
+        policy;
+        /// Fail a connection attempt that takes longer than `timeout`
+        /// ([`Reason::ConnectTimeout`], retried). As
+        /// [`Builder::connect_timeout`](super::Builder::connect_timeout).
+        ///
+        /// # Panics
+        ///
+        /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+        connect_timeout;
+        /// Give each connection attempt until the next retry is due, and at least `min`, as
+        /// [`Builder::connect_timeout_until_next_retry`](super::Builder::connect_timeout_until_next_retry)
+        /// does (gRPC's connection backoff semantics). Replaces
+        /// [`connect_timeout`](Self::connect_timeout).
+        ///
+        /// # Panics
+        ///
+        /// Panics if `min` is zero.
+        connect_timeout_until_next_retry;
+        /// How long a session must stay up before the backoff (and the attempt count) start over
+        /// (10 s by default). As [`Builder::stable_after`](super::Builder::stable_after).
+        stable_after;
+        /// Which connect errors are worth retrying; on others the loop gives up
+        /// ([`GiveUpCause::Fatal`]). As
+        /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if).
+        retry_connect_if;
+        /// An async hook run after each failed attempt and each ended session (except
+        /// [`SessionEnd::Done`] and [`SessionEnd::Fatal`]), before the delay: it gets the
+        /// [`HookContext`](super::HookContext) and the connector, and decides ([`Decision`](super::Decision)). As
+        /// [`Builder::on_disconnect`](super::Builder::on_disconnect). The session's own error stays
+        /// with the session: a session that should stop the loop returns [`SessionEnd::Fatal`].
+        on_disconnect;
+        /// Stop once `signal` completes, whatever the loop is doing (connecting, running a session,
+        /// waiting, running the hook): the session future is dropped and the loop gives up
+        /// ([`GiveUpCause::Cancelled`]). As [`Builder::cancel_on`](super::Builder::cancel_on).
+        cancel_on;
+    }
+
     /// A loop over `connector` with the defaults.
     pub fn new(connector: C) -> Self {
         RetryLoop {
             connector,
             retry: RetryConfig::new(),
         }
-    }
-
-    /// The delays between attempts: any `Iterator<Item = Duration> + Clone`; when it ends, the
-    /// loop gives up. As [`Builder::policy`](super::Builder::policy).
-    pub fn policy<P>(mut self, policy: P) -> Self
-    where
-        P: Iterator<Item = Duration> + Clone + Send + 'static,
-    {
-        self.retry.policy = Box::new(policy);
-        self
-    }
-
-    /// Fail a connection attempt that takes longer than `timeout`
-    /// ([`Reason::ConnectTimeout`], retried). As
-    /// [`Builder::connect_timeout`](super::Builder::connect_timeout).
-    ///
-    /// # Panics
-    ///
-    /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
-    #[track_caller]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        let timeout = ConnectTimeout::Fixed(timeout);
-        self.retry
-            .set_connect_timeout("RetryLoop::connect_timeout", timeout);
-        self
-    }
-
-    /// Give each connection attempt until the next retry is due, and at least `min`, as
-    /// [`Builder::connect_timeout_until_next_retry`](super::Builder::connect_timeout_until_next_retry)
-    /// does (gRPC's connection backoff semantics). Replaces
-    /// [`connect_timeout`](Self::connect_timeout).
-    ///
-    /// # Panics
-    ///
-    /// Panics if `min` is zero.
-    #[track_caller]
-    pub fn connect_timeout_until_next_retry(mut self, min: Duration) -> Self {
-        let timeout = ConnectTimeout::UntilNextRetry(min);
-        self.retry
-            .set_connect_timeout("RetryLoop::connect_timeout_until_next_retry", timeout);
-        self
-    }
-
-    /// How long a session must stay up before the backoff (and the attempt count) start over
-    /// (10 s by default). As [`Builder::stable_after`](super::Builder::stable_after).
-    pub fn stable_after(mut self, period: Duration) -> Self {
-        self.retry.stable_after = period;
-        self
-    }
-
-    /// Which connect errors are worth retrying; on others the loop gives up
-    /// ([`GiveUpCause::Fatal`]). As
-    /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if).
-    pub fn retry_connect_if(mut self, retryable: fn(&io::Error) -> bool) -> Self {
-        self.retry.retry_connect_if = retryable;
-        self
-    }
-
-    /// An async hook run after each failed attempt and each ended session (except
-    /// [`SessionEnd::Done`] and [`SessionEnd::Fatal`]), before the delay: it gets the
-    /// [`HookContext`] and the connector, and decides ([`Decision`]). As
-    /// [`Builder::on_disconnect`](super::Builder::on_disconnect). The session's own error stays
-    /// with the session: a session that should stop the loop returns [`SessionEnd::Fatal`].
-    pub fn on_disconnect<F>(mut self, hook: F) -> Self
-    where
-        F: FnMut(&HookContext, &mut C) -> BoxFuture<Decision> + Send + 'static,
-    {
-        self.retry.on_disconnect = Some(Box::new(hook));
-        self
-    }
-
-    /// Stop once `signal` completes, whatever the loop is doing (connecting, running a session,
-    /// waiting, running the hook): the session future is dropped and the loop gives up
-    /// ([`GiveUpCause::Cancelled`]). As [`Builder::cancel_on`](super::Builder::cancel_on).
-    pub fn cancel_on<F>(mut self, signal: F) -> Self
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.retry.cancel = Some(Box::pin(signal));
-        self
     }
 
     /// Run the loop: `session` is called with each new connection.

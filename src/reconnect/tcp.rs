@@ -1,6 +1,6 @@
+use socket2::SockRef;
 use std::io;
 use std::net::SocketAddr;
-use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::{BoxFuture, Connect};

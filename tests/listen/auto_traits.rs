@@ -6,9 +6,9 @@ use std::io;
 use futures_util::stream::{Empty, Pending};
 use staunch::listen::{
     AcceptAction, AcceptErrorEvent, AddrState, BindHandle, BindMany, ErrorClass, GracefulShutdown,
-    Listen, SetupSockets, ShutdownReport, SleepOnError, SocketOptions, SpawnListen, StatsSnapshot,
+    Listen, SetupSockets, ShutdownReport, SleepOnError, SpawnListen, StatsSnapshot,
 };
-use staunch::{ListenExt, Stats};
+use staunch::{ListenExt, SocketOptions, Stats};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
@@ -55,6 +55,8 @@ fn sync_and_unpin_where_their_parts_are() {
     sync::<ShutdownReport>();
     send::<SocketOptions>();
     sync::<SocketOptions>();
+    send::<staunch::listen::Conn>();
+    sync::<staunch::listen::Conn>();
     send::<ErrorClass>();
     send::<AcceptAction>();
     sync::<AcceptErrorEvent<'static>>();
@@ -111,4 +113,11 @@ fn listeners_are_unpin_when_their_stream_is() {
     unpin::<Listen<Empty<Conn>>>();
     unpin::<SpawnListen<Empty<Conn>>>();
     send::<staunch::listen::Listener<Empty<Conn>, staunch::listen::InTask>>();
+}
+
+/// A connection's wait for its handle can be held across an `.await` in a spawned handler.
+#[allow(dead_code)]
+fn conn_draining_is_send(conn: &staunch::listen::Conn) {
+    fn send_value<T: Send>(_: &T) {}
+    send_value(&conn.draining());
 }

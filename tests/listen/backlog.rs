@@ -7,8 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use staunch::listen::{Drain, ShutdownReport};
+use staunch::listen::{Conn, ShutdownReport};
 use staunch::ListenExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,9 +43,9 @@ fn accept_queue(addr: SocketAddr) -> usize {
         .expect("the listening socket in /proc/net/tcp")
 }
 
-/// A server with `SLOTS` slots whose connections read a request, then stall until the drain
-/// starts, then answer; `CLIENTS` clients, so that most wait in the kernel's backlog when the
-/// shutdown starts. Returns what each client saw, how many were queued at the signal, and the
+/// A server with `SLOTS` slots whose connections read a request, then stall until their `Conn`
+/// fires (at the shutdown), then answer; `CLIENTS` clients, so that most wait in the kernel's
+/// backlog when the shutdown starts. Returns what each client saw, how many were queued at the signal, and the
 /// report.
 async fn shutdown_with_a_full_backlog(
     clients: usize,
@@ -56,39 +55,28 @@ async fn shutdown_with_a_full_backlog(
     let n = clients;
     let listener = staunch::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let drain = Drain::new();
-    let handle = {
-        let drain = drain.clone();
-        move |mut socket: TcpStream| {
-            let drain = drain.clone();
-            async move {
-                let mut request = [0; 6];
-                socket.read_exact(&mut request).await?;
-                drain.draining().await;
-                socket.write_all(b"bye\n").await?;
-                io::Result::Ok(())
-            }
-        }
+    let handle = |mut socket: TcpStream, conn: Conn| async move {
+        let mut request = [0; 6];
+        socket.read_exact(&mut request).await?;
+        conn.draining().await;
+        socket.write_all(b"bye\n").await?;
+        io::Result::Ok(())
     };
     let (stop, signal) = oneshot::channel::<()>();
     let accepts = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(10));
     let (server, stats) = if spawn {
-        let server = accepts.map(handle).spawn_listen(SLOTS);
+        let server = accepts.spawn_serve(SLOTS, handle);
         let stats = server.stats();
-        let server = server
-            .with_graceful_shutdown(signal, LIMIT)
-            .with_drain(drain);
+        let server = server.with_graceful_shutdown(signal).grace(LIMIT);
         let server = match take {
             Some(n) => server.take_backlog(n),
             None => server,
         };
         (tokio::spawn(server), stats)
     } else {
-        let server = accepts.map(handle).listen(SLOTS);
+        let server = accepts.serve(SLOTS, handle);
         let stats = server.stats();
-        let server = server
-            .with_graceful_shutdown(signal, LIMIT)
-            .with_drain(drain);
+        let server = server.with_graceful_shutdown(signal).grace(LIMIT);
         let server = match take {
             Some(n) => server.take_backlog(n),
             None => server,

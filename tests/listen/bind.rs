@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use staunch::backoff::Exponential;
-use staunch::listen::{AddrState, SocketOptions};
+use staunch::listen::AddrState;
+use staunch::SocketOptions;
 use staunch::{ListenExt, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -271,7 +272,8 @@ async fn bind_many_closes_its_port_at_shutdown_while_a_handle_lives() {
         .sleep_on_error(Duration::from_millis(10))
         .map(|_s| async {})
         .listen(4)
-        .with_graceful_shutdown(rx, Duration::from_secs(1));
+        .with_graceful_shutdown(rx)
+        .grace(Duration::from_secs(1));
     let server = tokio::spawn(server);
     tx.send(()).unwrap();
     server.await.unwrap();

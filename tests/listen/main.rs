@@ -3,7 +3,7 @@
 mod auto_traits;
 mod backlog;
 mod bind;
-mod drain;
+mod conn;
 mod emfile;
 mod link;
 mod listener;

@@ -44,13 +44,15 @@ async fn graceful_shutdown_drains_then_cuts_at_the_deadline() {
                 accepts
                     .map(handle)
                     .spawn_listen(10)
-                    .with_graceful_shutdown(signal, grace)
+                    .with_graceful_shutdown(signal)
+                    .grace(grace)
                     .await
             } else {
                 accepts
                     .map(handle)
                     .listen(10)
-                    .with_graceful_shutdown(signal, grace)
+                    .with_graceful_shutdown(signal)
+                    .grace(grace)
                     .await
             }
         });
@@ -82,7 +84,8 @@ async fn graceful_shutdown_without_stragglers_returns_early() {
         .chain(stream::pending())
         .map(|secs| sleep(Duration::from_secs(secs)))
         .listen(4)
-        .with_graceful_shutdown(signal, Duration::from_secs(60))
+        .with_graceful_shutdown(signal)
+        .grace(Duration::from_secs(60))
         .take_backlog(0);
     let start = Instant::now();
     stop.send(()).unwrap();
@@ -100,7 +103,8 @@ async fn graceful_shutdown_takes_the_connections_ready_when_the_port_closes() {
         // The sleep starts with the connection, not when the stream yields it.
         .map(|secs| async move { sleep(Duration::from_secs(secs)).await })
         .listen(1)
-        .with_graceful_shutdown(signal, Duration::from_secs(60))
+        .with_graceful_shutdown(signal)
+        .grace(Duration::from_secs(60))
         .take_backlog(3);
     let start = Instant::now();
     stop.send(()).unwrap();
@@ -119,7 +123,8 @@ async fn graceful_shutdown_drops_the_stream_at_the_signal_even_when_full() {
     let server = accepts
         .map(|secs| sleep(Duration::from_secs(secs)))
         .listen(1)
-        .with_graceful_shutdown(signal, Duration::from_secs(10));
+        .with_graceful_shutdown(signal)
+        .grace(Duration::from_secs(10));
     let mut server = task::spawn(server);
     assert_pending!(server.poll());
     assert!(!dropped.load(SeqCst));
@@ -138,14 +143,15 @@ async fn graceful_shutdown_drops_the_stream_at_the_signal_even_when_full() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn graceful_drain_has_no_deadline() {
+async fn graceful_shutdown_without_a_grace_has_no_deadline() {
     let (stop, signal) = oneshot::channel::<()>();
     let server = stream::iter([1_000_000u64])
         .chain(stream::pending())
         .map(|secs| sleep(Duration::from_secs(secs)))
         .listen(1)
-        .with_graceful_drain(signal);
-    assert_eq!(server.grace(), None);
+        .with_graceful_shutdown(signal);
+    // No `.grace(..)`: the shutdown waits for every connection.
+    assert_eq!(server.grace_period(), None);
     let mut server = task::spawn(server);
     assert_pending!(server.poll());
     stop.send(()).unwrap();
@@ -176,7 +182,8 @@ async fn graceful_shutdown_refuses_new_clients_at_once_even_when_full() {
             socket.write_all(&buf).await
         })
         .listen(1)
-        .with_graceful_shutdown(signal, LIMIT);
+        .with_graceful_shutdown(signal)
+        .grace(LIMIT);
     let server = tokio::spawn(server);
     let mut held = TcpStream::connect(addr).await.unwrap();
     let mut hi = [0; 2];
@@ -287,7 +294,8 @@ async fn a_panic_while_taking_the_backlog_is_counted_and_ends_the_taking() {
             sleep(Duration::from_secs(secs))
         })
         .listen(4)
-        .with_graceful_shutdown(signal, Duration::from_secs(60));
+        .with_graceful_shutdown(signal)
+        .grace(Duration::from_secs(60));
     stop.send(()).unwrap();
     let report = server.await;
     // The panic is counted as a connection that panicked; the stream is dropped there, with

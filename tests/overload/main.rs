@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use staunch::overload::{
-    LimitPerPeer, LimitRate, MinReadRate, PeerPermit, ReadTooSlow, RejectEvent, RejectExcess,
-    RejectReason, Rejections,
+    LimitPerPeer, LimitRate, MinReadRate, MinReadRateStream, PeerPermit, ReadTooSlow, RejectCounts,
+    RejectEvent, RejectExcess, RejectReason,
 };
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -35,9 +35,10 @@ fn public_types_are_send_and_sync() {
     unpin::<PeerPermit<TcpStream>>();
     send::<MinReadRate<TcpStream>>();
     sync::<MinReadRate<TcpStream>>();
-    send::<Rejections>();
-    sync::<Rejections>();
-    unpin::<Rejections>();
+    send::<MinReadRateStream<TcpListenerStream>>();
+    send::<RejectCounts>();
+    sync::<RejectCounts>();
+    unpin::<RejectCounts>();
     send::<RejectEvent>();
     sync::<RejectEvent>();
     send::<RejectReason>();
@@ -49,8 +50,8 @@ fn public_types_are_send_and_sync() {
     unpin::<RejectExcess<TcpListenerStream>>();
     send::<staunch::listen::Idle<'static>>();
     sync::<staunch::listen::Idle<'static>>();
-    send::<staunch::listen::Drain>();
-    sync::<staunch::listen::Drain>();
+    send::<staunch::listen::Conn>();
+    sync::<staunch::listen::Conn>();
 }
 
 /// Held by the tests that flood loopback or measure time on it, so that they do not disturb

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use staunch::overload::{MinReadRate, OverloadExt, ReadTooSlow, RejectReason, Rejections};
+use staunch::overload::{MinReadRate, OverloadExt, ReadTooSlow, RejectReason};
 use staunch::ListenExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{self, Instant};
@@ -16,16 +16,34 @@ use super::{loopback, within};
 
 const GRACE: Duration = Duration::from_secs(5);
 
+/// Made in the synchronous part of a `map` closure, a `MinReadRate` counts into the listener
+/// polling the stream: one rejection, however many reads fail after it, with its peer.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_silent_peer_is_cut_after_the_grace_and_counted() {
-    let rejections = Rejections::new();
-    let peer = Builder::new().wait(Duration::from_secs(60)).build();
-    let mut conn = MinReadRate::new(peer, 240, GRACE)
-        .peer("10.0.0.1:7".parse().unwrap())
-        .rejections(rejections.clone());
-    let start = Instant::now();
-    let error = conn.read(&mut [0; 8]).await.unwrap_err();
-    assert_eq!(start.elapsed(), GRACE);
+    let peer_addr: std::net::SocketAddr = "10.0.0.1:7".parse().unwrap();
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let mut done = Some(done);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook_seen = seen.clone();
+    let server = futures_util::stream::iter([Builder::new().wait(Duration::from_secs(60)).build()])
+        .map(move |peer| {
+            let mut conn = MinReadRate::new(peer, 240, GRACE).peer(peer_addr);
+            let done = done.take().unwrap();
+            async move {
+                let start = Instant::now();
+                let error = conn.read(&mut [0; 8]).await.unwrap_err();
+                let elapsed = start.elapsed();
+                // Later reads fail the same way, at once, and count once.
+                let again = conn.read(&mut [0; 8]).await.unwrap_err();
+                let _ = done.send((elapsed, error, again));
+            }
+        })
+        .listen(1)
+        .on_reject(move |e| hook_seen.lock().unwrap().push((e.reason(), e.peer())));
+    let stats = server.stats();
+    server.await;
+    let (elapsed, error, again) = outcome.await.expect("the connection ran to its end");
+    assert_eq!(elapsed, GRACE);
     assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
     let inner = error
         .get_ref()
@@ -33,9 +51,44 @@ async fn a_silent_peer_is_cut_after_the_grace_and_counted() {
         .downcast_ref::<ReadTooSlow>()
         .unwrap();
     assert_eq!((inner.bytes_per_sec(), inner.grace()), (240, GRACE));
-    // Later reads fail the same way, at once, and count once.
-    assert!(ReadTooSlow::is(&conn.read(&mut [0; 8]).await.unwrap_err()));
-    assert_eq!(rejections.count(RejectReason::MinReadRate), 1);
+    assert_eq!(ReadTooSlow::from_io_error(&error), Some(inner));
+    assert!(ReadTooSlow::from_io_error(&again).is_some());
+    let s = stats.snapshot();
+    assert_eq!(s.rejected.get(RejectReason::MinReadRate), 1, "{s}");
+    assert_eq!(s.rejected.total(), 1, "{s}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(RejectReason::MinReadRate, Some(peer_addr))]
+    );
+}
+
+/// Control: one made inside the connection's `async` block, outside the listener's poll of its
+/// stream, logs its rejection only: the listener counts nothing, its hook sees nothing.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn control_one_made_inside_the_connection_future_is_not_counted() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook_seen = seen.clone();
+    let failed = Arc::new(Mutex::new(None));
+    let server = futures_util::stream::iter([Builder::new().wait(Duration::from_secs(60)).build()])
+        .map({
+            let failed = failed.clone();
+            move |peer| {
+                let failed = failed.clone();
+                async move {
+                    let mut conn = MinReadRate::new(peer, 240, GRACE);
+                    let error = conn.read(&mut [0; 8]).await.unwrap_err();
+                    *failed.lock().unwrap() = Some(ReadTooSlow::from_io_error(&error).is_some());
+                }
+            }
+        })
+        .listen(1)
+        .on_reject(move |e| hook_seen.lock().unwrap().push((e.reason(), e.peer())));
+    let stats = server.stats();
+    server.await;
+    assert_eq!(*failed.lock().unwrap(), Some(true), "the read was cut");
+    let s = stats.snapshot();
+    assert_eq!(s.rejected.get(RejectReason::MinReadRate), 0, "{s}");
+    assert!(seen.lock().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -54,7 +107,7 @@ async fn a_trickle_is_cut_soon_after_the_grace() {
             Err(e) => break e,
         }
     };
-    assert!(ReadTooSlow::is(&error));
+    assert!(ReadTooSlow::from_io_error(&error).is_some());
     // 5 s of grace plus 1/240 s for each byte read after the first (which came with the
     // credit still full).
     assert_eq!(read, 6);
@@ -87,7 +140,7 @@ async fn a_fast_start_cannot_be_banked_for_a_long_silence() {
     let mut buf = vec![0; 100_000];
     conn.read_exact(&mut buf).await.unwrap();
     let start = Instant::now();
-    assert!(ReadTooSlow::is(&conn.read(&mut buf).await.unwrap_err()));
+    assert!(ReadTooSlow::from_io_error(&conn.read(&mut buf).await.unwrap_err()).is_some());
     assert_eq!(start.elapsed(), GRACE);
 }
 
@@ -122,20 +175,21 @@ async fn fifty_trickling_clients_cannot_hold_their_slots_past_grace_plus_one_sec
     let _serial = super::serial().await;
     const GRACE: Duration = Duration::from_secs(1);
     let (listener, addr) = loopback().await;
-    let rejections = Rejections::new();
     let held = Arc::new(Mutex::new(Vec::new()));
-    let (counted, lifetimes) = (rejections.clone(), held.clone());
+    let lifetimes = held.clone();
     let server = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(10))
         .limit_per_peer(100)
         .map(move |socket| {
-            let (rejections, held) = (counted.clone(), lifetimes.clone());
+            let held = lifetimes.clone();
+            // Made here, in the listener's poll of its stream: it counts into the listener.
+            let peer = socket.peer();
+            let mut conn = MinReadRate::new(socket, 240, GRACE);
+            if let Some(peer) = peer {
+                conn = conn.peer(peer);
+            }
             async move {
                 let start = Instant::now();
-                let peer = socket.peer().unwrap();
-                let mut conn = MinReadRate::new(socket, 240, GRACE)
-                    .peer(peer)
-                    .rejections(rejections);
                 let mut buf = [0; 256];
                 let end = loop {
                     match conn.read(&mut buf).await {
@@ -144,9 +198,10 @@ async fn fifty_trickling_clients_cannot_hold_their_slots_past_grace_plus_one_sec
                         Err(e) => break Err(e),
                     }
                 };
-                held.lock()
-                    .unwrap()
-                    .push((start.elapsed(), end.map_err(|e| ReadTooSlow::is(&e))));
+                held.lock().unwrap().push((
+                    start.elapsed(),
+                    end.map_err(|e| ReadTooSlow::from_io_error(&e).is_some()),
+                ));
             }
         })
         .listen(200);
@@ -178,7 +233,7 @@ async fn fifty_trickling_clients_cannot_hold_their_slots_past_grace_plus_one_sec
         Duration::from_secs(3),
         "the slow clients' slots to free",
         async {
-            while rejections.count(RejectReason::MinReadRate) < 50 {
+            while stats.snapshot().rejected.get(RejectReason::MinReadRate) < 50 {
                 time::sleep(Duration::from_millis(10)).await;
             }
         },
@@ -216,21 +271,17 @@ async fn min_read_rate_on_the_stream_cuts_a_silent_client_and_counts_it_in_stats
     let (listener, addr) = loopback().await;
     let peers = Arc::new(Mutex::new(Vec::new()));
     let seen = peers.clone();
-    let rejections = Rejections::with_hook(move |event| {
-        seen.lock().unwrap().push((event.reason(), event.peer()));
-    });
     let grace = Duration::from_millis(300);
     let server = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(10))
         .min_read_rate(1000, grace)
-        .rejections(rejections.clone())
         .map(|mut socket| async move {
             let mut request = Vec::new();
             socket.read_to_end(&mut request).await?;
             socket.write_all(b"ok").await
         })
         .listen(10)
-        .rejections(rejections);
+        .on_reject(move |event| seen.lock().unwrap().push((event.reason(), event.peer())));
     let stats = server.stats();
     let server = tokio::spawn(server);
 
@@ -264,7 +315,16 @@ async fn min_read_rate_on_the_stream_cuts_a_silent_client_and_counts_it_in_stats
         start.elapsed()
     );
     let s = stats.snapshot();
-    assert_eq!((s.min_read_rate, s.failed, s.finished), (1, 1, 1), "{s}");
+    assert_eq!(
+        (
+            s.rejected.get(RejectReason::MinReadRate),
+            s.failed,
+            s.finished
+        ),
+        (1, 1, 1),
+        "{s}"
+    );
+    assert_eq!(s.rejected.total(), 1, "{s}");
     assert_eq!(
         *peers.lock().unwrap(),
         [(RejectReason::MinReadRate, Some(silent_addr))]

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use staunch::overload::{OverloadExt, RejectReason, Rejections};
+use staunch::overload::{OverloadExt, RejectReason};
 use staunch::ListenExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::oneshot;
@@ -20,39 +20,69 @@ fn from(peer: &str) -> ((), SocketAddr) {
     ((), peer.parse().unwrap())
 }
 
+/// The per-peer limit inside a listener, stepped by hand: the listener hands each permit it
+/// takes to the test (through a channel), so the test holds the slots; its stats count the
+/// rejections and its hook sees each with its peer.
 #[tokio::test(flavor = "current_thread")]
 async fn excess_is_dropped_counted_and_reported_and_slots_free_on_drop() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let hook_seen = seen.clone();
-    let rejections = Rejections::with_hook(move |event| {
-        hook_seen
-            .lock()
-            .unwrap()
-            .push((event.reason(), event.peer()));
-    });
+    let (hooked, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut limited = Box::pin(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
-            .limit_per_peer(2)
-            .rejections(rejections.clone()),
-    );
+    let (out, mut permits) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .limit_per_peer(2)
+        .map(move |permit| {
+            out.send(permit).unwrap();
+            async {}
+        })
+        .listen(10)
+        .on_reject(move |event| hooked.send((event.reason(), event.peer())).unwrap());
+    let stats = server.stats();
+    let mut server = std::pin::pin!(server);
+    // Run the listener until `step` is done; it must not end meanwhile.
+    macro_rules! driving {
+        ($step:expr) => {
+            within(Duration::from_secs(5), stringify!($step), async {
+                tokio::select! {
+                    biased;
+                    out = $step => out,
+                    () = &mut server => panic!("the listener ended"),
+                }
+            })
+            .await
+        };
+    }
+    // The peers holding slots, read through the listener's stream (`map` over the limit).
+    macro_rules! peers {
+        () => {
+            server
+                .as_ref()
+                .get_ref()
+                .get_ref()
+                .expect("still accepting")
+                .get_ref()
+                .peers()
+        };
+    }
+    let rejected = |reason| stats.snapshot().rejected.get(reason);
+
     for peer in ["10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3", "10.0.0.2:1"] {
         tx.send(from(peer)).unwrap();
     }
-    let a = limited.next().await.unwrap();
-    let b = limited.next().await.unwrap();
-    let c = limited.next().await.unwrap();
+    let a = driving!(permits.recv()).unwrap();
+    let b = driving!(permits.recv()).unwrap();
+    let c = driving!(permits.recv()).unwrap();
     assert_eq!(
         [a.peer(), b.peer(), c.peer()].map(|p| p.unwrap().to_string()),
         ["10.0.0.1:1", "10.0.0.1:2", "10.0.0.2:1"]
     );
-    assert_eq!(rejections.count(RejectReason::PeerLimit), 1);
-    assert_eq!(rejections.total(), 1);
     assert_eq!(
-        *seen.lock().unwrap(),
-        [(RejectReason::PeerLimit, Some("10.0.0.1:3".parse().unwrap()))]
+        seen.try_recv().unwrap(),
+        (RejectReason::PeerLimit, Some("10.0.0.1:3".parse().unwrap()))
     );
-    assert_eq!(limited.peers(), 2);
+    assert!(seen.try_recv().is_err(), "one rejection only");
+    assert_eq!(rejected(RejectReason::PeerLimit), 1);
+    assert_eq!(stats.snapshot().rejected.total(), 1);
+    assert_eq!(peers!(), 2);
 
     // A freed slot is usable again; a permit split into parts still holds its slot.
     drop(a);
@@ -60,14 +90,28 @@ async fn excess_is_dropped_counted_and_reported_and_slots_free_on_drop() {
     tx.send(from("10.0.0.1:4")).unwrap();
     tx.send(from("10.0.0.1:5")).unwrap();
     tx.send(from("10.0.0.1:6")).unwrap();
-    let d = limited.next().await.unwrap();
+    let d = driving!(permits.recv()).unwrap();
     assert_eq!(d.peer().unwrap().to_string(), "10.0.0.1:4");
-    drop(tx);
-    assert!(limited.next().await.is_none());
-    assert_eq!(rejections.count(RejectReason::PeerLimit), 3);
+    for port in [5, 6] {
+        let event = driving!(seen.recv()).unwrap();
+        assert_eq!(
+            event,
+            (
+                RejectReason::PeerLimit,
+                Some(format!("10.0.0.1:{port}").parse().unwrap())
+            )
+        );
+    }
+    assert_eq!(rejected(RejectReason::PeerLimit), 3);
+    assert_eq!(stats.snapshot().connections, 4);
 
     drop((c, d, slot));
-    assert_eq!(limited.peers(), 0, "every slot released");
+    assert_eq!(peers!(), 0, "every slot released");
+    drop(tx);
+    within(Duration::from_secs(5), "the listener to end", server).await;
+    assert!(permits.recv().await.is_none());
+    assert_eq!(rejected(RejectReason::PeerLimit), 3);
+    assert_eq!(stats.snapshot().rejected.total(), 3);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -124,7 +168,7 @@ fn a_prefix_over_128_panics() {
 /// A server on 127.0.0.1, on a thread and runtime of its own, whose connections answer one line
 /// with "ok" and then hold until the client closes; at most 10 at once, and at most 2 per peer
 /// when `per_peer` is set. It stops when the sender is dropped.
-fn flooded(per_peer: bool) -> (SocketAddr, Rejections, staunch::Stats, oneshot::Sender<()>) {
+fn flooded(per_peer: bool) -> (SocketAddr, staunch::Stats, oneshot::Sender<()>) {
     async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(socket: S) {
         let mut socket = BufReader::new(socket);
         let mut line = String::new();
@@ -146,27 +190,22 @@ fn flooded(per_peer: bool) -> (SocketAddr, Rejections, staunch::Stats, oneshot::
             .unwrap();
         rt.block_on(async move {
             let (listener, addr) = loopback().await;
-            let rejections = Rejections::new();
             let accepts = TcpListenerStream::new(listener)
                 .sleep_on_error(Duration::from_millis(10))
                 .take_until(stopped);
             if per_peer {
-                let server = accepts
-                    .limit_per_peer(2)
-                    .rejections(rejections.clone())
-                    .map(serve)
-                    .listen(10);
-                ready.send((addr, rejections, server.stats())).unwrap();
+                let server = accepts.limit_per_peer(2).map(serve).listen(10);
+                ready.send((addr, server.stats())).unwrap();
                 server.await;
             } else {
                 let server = accepts.map(serve).listen(10);
-                ready.send((addr, rejections, server.stats())).unwrap();
+                ready.send((addr, server.stats())).unwrap();
                 server.await;
             }
         });
     });
-    let (addr, rejections, stats) = started.recv().unwrap();
-    (addr, rejections, stats, stop)
+    let (addr, stats) = started.recv().unwrap();
+    (addr, stats, stop)
 }
 
 /// 50 attackers on 127.0.0.1, on a thread and runtime of their own, each reconnecting the
@@ -242,12 +281,13 @@ async fn until(limit: Duration, what: &str, done: impl Fn() -> bool) {
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_from_one_address_cannot_keep_another_out() {
     let _serial = super::serial().await;
-    let (addr, rejections, stats, server) = flooded(true);
+    let (addr, stats, server) = flooded(true);
+    let cut = || stats.snapshot().rejected.get(RejectReason::PeerLimit);
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(addr, stop.clone());
     let start = Instant::now();
     until(Duration::from_secs(10), "the flood to start", || {
-        rejections.count(RejectReason::PeerLimit) >= 200
+        cut() >= 200
     })
     .await;
     eprintln!("200 cuts in {:?}", start.elapsed());
@@ -263,7 +303,7 @@ async fn a_flood_from_one_address_cannot_keep_another_out() {
     tokio::task::spawn_blocking(move || attackers.join().unwrap())
         .await
         .unwrap();
-    let cut_during = rejections.count(RejectReason::PeerLimit);
+    let cut_during = cut();
     let worst = waits.iter().max().unwrap();
     eprintln!(
         "served in {waits:?} during a flood of {cut_during} cuts in {:?}",
@@ -292,14 +332,14 @@ async fn a_flood_from_one_address_cannot_keep_another_out() {
         .await;
         again.push(socket);
     }
-    assert_eq!(rejections.count(RejectReason::PeerLimit), cut_during);
+    assert_eq!(cut(), cut_during);
     drop(server);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn control_without_the_per_peer_limit_the_flood_keeps_the_client_out() {
     let _serial = super::serial().await;
-    let (addr, _rejections, stats, server) = flooded(false);
+    let (addr, stats, server) = flooded(false);
     let stop = Arc::new(AtomicBool::new(false));
     let attackers = attack(addr, stop.clone());
     until(

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use staunch::overload::{OverloadExt, RejectReason, Rejections};
+use staunch::overload::{OverloadExt, RejectReason};
+use staunch::ListenExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
@@ -18,16 +19,14 @@ fn peer(n: u16) -> SocketAddr {
 }
 
 /// Items arriving at `at_ms` (milliseconds after the start) through `limit_rate(n, 1 s)` with
-/// `burst`, rejecting the excess: when each passed item passed, and the peers rejected.
+/// `burst`, rejecting the excess, in a listener (whose stats count the rejections, and whose
+/// hook sees them): when each passed item passed, and the peers rejected.
 async fn pass(at_ms: Vec<u64>, n: u32, burst: u32) -> (Vec<u64>, Vec<Option<SocketAddr>>) {
     let start = Instant::now();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let hook_seen = seen.clone();
-    let rejections = Rejections::with_hook(move |e| {
-        assert_eq!(e.reason(), RejectReason::RateLimit);
-        hook_seen.lock().unwrap().push(e.peer());
-    });
-    let passed: Vec<u64> = stream::iter(at_ms.into_iter().enumerate())
+    let passed = Arc::new(Mutex::new(Vec::new()));
+    let server = stream::iter(at_ms.into_iter().enumerate())
         .then(|(i, at)| async move {
             sleep_until(start + Duration::from_millis(at)).await;
             ((), peer(i as u16))
@@ -35,13 +34,32 @@ async fn pass(at_ms: Vec<u64>, n: u32, burst: u32) -> (Vec<u64>, Vec<Option<Sock
         .limit_rate(n, Duration::from_secs(1))
         .burst(burst)
         .reject_excess()
-        .rejections(rejections.clone())
-        .map(|_| start.elapsed().as_millis() as u64)
-        .collect()
-        .await;
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(rejections.count(RejectReason::RateLimit), seen.len() as u64);
-    (passed, seen)
+        .map({
+            let passed = passed.clone();
+            move |_| {
+                // When the listener took it from the stream.
+                passed
+                    .lock()
+                    .unwrap()
+                    .push(start.elapsed().as_millis() as u64);
+                async {}
+            }
+        })
+        .listen(1000)
+        .on_reject(move |e| hook_seen.lock().unwrap().push((e.reason(), e.peer())));
+    let stats = server.stats();
+    server.await;
+    let seen: Vec<_> = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(r, _)| *r == RejectReason::RateLimit),
+        "{seen:?}"
+    );
+    let s = stats.snapshot();
+    assert_eq!(s.rejected.get(RejectReason::RateLimit), seen.len() as u64);
+    assert_eq!(s.rejected.total(), seen.len() as u64);
+    let passed = passed.lock().unwrap().clone();
+    assert_eq!(s.connections, passed.len() as u64);
+    (passed, seen.into_iter().map(|(_, p)| p).collect())
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -109,32 +127,39 @@ async fn real_sockets_pass_at_the_rate_within_ten_percent_and_the_rest_are_count
     let flooders = flood(addr, stop.clone());
     let peers = Arc::new(Mutex::new(0u64));
     let hook_peers = peers.clone();
-    let rejections = Rejections::with_hook(move |e| {
-        if e.peer().is_some() {
-            *hook_peers.lock().unwrap() += 1;
-        }
-    });
-    let mut passed = Box::pin(
-        tokio_stream::wrappers::TcpListenerStream::new(listener)
-            .map(|r| r.expect("accept on loopback"))
-            .limit_rate(50, Duration::from_secs(1))
-            .reject_excess()
-            .rejections(rejections.clone()),
-    );
+    // Each connection the listener takes from the stream reports when.
+    let (passes, mut passed) = tokio::sync::mpsc::unbounded_channel();
+    let server = tokio_stream::wrappers::TcpListenerStream::new(listener)
+        .map(|r| r.expect("accept on loopback"))
+        .limit_rate(50, Duration::from_secs(1))
+        .reject_excess()
+        .map(move |_socket| {
+            let _ = passes.send(Instant::now());
+            async {}
+        })
+        .listen(1000)
+        .on_reject(move |e| {
+            if e.peer().is_some() {
+                *hook_peers.lock().unwrap() += 1;
+            }
+        });
+    let stats = server.stats();
+    let server = tokio::spawn(server);
     let elapsed = within(Duration::from_secs(5), "51 passes at 50/s", async {
-        passed.next().await.unwrap();
-        let first = Instant::now();
+        let first = passed.recv().await.unwrap();
+        let mut last = first;
         for _ in 0..50 {
-            passed.next().await.unwrap();
+            last = passed.recv().await.unwrap();
         }
-        first.elapsed()
+        last - first
     })
     .await;
     stop.store(true, SeqCst);
     for f in flooders {
         f.await.unwrap();
     }
-    let rejected = rejections.count(RejectReason::RateLimit);
+    let rejected = stats.snapshot().rejected.get(RejectReason::RateLimit);
+    server.abort();
     eprintln!("51 passes at 50/s took {elapsed:?}; {rejected} rejected meanwhile");
     assert!(
         (Duration::from_millis(900)..=Duration::from_millis(1100)).contains(&elapsed),

@@ -273,12 +273,15 @@ async fn queued_at_close(take: usize) -> [usize; 3] {
     let (stop, signal) = tokio::sync::oneshot::channel::<()>();
     let server = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .spawn_serve(QUEUE_SLOTS, |mut socket: TcpStream, conn: Conn| async move {
-            let mut request = [0; 6];
-            socket.read_exact(&mut request).await?;
-            conn.draining().await;
-            socket.write_all(b"bye\n").await
-        })
+        .spawn_serve(
+            QUEUE_SLOTS,
+            |mut socket: TcpStream, conn: Conn| async move {
+                let mut request = [0; 6];
+                socket.read_exact(&mut request).await?;
+                conn.draining().await;
+                socket.write_all(b"bye\n").await
+            },
+        )
         .with_graceful_shutdown(async move {
             let _ = signal.await;
         })

@@ -1,12 +1,13 @@
-//! The drain signal connections hear at shutdown, the grace-accept window, spread closes, and
-//! `take_until` on a full listener. Paused time except where a real socket is involved.
+//! The `Conn` handle connections of `serve`/`spawn_serve` hear at shutdown, the grace-accept
+//! window, spread closes, and `take_until` on a full listener. Paused time except where a real
+//! socket is involved.
 
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use staunch::{listen::Drain, ListenExt};
+use staunch::{listen::Conn, ListenExt};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -15,44 +16,51 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::support::{eventually, wait_until_refused};
 
-/// A connection that is idle until its drain fires (or an hour passes).
-async fn idle(drain: Drain) {
+/// A connection that is idle until its handle fires (or an hour passes).
+async fn idle(conn: Conn) {
     tokio::select! {
-        () = drain.draining() => {}
+        () = conn.draining() => {}
         () = sleep(Duration::from_secs(3600)) => {}
     }
 }
 
+/// A connection that does not listen to its handle: it runs its hour.
+async fn deaf(_conn: Conn) {
+    sleep(Duration::from_secs(3600)).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_connections_end_at_the_signal_not_at_the_deadline() {
-    for (spawn, with_drain) in [(false, true), (true, true), (true, false)] {
-        let drain = Drain::new();
+    for (spawn, listening) in [(false, true), (true, true), (true, false)] {
         let accepts = stream::iter(0..5).chain(stream::pending());
-        let handle = {
-            let drain = drain.clone();
-            move |_| idle(drain.clone())
-        };
         let signal = sleep(Duration::from_secs(1));
         let grace = Duration::from_secs(30);
         let start = Instant::now();
-        let report = if spawn {
-            let server = accepts
-                .map(handle)
-                .spawn_listen(10)
-                .with_graceful_shutdown(signal, grace);
-            if with_drain {
-                server.with_drain(drain).await
-            } else {
-                server.await // control: nobody starts the drain
+        let report = match (spawn, listening) {
+            (false, _) => {
+                accepts
+                    .serve(10, |_, conn| idle(conn))
+                    .with_graceful_shutdown(signal)
+                    .grace(grace)
+                    .await
             }
-        } else {
-            let server = accepts
-                .map(handle)
-                .listen(10)
-                .with_graceful_shutdown(signal, grace);
-            server.with_drain(drain).await
+            (true, true) => {
+                accepts
+                    .spawn_serve(10, |_, conn| idle(conn))
+                    .with_graceful_shutdown(signal)
+                    .grace(grace)
+                    .await
+            }
+            // Control: connections that do not listen to their handle are cut at the deadline.
+            (true, false) => {
+                accepts
+                    .spawn_serve(10, |_, conn| deaf(conn))
+                    .with_graceful_shutdown(signal)
+                    .grace(grace)
+                    .await
+            }
         };
-        if with_drain {
+        if listening {
             assert_eq!(start.elapsed(), Duration::from_secs(1), "spawn={spawn}");
             assert_eq!((report.ended, report.cancelled), (5, 0), "{report:?}");
         } else {
@@ -64,48 +72,161 @@ async fn idle_connections_end_at_the_signal_not_at_the_deadline() {
     }
 }
 
+/// What a connection saw of its handle: before the signal, once `draining()` completed, and,
+/// for one accepted after the signal (in a grace-accept window), at birth.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct Seen {
+    /// `(is_draining, is_shutting_down)` when the connection started.
+    at_start: (bool, bool),
+    /// The same once `draining()` completed, and how long after the start of the test.
+    at_drain: (bool, bool),
+    drained_at: Duration,
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_drain_can_be_checked_and_started_by_hand() {
-    let drain = Drain::new();
-    let clone = drain.clone();
-    assert!(!clone.is_draining() && !clone.is_started());
-    let waiter = tokio::spawn(async move { clone.draining().await });
-    sleep(Duration::from_millis(10)).await;
-    assert!(!waiter.is_finished());
-    drain.start();
-    drain.start(); // again: nothing changes
-    assert!(drain.is_draining());
-    time::timeout(Duration::from_secs(1), waiter)
-        .await
-        .expect("draining() completes at the start")
-        .unwrap();
-    // A clone made after the start is draining from birth.
-    assert!(drain.clone().is_draining());
+async fn a_conn_can_be_checked_and_awaited() {
+    for spawn in [false, true] {
+        let start = Instant::now();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handle = {
+            let seen = seen.clone();
+            move |_: u64, conn: Conn| {
+                let seen = seen.clone();
+                async move {
+                    let at_start = (conn.is_draining(), conn.is_shutting_down());
+                    conn.draining().await;
+                    conn.draining().await; // again: at once
+                    let at_drain = (conn.is_draining(), conn.is_shutting_down());
+                    seen.lock().unwrap().push(Seen {
+                        at_start,
+                        at_drain,
+                        drained_at: start.elapsed(),
+                    });
+                }
+            }
+        };
+        // One connection at 0 s, one at 2 s, after the signal at 1 s, inside the grace-accept
+        // window.
+        let accepts = stream::iter([0u64, 2])
+            .then(move |at| async move {
+                time::sleep_until(start + Duration::from_secs(at)).await;
+                at
+            })
+            .chain(stream::pending());
+        let signal = sleep(Duration::from_secs(1));
+        let report = if spawn {
+            accepts
+                .spawn_serve(10, handle)
+                .with_graceful_shutdown(signal)
+                .grace(Duration::from_secs(30))
+                .grace_accept(Duration::from_secs(5))
+                .await
+        } else {
+            accepts
+                .serve(10, handle)
+                .with_graceful_shutdown(signal)
+                .grace(Duration::from_secs(30))
+                .grace_accept(Duration::from_secs(5))
+                .await
+        };
+        assert_eq!(
+            (report.ended, report.cancelled, report.grace_accepted),
+            (2, 0, 1),
+            "spawn={spawn}: {report:?}"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                // Not draining until the signal, then both.
+                Seen {
+                    at_start: (false, false),
+                    at_drain: (true, true),
+                    drained_at: Duration::from_secs(1),
+                },
+                // Made after the signal: draining from birth.
+                Seen {
+                    at_start: (true, true),
+                    at_drain: (true, true),
+                    drained_at: Duration::from_secs(2),
+                },
+            ],
+            "spawn={spawn}"
+        );
+    }
+}
+
+/// With a close spread, `is_shutting_down` turns true for every connection at the signal, and
+/// `is_draining` only at its own moment in the window.
+#[tokio::test(start_paused = true)]
+async fn with_a_close_spread_shutting_down_comes_first_and_draining_at_its_moment() {
+    const N: usize = 20;
+    let window = Duration::from_secs(10);
+    let start = Instant::now();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let report = stream::iter(0..N)
+        .chain(stream::pending())
+        .serve(N, {
+            let seen = seen.clone();
+            move |_, conn| {
+                let seen = seen.clone();
+                async move {
+                    // Look just after the signal, which comes at 1 s.
+                    time::sleep_until(start + Duration::from_millis(1001)).await;
+                    let noticed = (start.elapsed(), conn.is_shutting_down(), conn.is_draining());
+                    conn.draining().await;
+                    seen.lock().unwrap().push((noticed, start.elapsed()));
+                }
+            }
+        })
+        .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+        .grace(Duration::from_secs(60))
+        .close_spread(window)
+        .await;
+    assert_eq!(
+        (report.ended, report.cancelled),
+        (N as u64, 0),
+        "{report:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), N);
+    let signal = Duration::from_secs(1);
+    let mut draining_at_once = 0;
+    for ((looked_at, shutting_down, draining), drained_at) in seen {
+        assert_eq!(looked_at, Duration::from_millis(1001));
+        assert!(shutting_down, "the shutdown had started");
+        draining_at_once += usize::from(draining);
+        assert!(
+            drained_at >= signal && drained_at < signal + window,
+            "{drained_at:?}"
+        );
+    }
+    // 1 ms into a 10 s window, at most one of 20 has reached its moment.
+    assert!(
+        draining_at_once <= 1,
+        "{draining_at_once} of {N} were draining 1 ms after the signal: no spread"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_spread_fires_each_connection_at_its_own_moment_within_the_window() {
     const N: usize = 50;
     let window = Duration::from_secs(10);
-    let drain = Drain::with_close_spread(window);
     let ends = Arc::new(Mutex::new(Vec::new()));
     let accepts = stream::iter(0..N).chain(stream::pending());
     let server = accepts
-        .map({
-            let drain = drain.clone();
+        .serve(N, {
             let ends = ends.clone();
-            move |_| {
-                let drain = drain.clone();
+            move |_, conn| {
                 let ends = ends.clone();
                 async move {
-                    drain.draining().await;
+                    conn.draining().await;
                     ends.lock().unwrap().push(Instant::now());
                 }
             }
         })
-        .listen(N)
-        .with_graceful_shutdown(sleep(Duration::from_secs(1)), Duration::from_secs(60))
-        .with_drain(drain);
+        .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+        .grace(Duration::from_secs(60))
+        .close_spread(window);
     let start = Instant::now();
     let report = server.await;
     assert_eq!(
@@ -126,20 +247,20 @@ async fn close_spread_fires_each_connection_at_its_own_moment_within_the_window(
     assert!(offsets[0] < slot * 3 && window - offsets[N - 1] < slot * 3);
 }
 
-/// A line-echo connection: serves lines until the client closes or, once `drain` fires,
+/// A line-echo connection: serves lines until the client closes or, once `conn` fires,
 /// finishes the line in progress and closes.
-async fn line_echo(socket: TcpStream, drain: Drain) -> io::Result<()> {
+async fn line_echo(socket: TcpStream, conn: Conn) -> io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read).lines();
     loop {
         let line = tokio::select! {
             biased;
             line = lines.next_line() => line?,
-            () = drain.draining() => return Ok(()), // idle: close now
+            () = conn.draining() => return Ok(()), // idle: close now
         };
         let Some(line) = line else { return Ok(()) };
         write.write_all(format!("{line}\n").as_bytes()).await?;
-        if drain.is_draining() {
+        if conn.is_draining() {
             return Ok(()); // told to close after the request in progress
         }
     }
@@ -158,16 +279,11 @@ async fn grace_accept_serves_new_clients_tells_them_to_close_then_refuses() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, signal) = oneshot::channel::<()>();
-    let drain = Drain::new();
     let server = TcpListenerStream::new(listener)
         .sleep_on_error(Duration::from_millis(100))
-        .map({
-            let drain = drain.clone();
-            move |s| line_echo(s, drain.clone())
-        })
-        .spawn_listen(10)
-        .with_graceful_shutdown(signal, Duration::from_secs(10))
-        .with_drain(drain)
+        .spawn_serve(10, line_echo)
+        .with_graceful_shutdown(signal)
+        .grace(Duration::from_secs(10))
         .grace_accept(WINDOW);
     let server = tokio::spawn(server);
 
@@ -232,8 +348,7 @@ async fn take_until_closes_the_port_even_when_the_listener_is_full() {
     let server = TcpListenerStream::new(listener)
         .take_until(signal)
         .sleep_on_error(Duration::from_millis(100))
-        .map(|s| line_echo(s, Drain::new()))
-        .listen(2);
+        .serve(2, line_echo);
     let stats = server.stats();
     let server = tokio::spawn(server);
 
