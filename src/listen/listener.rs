@@ -213,7 +213,7 @@ where
     ///
     /// ```
     /// use std::net::SocketAddr;
-    /// use std::sync::Arc;
+    /// use std::sync::{Arc, Mutex};
     /// use futures_util::{stream, StreamExt};
     /// use staunch::overload::{OverloadExt, RejectReason};
     /// use staunch::ListenExt;
