@@ -63,6 +63,9 @@ impl Conns {
     fn make(self: &Arc<Self>) -> Conn {
         // Written by the listener's task only (it makes every handle), so no read-modify-write.
         let index = self.made.load(std::sync::atomic::Ordering::Relaxed) + 1;
+        self.shared
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.made.store(index, std::sync::atomic::Ordering::Relaxed);
         Conn {
             conns: self.clone(),
@@ -268,8 +271,14 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        if let (Some(reclaim), Some(member)) = (self.conns.reclaim.get(), self.member.get()) {
-            reclaim.gone(member);
+        match (self.conns.reclaim.get(), self.member.get()) {
+            (Some(reclaim), Some(member)) => reclaim.gone(member),
+            _ => {
+                self.conns
+                    .shared
+                    .handles
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

@@ -39,10 +39,9 @@ where
     /// [`RejectReason::Reclaimed`] in the listener's stats, with the peer given to
     /// [`Conn::with_peer`](super::Conn::with_peer); it is logged (`tracing`, `debug`) too.
     ///
-    /// With [`spawn_serve`](crate::ListenExt::spawn_serve), a connection asked to close that
-    /// has just ended stays in the listener's count until the listener next runs; a connection
-    /// turning idle on another thread meanwhile may then see one slot fewer free than there
-    /// is, and one more idle connection may be asked than needed.
+    /// A connection counts as occupying its slot while it runs and holds its
+    /// [`Conn`](super::Conn): a handler that drops its handle early is not counted, so reclaim
+    /// may leave fewer slots free than asked for, never more.
     ///
     /// [`reclaim_idle_keep_free`](Listener::reclaim_idle_keep_free) sets the threshold.
     /// Without this call, [`Conn::idle`](super::Conn::idle) does nothing and costs one atomic
@@ -229,9 +228,11 @@ impl Reclaim {
         }
     }
 
-    /// A connection's handle was dropped: off the queue, and no longer counted as asked.
+    /// A connection's handle was dropped: off the queue, and no longer counted as asked or
+    /// occupied (both under the lock, so no check sees one change without the other).
     pub(crate) fn gone(&self, member: &Member) {
         let mut state = self.state();
+        self.shared.handles.fetch_sub(1, Ordering::Relaxed);
         let key = member.key.swap(0, Ordering::Relaxed);
         if key != 0 {
             state.idle.remove(&key);
@@ -244,11 +245,12 @@ impl Reclaim {
     /// Take the longest-idle connections off the queue until enough slots are free, and mark
     /// them asked.
     fn pick(&self, state: &mut State) -> Vec<Arc<Member>> {
-        let active = self
-            .shared
-            .active
-            .load(Ordering::Relaxed)
-            .saturating_sub(state.asked);
+        // A connection whose handle is gone no longer holds its slot for reclaim's purposes,
+        // though the listener counts it until it has seen its end; one accepted while full is
+        // the other way round. Occupied is what both count.
+        let occupied = (self.shared.active.load(Ordering::Relaxed))
+            .min(self.shared.handles.load(Ordering::Relaxed));
+        let active = occupied.saturating_sub(state.asked);
         let free = self.limit.saturating_sub(active);
         let wanted = self.keep_free.saturating_sub(free);
         let mut asked = Vec::new();

@@ -298,6 +298,9 @@ pub(crate) struct ListenShared {
     pub(crate) cancelled: AtomicU64,
     /// Bumped whenever a connection future ends (and so has dropped its socket).
     pub(crate) releases: AtomicU64,
+    /// [`Conn`](super::Conn) handles alive: what reclaim counts as occupied, since a handle
+    /// is dropped (by its connection, on any thread) before the listener notices the end.
+    pub(crate) handles: AtomicUsize,
     linked: Mutex<Vec<Arc<AcceptShared>>>,
     /// Where every control this listener polls counts its rejections (found through the
     /// thread-local lend while the listener polls its stream), and where the listener counts

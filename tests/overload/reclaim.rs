@@ -471,6 +471,46 @@ async fn control_a_live_idle_conn_is_asked_by_the_same_arrivals() {
     assert_eq!(seen, [(RejectReason::Reclaimed, Some(peer(0)))]);
 }
 
+/// A connection that closes on its handle but lingers after dropping it (cleanup that takes a
+/// while) no longer holds its slot for reclaim, though the listener counts it until it ends: a
+/// check meanwhile must not ask one more connection than needed. Before, the handle's drop
+/// released the "asked" count while the listener still counted the connection, and the next
+/// idle mark asked a second connection.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_reclaimed_connection_that_lingers_after_dropping_its_handle_is_not_counted_twice() {
+    let start = Instant::now();
+    let (fired, fires) = std::sync::mpsc::channel();
+    let server = stream::iter([0u64, 1, 2])
+        .then(|at| sleep_until(start + Duration::from_secs(at)))
+        .enumerate()
+        .serve(3, move |(id, ()), conn| {
+            let fired = fired.clone();
+            async move {
+                if id == 2 {
+                    // The newcomer turns idle a moment after its start asked the oldest.
+                    sleep(Duration::from_millis(1)).await;
+                }
+                let _idle = conn.idle();
+                tokio::select! {
+                    () = sleep(Duration::from_secs(60)) => {}
+                    () = conn.draining() => {
+                        fired.send((id, start.elapsed().as_millis())).unwrap();
+                        drop(_idle);
+                        drop(conn);
+                        sleep(Duration::from_secs(10)).await; // cleanup, handle gone
+                    }
+                }
+            }
+        })
+        .reclaim_idle(); // 3 / 16 + 1: one slot kept free
+    let stats = server.stats();
+    server.await;
+    let fires: Vec<_> = fires.try_iter().collect();
+    // Only the oldest, asked when the third arrived and filled the listener.
+    assert_eq!(fires, [(0, 2000)], "{}", stats.snapshot());
+    assert_eq!(stats.snapshot().rejected.get(RejectReason::Reclaimed), 1);
+}
+
 /// A keep-alive line server: a connection is idle while it waits for its next line (not for
 /// its first: a client that has just connected is not yet a keep-alive connection), and closes
 /// when its handle fires then.
