@@ -44,9 +44,16 @@ pub(crate) fn listen_on(
     socket.set_reuse_address(true)?;
     configure(&socket)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    // The address goes into the message (the kind stays): "address in use" alone does not say
+    // which of a server's addresses it was.
+    let at = |e: io::Error, what: &str| io::Error::new(e.kind(), format!("{what} {addr}: {e}"));
+    socket
+        .bind(&addr.into())
+        .map_err(|e| at(e, "cannot bind"))?;
     // The kernel caps it at its own maximum; clamp rather than wrap for the C int.
-    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    socket
+        .listen(backlog.min(i32::MAX as u32) as i32)
+        .map_err(|e| at(e, "cannot listen on"))?;
     Ok(socket.into())
 }
 

@@ -8,7 +8,14 @@ pub enum BackoffError {
     /// A zero delay would make every retry loop a busy loop.
     ZeroDelay,
     /// The smallest delay is larger than the cap.
-    MinGreaterThanMax,
+    MinGreaterThanMax {
+        /// The smallest delay, as set (or its default).
+        min: Duration,
+        /// The cap, as set (or its default).
+        max: Duration,
+        /// The setting left at its default, if one was (`"min"` or `"max"`): the one to set.
+        default: Option<&'static str>,
+    },
     /// The growth factor is below 1 (delays would shrink) or not a finite number.
     InvalidFactor(f64),
     /// The jitter fraction is outside `0.0..=1.0` or not a number.
@@ -28,9 +35,20 @@ pub enum BackoffError {
 impl fmt::Display for BackoffError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackoffError::ZeroDelay => f.write_str("the delay must be greater than zero"),
-            BackoffError::MinGreaterThanMax => {
-                f.write_str("the minimum delay must not be greater than the maximum delay")
+            BackoffError::ZeroDelay => {
+                f.write_str("the delay must be greater than zero, not 0 (a busy loop)")
+            }
+            BackoffError::MinGreaterThanMax { min, max, default } => {
+                write!(
+                    f,
+                    "the smallest delay (min = {min:?}) is greater than the cap (max = {max:?})"
+                )?;
+                match default {
+                    Some(setting) => {
+                        write!(f, "; {setting} is its default: set it with .{setting}()")
+                    }
+                    None => Ok(()),
+                }
             }
             BackoffError::InvalidFactor(x) => {
                 write!(f, "the growth factor must be a finite number >= 1, got {x}")

@@ -84,6 +84,9 @@ pub struct ExponentialBuilder {
     max_attempts: Option<u32>,
     max_total: Option<Duration>,
     seed: Option<u64>,
+    // Which of `min` and `max` were set, so that an error can name the one left at its default.
+    min_set: bool,
+    max_set: bool,
 }
 
 impl Exponential {
@@ -97,6 +100,8 @@ impl Exponential {
             max_attempts: None,
             max_total: None,
             seed: None,
+            min_set: false,
+            max_set: false,
         }
     }
 
@@ -200,12 +205,14 @@ impl ExponentialBuilder {
     /// The first (smallest) delay. Must be greater than zero.
     pub fn min(mut self, min: Duration) -> Self {
         self.min = min;
+        self.min_set = true;
         self
     }
 
     /// The cap on the base delay.
     pub fn max(mut self, max: Duration) -> Self {
         self.max = max;
+        self.max_set = true;
         self
     }
 
@@ -250,7 +257,15 @@ impl ExponentialBuilder {
             return Err(BackoffError::ZeroDelay);
         }
         if self.min > self.max {
-            return Err(BackoffError::MinGreaterThanMax);
+            return Err(BackoffError::MinGreaterThanMax {
+                min: self.min,
+                max: self.max,
+                default: match (self.min_set, self.max_set) {
+                    (true, false) => Some("max"),
+                    (false, true) => Some("min"),
+                    _ => None,
+                },
+            });
         }
         if !(self.factor.is_finite() && self.factor >= 1.0) {
             return Err(BackoffError::InvalidFactor(self.factor));

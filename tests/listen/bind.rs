@@ -363,3 +363,15 @@ async fn bind_many_retries_with_any_backoff_policy() {
     assert!(attempts >= 5, "{attempts}");
     server.abort();
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_named_in_the_error() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let error = staunch::listen::bind(taken).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    assert!(
+        error.to_string().contains(&taken.to_string()),
+        "the address is not in the message: {error}"
+    );
+}

@@ -126,7 +126,16 @@ proptest! {
             .min(Duration::from_millis(max + extra))
             .max(Duration::from_millis(max))
             .build();
-        prop_assert_eq!(result.unwrap_err(), BackoffError::MinGreaterThanMax);
+        let error = result.unwrap_err();
+        prop_assert!(
+            matches!(error, BackoffError::MinGreaterThanMax { default: None, .. }),
+            "{:?}",
+            error
+        );
+        // The message names both values, as set.
+        let message = error.to_string();
+        prop_assert!(message.contains(&format!("{:?}", Duration::from_millis(max + extra))), "{}", message);
+        prop_assert!(message.contains(&format!("{:?}", Duration::from_millis(max))), "{}", message);
     }
 
     #[test]
@@ -426,5 +435,28 @@ async fn connect_timeout_until_next_retry_follows_grpc() {
     assert_eq!(
         attempt_starts(false, 30, Fixed(20), 100).await,
         [0, 30, 60, 90]
+    );
+}
+
+#[test]
+fn a_min_over_the_default_max_names_the_default_to_set() {
+    let error = Exponential::builder()
+        .min(Duration::from_secs(60))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the smallest delay (min = 60s) is greater than the cap (max = 10s); max is its default: \
+         set it with .max()"
+    );
+    let error = Exponential::builder()
+        .max(Duration::from_millis(1))
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("min is its default: set it with .min()"),
+        "{error}"
     );
 }
