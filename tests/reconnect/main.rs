@@ -4,7 +4,6 @@
 mod auto_traits;
 mod background;
 mod backoff;
-mod example;
 mod failover;
 mod hooks;
 mod hot_path;

@@ -1,4 +1,4 @@
-//! `examples/reconnecting_client.rs` keeps echoing lines across a restart of the server (an
+//! The `reconnecting_client` example keeps echoing lines across a restart of the server (an
 //! in-test echo server on 127.0.0.1), prints its state changes, and exits when stdin ends.
 
 use std::net::SocketAddr;
