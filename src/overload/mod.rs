@@ -90,7 +90,7 @@ use futures_core::Stream;
 
 pub use min_rate::{MinReadRate, MinReadRateStream, ReadTooSlow};
 pub use peer::{LimitPerPeer, PeerAddr, PeerPermit};
-pub use rate::{LimitRate, RejectExcess};
+pub use rate::{LimitRate, RejectExcess, REJECT_EXCESS_BURST};
 pub(crate) use reject::{lend, reject, Rejections};
 pub use reject::{RejectCounts, RejectEvent, RejectReason};
 

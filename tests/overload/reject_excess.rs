@@ -85,6 +85,28 @@ async fn items_at_the_rate_all_pass_and_a_burst_is_allowed_after_a_quiet_spell()
     assert_eq!(rejected, [3, 4, 8].map(|i| Some(peer(i))));
 }
 
+/// Without `burst`, `reject_excess` allows a burst of `REJECT_EXCESS_BURST`: of ten clients
+/// arriving at once, four pass (with `burst(1)` set, one).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn reject_excess_defaults_to_a_burst_of_four_unless_one_is_set() {
+    let passed = |burst: Option<u32>| async move {
+        let limit =
+            stream::iter((0..10).map(|i| ((), peer(i)))).limit_rate(2, Duration::from_secs(1));
+        let limit = match burst {
+            Some(b) => limit.burst(b),
+            None => limit,
+        };
+        let server = limit.reject_excess().map(|_| async {}).listen(10);
+        let stats = server.stats();
+        server.await;
+        let s = stats.snapshot();
+        (s.connections, s.rejected.get(RejectReason::RateLimit))
+    };
+    assert_eq!(staunch::overload::REJECT_EXCESS_BURST, 4);
+    assert_eq!(passed(None).await, (4, 6));
+    assert_eq!(passed(Some(1)).await, (1, 9));
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn control_without_reject_excess_the_excess_waits() {
     let start = Instant::now();
@@ -132,6 +154,7 @@ async fn real_sockets_pass_at_the_rate_within_ten_percent_and_the_rest_are_count
     let server = tokio_stream::wrappers::TcpListenerStream::new(listener)
         .map(|r| r.expect("accept on loopback"))
         .limit_rate(50, Duration::from_secs(1))
+        .burst(1) // the strictest spacing, for the timing below
         .reject_excess()
         .map(move |_socket| {
             let _ = passes.send(Instant::now());
