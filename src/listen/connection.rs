@@ -4,12 +4,14 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 
+pub(crate) use super::lifecycle::ConnectionEnd;
+use super::lifecycle::Life;
 use super::stats::ListenShared;
 use crate::overload::RejectReason;
 
@@ -34,30 +36,20 @@ impl<T, E: fmt::Display> ConnectionOutput for Result<T, E> {
     }
 }
 
-/// How one connection future ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Finished,
-    Failed,
-    Panicked,
-    TimedOut,
-    Cancelled,
-}
-
-impl Ending {
+impl ConnectionEnd {
     /// Count the ending and mark the connection's slot free.
     pub(crate) fn record(self, shared: &ListenShared) {
         let counter: &AtomicU64 = match self {
-            Ending::Finished => &shared.finished,
-            Ending::Failed => &shared.failed,
-            Ending::Panicked => &shared.panicked,
-            Ending::TimedOut => &shared.timed_out,
-            Ending::Cancelled => &shared.cancelled,
+            ConnectionEnd::Finished => &shared.finished,
+            ConnectionEnd::Failed => &shared.failed,
+            ConnectionEnd::Panicked => &shared.panicked,
+            ConnectionEnd::TimedOut => &shared.timed_out,
+            ConnectionEnd::Cancelled => &shared.cancelled,
         };
         shared.ended(counter);
         let reason = match self {
-            Ending::TimedOut => RejectReason::TimeLimit,
-            Ending::Cancelled => RejectReason::Shutdown,
+            ConnectionEnd::TimedOut => RejectReason::TimeLimit,
+            ConnectionEnd::Cancelled => RejectReason::Shutdown,
             _ => return,
         };
         // Logged where it was cut; counted by reason too, and seen by the hook.
@@ -74,15 +66,18 @@ pin_project! {
         // when no time limit is set.
         deadline: Option<Pin<Box<Sleep>>>,
         limit: Option<Duration>,
+        // Boxed, and only when someone watches the listener's connections.
+        life: Option<Box<Life>>,
     }
 }
 
 impl<F> Tracked<F> {
-    pub(crate) fn new(future: F, limit: Option<Duration>) -> Self {
+    pub(crate) fn new(future: F, limit: Option<Duration>, life: Option<Box<Life>>) -> Self {
         Tracked {
             future,
             deadline: limit.map(|limit| Box::pin(sleep(limit))),
             limit,
+            life,
         }
     }
 }
@@ -92,49 +87,67 @@ where
     F: Future,
     F::Output: ConnectionOutput,
 {
-    type Output = Ending;
+    type Output = ConnectionEnd;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ConnectionEnd> {
         let this = self.project();
-        let future = this.future;
-        // The output is judged and dropped inside too: both run user code.
-        match catch_unwind(AssertUnwindSafe(|| future.poll(cx).map(ending_of))) {
-            Ok(Poll::Ready(ending)) => return Poll::Ready(ending),
-            Ok(Poll::Pending) => {}
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                log_event!(
-                    error,
-                    panic = message,
-                    "connection panicked; the listener goes on"
-                );
-                let _ = message;
-                return Poll::Ready(Ending::Panicked);
-            }
+        let end = ready!(poll_tracked(this.future, this.deadline, *this.limit, cx));
+        if let Some(mut life) = this.life.take() {
+            life.end(end);
         }
-        if let Some(deadline) = this.deadline.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
-                log_event!(
-                    info,
-                    limit_ms = this.limit.unwrap_or_default().as_millis() as u64,
-                    "connection cancelled: it ran past its time limit"
-                );
-                return Poll::Ready(Ending::TimedOut);
-            }
-        }
-        Poll::Pending
+        Poll::Ready(end)
     }
 }
 
-fn ending_of<O: ConnectionOutput>(output: O) -> Ending {
+/// Poll the connection future, catching a panic, and its time limit.
+fn poll_tracked<F>(
+    future: Pin<&mut F>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
+    limit: Option<Duration>,
+    cx: &mut Context<'_>,
+) -> Poll<ConnectionEnd>
+where
+    F: Future,
+    F::Output: ConnectionOutput,
+{
+    // The output is judged and dropped inside too: both run user code.
+    match catch_unwind(AssertUnwindSafe(|| future.poll(cx).map(ending_of))) {
+        Ok(Poll::Ready(ending)) => return Poll::Ready(ending),
+        Ok(Poll::Pending) => {}
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            log_event!(
+                error,
+                panic = message,
+                "connection panicked; the listener goes on"
+            );
+            let _ = message;
+            return Poll::Ready(ConnectionEnd::Panicked);
+        }
+    }
+    if let Some(deadline) = deadline.as_mut() {
+        if deadline.as_mut().poll(cx).is_ready() {
+            log_event!(
+                info,
+                limit_ms = limit.unwrap_or_default().as_millis() as u64,
+                "connection cancelled: it ran past its time limit"
+            );
+            let _ = limit;
+            return Poll::Ready(ConnectionEnd::TimedOut);
+        }
+    }
+    Poll::Pending
+}
+
+fn ending_of<O: ConnectionOutput>(output: O) -> ConnectionEnd {
     match output.failure() {
-        None => Ending::Finished,
+        None => ConnectionEnd::Finished,
         Some(error) => {
             // Per-client failures (resets, bad requests) are routine on a public server: debug
             // level, and counted in `Stats::failed`.
             log_event!(debug, error = %NoPanic(error), "connection failed");
             let _ = error;
-            Ending::Failed
+            ConnectionEnd::Failed
         }
     }
 }

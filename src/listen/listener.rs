@@ -15,7 +15,8 @@ use futures_util::task::noop_waker_ref;
 use pin_project_lite::pin_project;
 
 use super::conn::Conns;
-use super::connection::{panic_message, Ending, Tracked};
+use super::connection::{panic_message, ConnectionEnd, Tracked};
+use super::lifecycle::{ConnectionEvent, Life};
 use super::link::Lender;
 use super::mode::sealed::{Pool, Sealed};
 use super::mode::{InTask, Mode, Spawned};
@@ -249,6 +250,90 @@ where
         self
     }
 
+    /// Call `hook` when each connection starts and when it ends, with how it ended and how long
+    /// it ran ([`ConnectionEvent`]): for a log line per connection, or metrics of your own. It
+    /// runs on the thread that started or ended the connection (for a connection cancelled by
+    /// the listener, where its future is dropped), so it must be quick and must not block. The
+    /// counts of [`Stats`] are kept with or without it; without it (and without
+    /// [`metrics`](Listener::metrics)) a connection costs nothing more.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a hook was already set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::listen::{ConnectionEnd, ConnectionEvent};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let server = stream::iter([1u64, 60])
+    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+    ///     .listen(10)
+    ///     .connection_time_limit(Duration::from_secs(30))
+    ///     .on_connection({
+    ///         let seen = seen.clone();
+    ///         move |event| {
+    ///             if let ConnectionEvent::Ended { end, duration } = *event {
+    ///                 seen.lock().unwrap().push((end, duration.as_secs()));
+    ///             }
+    ///         }
+    ///     });
+    /// server.await;
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!(*seen, [(ConnectionEnd::Finished, 1), (ConnectionEnd::TimedOut, 30)]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn on_connection(self, hook: impl Fn(&ConnectionEvent) + Send + Sync + 'static) -> Self {
+        assert!(
+            self.pool
+                .shared()
+                .observers
+                .hook
+                .set(Arc::new(hook))
+                .is_ok(),
+            "on_connection: this listener already has a connection hook"
+        );
+        self
+    }
+
+    /// Record this listener's connections through the [`metrics`](https://docs.rs/metrics)
+    /// facade, labelled `listener = name` (the names follow OpenTelemetry's and ASP.NET
+    /// Kestrel's server metrics):
+    ///
+    /// | metric | kind | labels | what |
+    /// |---|---|---|---|
+    /// | `staunch.connections` | counter | `listener` | connections started |
+    /// | `staunch.active_connections` | gauge | `listener` | connections running now |
+    /// | `staunch.connection.duration` | histogram (seconds) | `listener`, `end` ([`ConnectionEnd::as_str`](super::ConnectionEnd::as_str)) | how long each ran, and how it ended |
+    /// | `staunch.rejected_connections` | counter | `listener`, `reason` ([`RejectReason::as_str`](crate::overload::RejectReason::as_str)) | connections refused or dropped on purpose |
+    ///
+    /// Install a recorder (a Prometheus or OpenTelemetry exporter) as the `metrics` crate
+    /// describes; without one, recording costs a few atomic loads. Needs the `metrics` feature.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called twice.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[track_caller]
+    pub fn metrics(self, name: &'static str) -> Self {
+        let shared = self.pool.shared();
+        assert!(
+            shared.observers.metrics.set(name).is_ok(),
+            "metrics: this listener already records metrics"
+        );
+        shared.rejections.record_metrics(name);
+        self
+    }
+
     /// A handle to the listener's counters, including those of every `sleep_on_error` stream it
     /// polls.
     pub fn stats(&self) -> Stats {
@@ -333,7 +418,10 @@ where
         let this = self.project();
         for _ in this.held.drain(..) {
             this.pool.shared().started();
-            Ending::Cancelled.record(this.pool.shared());
+            if let Some(mut life) = Life::start(this.pool.shared()) {
+                life.end(ConnectionEnd::Cancelled);
+            }
+            ConnectionEnd::Cancelled.record(this.pool.shared());
         }
         this.pool.cancel_all();
     }
@@ -432,7 +520,7 @@ where
 }
 
 /// Log and count a panic from the accept stream as a connection that panicked.
-fn stream_panicked(shared: &ListenShared, payload: &(dyn std::any::Any + Send)) {
+fn stream_panicked(shared: &Arc<ListenShared>, payload: &(dyn std::any::Any + Send)) {
     let message = panic_message(payload);
     log_event!(
         error,
@@ -442,7 +530,10 @@ fn stream_panicked(shared: &ListenShared, payload: &(dyn std::any::Any + Send)) 
     );
     let _ = message;
     shared.started();
-    Ending::Panicked.record(shared);
+    if let Some(mut life) = Life::start(shared) {
+        life.end(ConnectionEnd::Panicked);
+    }
+    ConnectionEnd::Panicked.record(shared);
 }
 
 fn start<P: Pool>(
@@ -454,7 +545,8 @@ fn start<P: Pool>(
     let active = pool.shared().started();
     log_event!(trace, active, "connection accepted");
     let _ = active;
-    pool.push(Tracked::new(connection, time_limit));
+    let life = Life::start(pool.shared());
+    pool.push(Tracked::new(connection, time_limit, life));
     if let Some(reclaim) = conns.reclaim.get() {
         reclaim.arrived();
     }

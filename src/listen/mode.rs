@@ -9,7 +9,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt as _;
 use tokio::task::{JoinError, JoinSet};
 
-use super::connection::{ConnectionOutput, Ending, Tracked};
+use super::connection::{ConnectionEnd, ConnectionOutput, Tracked};
 use super::stats::ListenShared;
 
 /// Connection futures are polled inside the listener's own task: they need not be `Send`, and it
@@ -47,7 +47,7 @@ pub(crate) mod sealed {
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
-    use super::super::connection::{Ending, Tracked};
+    use super::super::connection::{ConnectionEnd, Tracked};
     use super::super::stats::ListenShared;
 
     pub trait Sealed<F> {
@@ -72,7 +72,7 @@ pub(crate) mod sealed {
         fn cancel_all(&mut self);
     }
 
-    pub(crate) fn record_all(shared: &ListenShared, ending: Ending, n: usize) {
+    pub(crate) fn record_all(shared: &ListenShared, ending: ConnectionEnd, n: usize) {
         for _ in 0..n {
             ending.record(shared);
         }
@@ -145,7 +145,11 @@ where
     }
 
     fn cancel_all(&mut self) {
-        record_all(&self.shared, Ending::Cancelled, self.connections.len());
+        record_all(
+            &self.shared,
+            ConnectionEnd::Cancelled,
+            self.connections.len(),
+        );
         self.connections.clear();
     }
 }
@@ -153,13 +157,17 @@ where
 impl<F> Drop for InTaskPool<F> {
     fn drop(&mut self) {
         // Futures that completed were removed when polled: the rest are cut.
-        record_all(&self.shared, Ending::Cancelled, self.connections.len());
+        record_all(
+            &self.shared,
+            ConnectionEnd::Cancelled,
+            self.connections.len(),
+        );
     }
 }
 
 #[allow(unreachable_pub, missing_debug_implementations)] // named by `Sealed::Pool` only
 pub struct SpawnedPool<F> {
-    tasks: JoinSet<Ending>,
+    tasks: JoinSet<ConnectionEnd>,
     shared: Arc<ListenShared>,
     _connection: PhantomData<fn(F)>,
 }
@@ -214,15 +222,15 @@ impl<F> Drop for SpawnedPool<F> {
             ending_of(joined).record(&self.shared);
         }
         // Dropping the set aborts the rest.
-        record_all(&self.shared, Ending::Cancelled, self.tasks.len());
+        record_all(&self.shared, ConnectionEnd::Cancelled, self.tasks.len());
     }
 }
 
-fn ending_of(joined: Result<Ending, JoinError>) -> Ending {
+fn ending_of(joined: Result<ConnectionEnd, JoinError>) -> ConnectionEnd {
     match joined {
         Ok(ending) => ending,
         // Panics are caught inside `Tracked`; a join error here means the task was aborted.
-        Err(e) if e.is_panic() => Ending::Panicked,
-        Err(_) => Ending::Cancelled,
+        Err(e) if e.is_panic() => ConnectionEnd::Panicked,
+        Err(_) => ConnectionEnd::Cancelled,
     }
 }

@@ -306,6 +306,8 @@ pub(crate) struct ListenShared {
     /// thread-local lend while the listener polls its stream), and where the listener counts
     /// its own cancels.
     pub(crate) rejections: Rejections,
+    /// The hook of `on_connection`, and the metrics.
+    pub(crate) observers: super::lifecycle::Observers,
 }
 
 impl ListenShared {

@@ -167,6 +167,9 @@ pub(crate) struct Rejections {
 struct Shared {
     counts: [AtomicU64; REASONS],
     hook: RwLock<Option<Arc<Hook>>>,
+    /// The `listener` label of the rejection metric, once metrics are on.
+    #[cfg(feature = "metrics")]
+    metrics: std::sync::OnceLock<&'static str>,
 }
 
 impl Rejections {
@@ -178,11 +181,27 @@ impl Rejections {
         *self.shared.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
+    /// Record each rejection as the metric `staunch.rejected_connections`, labelled
+    /// `listener = name` and `reason`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn record_metrics(&self, name: &'static str) {
+        let _ = self.shared.metrics.set(name);
+    }
+
     /// Count one rejection and call the hook (without logging it: see [`reject`]).
     pub(crate) fn record(&self, reason: RejectReason, peer: Option<SocketAddr>) {
         // Several threads may reject at once (connections of a multi-thread runtime), so a
         // read-modify-write, unlike the single-writer counters of `Stats`.
         self.shared.counts[reason.index()].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(&listener) = self.shared.metrics.get() {
+            ::metrics::counter!(
+                "staunch.rejected_connections",
+                "listener" => listener,
+                "reason" => reason.as_str()
+            )
+            .increment(1);
+        }
         let hook = self
             .shared
             .hook

@@ -5,6 +5,7 @@ mod backlog;
 mod bind;
 mod conn;
 mod emfile;
+mod lifecycle;
 mod link;
 mod listener;
 mod per_core;

@@ -1,0 +1,172 @@
+//! Each connection's life as its listener's observers see it: the hook of
+//! [`Listener::on_connection`](super::Listener::on_connection), and (with the `metrics` feature)
+//! the metrics of [`Listener::metrics`](super::Listener::metrics).
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::stats::ListenShared;
+
+/// How a connection future ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionEnd {
+    /// It completed with `()` or `Ok`.
+    Finished,
+    /// It completed with `Err` (logged).
+    Failed,
+    /// It panicked (caught and logged).
+    Panicked,
+    /// The listener cancelled it at its time limit.
+    TimedOut,
+    /// The listener cancelled it: at the end of a graceful shutdown's grace period, or because
+    /// the listener was dropped.
+    Cancelled,
+}
+
+impl ConnectionEnd {
+    /// A short `snake_case` name, for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionEnd::Finished => "finished",
+            ConnectionEnd::Failed => "failed",
+            ConnectionEnd::Panicked => "panicked",
+            ConnectionEnd::TimedOut => "timed_out",
+            ConnectionEnd::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ConnectionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a connection's life, as the hook of
+/// [`Listener::on_connection`](super::Listener::on_connection) sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The listener started the connection's future.
+    Opened,
+    /// The connection's future ended, `duration` after it was started.
+    Ended {
+        /// How it ended.
+        end: ConnectionEnd,
+        /// How long it ran.
+        duration: Duration,
+    },
+}
+
+pub(crate) type Hook = dyn Fn(&ConnectionEvent) + Send + Sync;
+
+/// Who watches a listener's connections. Unset, a connection costs one check at its start.
+#[derive(Default)]
+pub(crate) struct Observers {
+    pub(crate) hook: OnceLock<Arc<Hook>>,
+    /// The `listener` label of the metrics, once they are on.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: OnceLock<&'static str>,
+}
+
+impl Observers {
+    fn any(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        if self.metrics.get().is_some() {
+            return true;
+        }
+        self.hook.get().is_some()
+    }
+
+    fn tell(&self, event: ConnectionEvent) {
+        if let Some(hook) = self.hook.get() {
+            hook(&event);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(&listener) = self.metrics.get() {
+            metrics::connection(listener, &event);
+        }
+    }
+}
+
+impl fmt::Debug for Observers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observers")
+            .field("hook", &self.hook.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A started connection's clock: reports its end once, as `Cancelled` if the connection future
+/// is dropped before it ends (an aborted task, a cleared pool, a dropped listener).
+pub(crate) struct Life {
+    opened: Instant,
+    shared: Arc<ListenShared>,
+    ended: bool,
+}
+
+impl Life {
+    /// Report the start of a connection, and its clock, if anyone is watching.
+    pub(crate) fn start(shared: &Arc<ListenShared>) -> Option<Box<Life>> {
+        if !shared.observers.any() {
+            return None;
+        }
+        shared.observers.tell(ConnectionEvent::Opened);
+        Some(Box::new(Life {
+            opened: Instant::now(),
+            shared: shared.clone(),
+            ended: false,
+        }))
+    }
+
+    pub(crate) fn end(&mut self, end: ConnectionEnd) {
+        self.ended = true;
+        self.report(end);
+    }
+
+    fn report(&self, end: ConnectionEnd) {
+        let duration = self.opened.elapsed();
+        self.shared
+            .observers
+            .tell(ConnectionEvent::Ended { end, duration });
+    }
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.report(ConnectionEnd::Cancelled);
+        }
+    }
+}
+
+/// The metrics of [`Listener::metrics`](super::Listener::metrics), through the `metrics` facade.
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics {
+    use super::ConnectionEvent;
+
+    /// Connections started (a counter).
+    pub(crate) const CONNECTIONS: &str = "staunch.connections";
+    /// Connections running now (a gauge).
+    pub(crate) const ACTIVE: &str = "staunch.active_connections";
+    /// How long each connection ran, in seconds, labelled with how it ended (a histogram).
+    pub(crate) const DURATION: &str = "staunch.connection.duration";
+
+    pub(crate) fn connection(listener: &'static str, event: &ConnectionEvent) {
+        match *event {
+            ConnectionEvent::Opened => {
+                ::metrics::counter!(CONNECTIONS, "listener" => listener).increment(1);
+                ::metrics::gauge!(ACTIVE, "listener" => listener).increment(1.0);
+            }
+            ConnectionEvent::Ended { end, duration } => {
+                ::metrics::gauge!(ACTIVE, "listener" => listener).decrement(1.0);
+                ::metrics::histogram!(DURATION, "listener" => listener, "end" => end.as_str())
+                    .record(duration.as_secs_f64());
+            }
+        }
+    }
+}
