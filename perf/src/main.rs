@@ -12,7 +12,7 @@
 //! `Reconnecting`, 11 the accept rate limit's accuracy (excess queued, and excess rejected with
 //! `reject_excess`), 12 HTTP with one loop per core
 //! (`SO_REUSEPORT`) against bare per-core loops and nginx (when installed), 13 shutdown under
-//! keep-alive HTTP load: `with_graceful_shutdown` with and without a `Drain` against dropping
+//! keep-alive HTTP load: `with_graceful_shutdown` with and without the `Conn` handle against dropping
 //! the accept loop (requests cut, time to the last response and to exit), and 200 clients
 //! queued in the backlog as the port closes, taken (`take_backlog`) or reset.
 //!

@@ -53,17 +53,17 @@ const IO: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Contender {
-    Drain,
+    Conn,
     Grace,
     Naive,
 }
 
 impl Contender {
-    pub(crate) const ALL: [Contender; 3] = [Contender::Drain, Contender::Grace, Contender::Naive];
+    pub(crate) const ALL: [Contender; 3] = [Contender::Conn, Contender::Grace, Contender::Naive];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Contender::Drain => "staunch spawn_serve + Conn, with_graceful_shutdown",
+            Contender::Conn => "staunch spawn_serve + Conn, with_graceful_shutdown",
             Contender::Grace => "staunch spawn_listen, with_graceful_shutdown (no handle)",
             Contender::Naive => "naive: drop the accept loop, abort the tasks",
         }
@@ -128,7 +128,7 @@ pub(crate) fn run(cfg: &Config, rt: &tokio::runtime::Runtime, rep: &mut Report) 
             if let Some(report) = &o.report {
                 println!("    {report}");
             }
-            if c == Contender::Drain && o.cut > 0 {
+            if c == Contender::Conn && o.cut > 0 {
                 rep.notes.push(format!(
                     "Shutdown under load, round {round}: {} cut {} requests (expected none).",
                     c.name(),
@@ -418,7 +418,7 @@ fn server(
         // keeps a bug from hanging the benchmark program.
         let bound = Duration::from_secs(60) + grace;
         let report = match contender {
-            Contender::Drain => {
+            Contender::Conn => {
                 let server = TcpListenerStream::new(listener)
                     .sleep_on_error(Duration::from_millis(100))
                     .spawn_serve(1024, move |s, conn| serve(s, started.clone(), Some(conn)))
