@@ -1,4 +1,4 @@
-//! Serve hyper, axum and tonic through [staunch](staunch)'s accept loop.
+//! Serve hyper, axum and tonic through [staunch]'s accept loop.
 //!
 //! - [`serve`]: one call for a whole server. It takes a `TcpListener` (or any staunch accept
 //!   stream) and a tower service (an axum `Router`, tonic `Routes`, `tower::service_fn`) and
@@ -9,9 +9,9 @@
 //!   drained with the rest, and counters ([`ServeFuture::stats`]).
 //! - [`serve_connection`] (and [`Http::serve_connection`], with settings): one connection, for
 //!   a staunch chain of your own (`spawn_serve(n, |io, conn| ..)`).
-//! - [`axum::Listener`](crate::axum::Listener) (feature `axum`): a staunch stream as an
+//! - [`axum::Listener`] (feature `axum`): a staunch stream as an
 //!   `axum::serve::Listener`, for code that keeps `axum::serve`.
-//! - [`tonic::incoming`](crate::tonic::incoming) (feature `tonic`): a staunch stream for
+//! - [`tonic::incoming`] (feature `tonic`): a staunch stream for
 //!   tonic's `serve_with_incoming`.
 //!
 //! # An axum server

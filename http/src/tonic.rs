@@ -1,7 +1,7 @@
 //! [`incoming`]: a staunch accept stream for tonic's `serve_with_incoming`.
 //!
 //! tonic's server wants I/O that implements its
-//! [`Connected`](tonic::transport::server::Connected) trait. staunch's wrappers
+//! [`Connected`] trait. staunch's wrappers
 //! ([`PeerPermit`](staunch::overload::PeerPermit), [`MinReadRate`](staunch::overload::MinReadRate))
 //! cannot implement it here: the trait is tonic's and the types are staunch's, and Rust's
 //! orphan rule lets only a crate that owns one of them write the impl (and staunch's core does
