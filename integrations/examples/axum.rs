@@ -9,24 +9,19 @@
 //! ```
 //!
 //! `axum::serve` owns its accept loop (it sleeps 1 s on `EMFILE`, has no connection limit and no
-//! shutdown deadline); serving the `Router` yourself, as here, puts staunch's loop in its place.
+//! shutdown deadline); `staunch_http::serve` puts staunch's loop in its place, in one call.
 //! Stop it with Ctrl-C (or SIGTERM): new connections are refused at once, requests in flight
 //! finish, idle keep-alive connections close, and whatever is still running after `GRACE` is cut.
 
-use std::io::{self, ErrorKind, IsTerminal as _};
-use std::pin::pin;
+use std::future::IntoFuture as _;
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::Path;
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use staunch::{listen::Conn, ListenExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// After the signal, connections get this long to finish before they are cut.
@@ -49,32 +44,6 @@ async fn slow(Path(ms): Path<u64>) -> String {
     format!("slow request done after {ms} ms\n")
 }
 
-/// Serve one connection until the client closes it or, once `conn` fires (at the shutdown),
-/// until hyper has closed it gracefully: HTTP/1 after the response in progress (an idle
-/// keep-alive connection at once), HTTP/2 with GOAWAY.
-async fn serve(
-    http: auto::Builder<TokioExecutor>,
-    app: Router,
-    stream: TcpStream,
-    conn: Conn,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // `Router` is a tower `Service`; hyper wants its own `Service` trait: the glue adapts it.
-    let service = TowerToHyperService::new(app);
-    let mut connection = pin!(http.serve_connection_with_upgrades(TokioIo::new(stream), service));
-    tokio::select! {
-        // The connection first: a client taken from the backlog as the port closed starts with
-        // its request waiting and `conn` already fired; it is answered (then closed), not dropped.
-        biased;
-        done = connection.as_mut() => return done,
-        () = conn.draining() => connection.as_mut().graceful_shutdown(),
-    }
-    match connection.await {
-        // A client closed before its first byte: hyper-util says `Interrupted`; nothing was lost.
-        Err(e) if e.downcast_ref().map(io::Error::kind) == Some(ErrorKind::Interrupted) => Ok(()),
-        done => done,
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -88,51 +57,16 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let signal = shutdown_signal()?;
-    println!("listening on {}", listener.local_addr()?);
-
-    // HTTP/1.1 and HTTP/2. The timer turns on hyper's HTTP/1 header read timeout: a client
-    // that trickles its request headers (Slowloris) is dropped.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1().timer(TokioTimer::new());
-
-    // At the signal staunch closes the port and fires every connection's `Conn` (hyper then
-    // ends each cleanly), gives them `GRACE`, cancels the rest and reports the counts.
-    let app = app();
-    let report = TcpListenerStream::new(listener)
-        .sleep_on_error(Duration::from_millis(100))
-        .spawn_serve(MAX_CONNECTIONS, move |stream, conn| {
-            serve(http.clone(), app.clone(), stream, conn)
-        })
-        .with_graceful_shutdown(signal)
+    let local = listener.local_addr()?;
+    // HTTP/1.1 and HTTP/2, a header read timeout, a drain at Ctrl-C or SIGTERM that cuts what
+    // is left after `GRACE` (upgraded connections too). Its signal handlers are installed by
+    // `into_future`, before the server announces itself: a signal sent right after "listening
+    // on" cannot kill the process by default action.
+    let server = staunch_http::serve(listener, app())
+        .max_connections(MAX_CONNECTIONS)
         .grace(GRACE)
-        .await;
-
-    println!("{report}");
+        .into_future();
+    println!("listening on {local}");
+    println!("{}", server.await);
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the
-/// server announces itself, so a signal sent right after "listening on" cannot kill the process
-/// by default action (`tokio::signal::ctrl_c()` would install its handler only when first polled).
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
-        Ok(async move {
-            ctrl_c.recv().await;
-        })
-    }
 }

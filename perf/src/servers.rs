@@ -227,6 +227,20 @@ async fn http_server(listener: TcpListener, args: &RoleArgs) {
                 .spawn_listen(args.max)
                 .await
         }
+        // The one-call server of staunch-http, with its defaults (header read timeout, drain
+        // with a deadline at SIGTERM, connections counted through upgrades).
+        "staunch-http" => {
+            staunch_http::serve(listener, tower::service_fn(hello))
+                .max_connections(args.max)
+                .await;
+        }
+        "staunch-http-axum" => {
+            let app =
+                axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+            staunch_http::serve(listener, app)
+                .max_connections(args.max)
+                .await;
+        }
         other => panic!("unknown http contender {other}"),
     }
 }

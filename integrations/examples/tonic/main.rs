@@ -9,29 +9,26 @@
 //!
 //! Two ways to put staunch in front of tonic:
 //!
-//! - **Connection by connection** (the default): staunch's `spawn_serve` owns the
-//!   connections, so its limit, stats, per-connection isolation and shutdown deadline apply;
-//!   tonic's `Routes` (every service, as `Server::builder().add_service(..)` would route them)
-//!   is served on each connection with hyper-util's HTTP/2 builder.
+//! - **`staunch_http::serve`** (the default): staunch owns the connections, so its limit,
+//!   stats, per-connection isolation and shutdown deadline apply; tonic's `Routes` (every
+//!   service, as `Server::builder().add_service(..)` would route them) is served on each.
 //! - **`serve_with_incoming`**: tonic's server owns the connections and staunch only feeds it
-//!   accepted sockets (`sleep_on_error` keeps `EMFILE` from spinning tonic's accept loop). No
-//!   connection limit, no deadline: tonic waits for every connection at shutdown.
+//!   accepted sockets (`sleep_on_error` keeps `EMFILE` from spinning tonic's accept loop;
+//!   `staunch_http::tonic::incoming` gives them tonic's `Connected`). No connection limit, no
+//!   deadline: tonic waits for every connection at shutdown.
 //!
 //! Stop it with Ctrl-C (or SIGTERM).
 
 mod greeter;
 
+use std::future::IntoFuture as _;
 use std::io::IsTerminal as _;
-use std::pin::pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use staunch::{listen::Conn, ListenExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::{wrappers::TcpListenerStream, StreamExt as _};
+use staunch::ListenExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tracing_subscriber::EnvFilter;
 
@@ -56,62 +53,39 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let signal = shutdown_signal()?;
-    println!("listening on {}", listener.local_addr()?);
+    let local = listener.local_addr()?;
 
-    let accepted = TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
     match mode.as_deref() {
         None | Some("spawn-serve") => {
             // All the services, routed by name; add more with `.add_service(..)`.
             let routes = Routes::new(GreeterServer).prepare();
-            let mut http = auto::Builder::new(TokioExecutor::new()).http2_only();
-            // Keepalive pings find dead peers that would otherwise hold a connection slot.
-            http.http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Duration::from_secs(30));
-            // At the signal every connection's `Conn` fires: it sends GOAWAY, finishes its calls.
-            let report = accepted
-                .spawn_serve(MAX_CONNECTIONS, move |stream, conn| {
-                    serve(http.clone(), routes.clone(), stream, conn)
+            // At the signal every connection sends GOAWAY and finishes its calls. Keepalive
+            // pings find dead peers that would otherwise hold a connection slot.
+            let server = staunch_http::serve(listener, routes)
+                .max_connections(MAX_CONNECTIONS)
+                .hyper(|b| {
+                    b.http2().keep_alive_interval(Duration::from_secs(30));
                 })
-                .with_graceful_shutdown(signal)
                 .grace(GRACE)
-                .await;
-            println!("{report}");
+                .into_future();
+            println!("listening on {local}");
+            println!("{}", server.await);
         }
         Some("serve-with-incoming") => {
+            let signal = shutdown_signal()?;
+            println!("listening on {local}");
+            let accepted =
+                TcpListenerStream::new(listener).sleep_on_error(Duration::from_millis(100));
             let stats = accepted.stats();
-            // tonic wants a stream of `Result`s; staunch's stream has already dealt with errors.
-            let incoming = accepted.map(Ok::<_, std::io::Error>);
             tonic::transport::Server::builder()
                 .add_service(GreeterServer)
-                .serve_with_incoming_shutdown(incoming, signal)
+                .serve_with_incoming_shutdown(staunch_http::tonic::incoming(accepted), signal)
                 .await?;
             println!("shutdown: accept totals: {}", stats.snapshot());
         }
         Some(other) => anyhow::bail!("unknown mode {other:?}: spawn-serve or serve-with-incoming"),
     }
     Ok(())
-}
-
-/// Serve one HTTP/2 connection until the client closes it or, once `conn` fires (at the
-/// shutdown), until hyper has closed it gracefully (GOAWAY, then the calls in flight finish).
-async fn serve(
-    http: auto::Builder<TokioExecutor>,
-    routes: Routes,
-    stream: TcpStream,
-    conn: Conn,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let service = TowerToHyperService::new(routes);
-    let mut connection = pin!(http.serve_connection(TokioIo::new(stream), service));
-    tokio::select! {
-        // The connection first: a client taken from the backlog as the port closed starts with
-        // its calls waiting and `conn` already fired; they are answered, not dropped.
-        biased;
-        done = connection.as_mut() => return done,
-        () = conn.draining() => connection.as_mut().graceful_shutdown(),
-    }
-    connection.await
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, before the

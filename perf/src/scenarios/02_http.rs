@@ -18,10 +18,18 @@ pub(crate) fn run(cfg: &Config, rep: &mut Report) {
             .push("Scenario 2 skipped: wrk is not installed (`apt-get install -y wrk`).".into());
         return;
     }
-    let contenders = ["hyper-plain", "axum", "hyper-staunch"];
+    let contenders = [
+        "hyper-plain",
+        "axum",
+        "hyper-staunch",
+        "staunch-http",
+        "staunch-http-axum",
+    ];
     let names = |c: &str| match c {
         "hyper-plain" => "hyper-util plain accept loop",
         "axum" => "axum::serve",
+        "staunch-http" => "staunch_http::serve (hyper service)",
+        "staunch-http-axum" => "staunch_http::serve (axum Router)",
         _ => "hyper through staunch spawn_listen",
     };
     let rounds = if cfg.quick {
@@ -51,7 +59,7 @@ pub(crate) fn run(cfg: &Config, rep: &mut Report) {
             metric,
             baseline: Some(names("hyper-plain").into()),
             higher_is_better: true,
-            goal: ">= 0.97, and >= axum::serve".into(),
+            goal: ">= 0.97, and >= axum::serve; staunch_http::serve: >= 0.99, and its Router row >= axum::serve".into(),
             paired: true,
         });
         rep.specs.push(Spec {
