@@ -481,3 +481,80 @@ async fn a_lost_connection_reports_the_bytes_the_peer_never_acknowledged() {
 fn nodelay(addr: std::net::SocketAddr) -> TcpConnector {
     TcpConnector::new(addr.to_string()).socket_options(SocketOptions::new().nodelay(true))
 }
+
+/// Accept one connection, read it to its end, answer `reply` and close.
+async fn reply_after_eof(listener: &TcpListener, reply: &[u8]) -> Vec<u8> {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    stream.write_all(reply).await.unwrap();
+    got
+}
+
+/// Write, shut down twice, read the reply: what a plain `TcpStream` allows (see the control).
+async fn write_shut_twice_read<S>(stream: &mut S) -> io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(b"request").await?;
+    stream.shutdown().await?;
+    stream.shutdown().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(reply)
+}
+
+#[tokio::test]
+async fn a_second_shutdown_keeps_the_connection_and_its_reply() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        let reply = write_shut_twice_read(&mut conn).await.unwrap();
+        assert_eq!(reply, b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+        assert_eq!(conn.generation(), 1);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_second_shutdown_of_the_write_half_keeps_the_reply() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        let (mut rd, mut wr) = conn.split();
+        wr.write_all(b"request").await.unwrap();
+        wr.shutdown().await.unwrap();
+        wr.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        rd.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_second_shutdown_keeps_the_reply_control() {
+    // Control: a plain TcpStream allows the same sequence.
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(write_shut_twice_read(&mut stream).await.unwrap(), b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+    })
+    .await
+    .expect("timed out");
+}

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -464,11 +465,14 @@ where
                 return Poll::Ready(Ok(()));
             }
         };
-        live.shut = true;
+        let first = !mem::replace(&mut live.shut, true);
         // A reset the adapter has not noticed yet would stay hidden: the kernel answers
         // `shutdown` on a reset TCP socket with `ENOTCONN`, which tokio turns into `Ok`. An empty
         // write asks the connection first; on a reset socket it fails (`ECONNRESET`, `EPIPE`).
-        if let Poll::Ready(Err(e)) = Pin::new(&mut live.io).poll_write(cx, &[]) {
+        // Only the first time: once shut, that write fails with `EPIPE` on a healthy connection,
+        // whose reply is still to be read.
+        let probe = first.then(|| Pin::new(&mut live.io).poll_write(cx, &[]));
+        if let Some(Poll::Ready(Err(e))) = probe {
             if (self.is_disconnect)(&e) {
                 let error = self.lose(Reason::Io(Arc::new(e)), Half::Write, true);
                 return Poll::Ready(Err(
