@@ -178,6 +178,17 @@ fn a_passed_descriptor_that_is_not_a_listener_is_an_error() {
     );
 }
 
+#[test]
+fn a_count_beyond_the_open_descriptors_is_an_invalid_env() {
+    // Nothing at 3 and up: the count is checked before anything is allocated for it (a count
+    // of a billion used to allocate 24 GB and abort).
+    let out = run_child(&[], &[("LISTEN_FDS", "1000000000")]);
+    assert_eq!(
+        out,
+        "error: LISTEN_FDS=\"1000000000\": more descriptors than are open (the last is not)"
+    );
+}
+
 /// The old process's side of inheritance: `SuccessorCommand` starts the new process with the
 /// sockets at 3, 4, ..., the variables `from_env` (and `sd_listen_fds`) want, and a handshake
 /// that says when the new process is ready.
