@@ -49,7 +49,9 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// [`HandoverError::InvalidEnv`] for a malformed variable (a `LISTEN_FDS` whose last
 /// descriptor is not open among them: the count is checked before anything is allocated for
 /// it), or a validation error for a passed
-/// descriptor that is not a listening TCP or Unix stream socket; no descriptor is closed then.
+/// descriptor that is not a listening TCP or Unix stream socket. No listener is closed then;
+/// the handshake of [`SuccessorCommand`](super::SuccessorCommand) is, so that the old process
+/// knows at once that this one will not be ready.
 pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
     let var = |name| std::env::var(name).ok();
     let passed = parse(
@@ -63,16 +65,18 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         return Ok((Listeners::default(), Ready::new(None)));
     }
     let mut passed = passed;
-    let handshake = match passed.last() {
+    // The handshake is adopted (close-on-exec) first: if a listener fails its check, it is
+    // closed on the way out, and the old process learns at once that this one will not be
+    // ready, rather than when the last process that inherited it exits.
+    let predecessor = match passed.last() {
         Some((fd, name)) if name == READY_NAME => {
             validate::check_handshake(borrow(*fd), name)?;
-            Some(*fd)
+            let fd = *fd;
+            passed.pop();
+            Some(validate::adopt_handshake(adopt(fd), READY_NAME)?)
         }
         _ => None,
     };
-    if handshake.is_some() {
-        passed.pop();
-    }
     let mut checked = Vec::with_capacity(passed.len());
     for (fd, name) in passed {
         let kind = validate::check(borrow(fd), &name, None)?;
@@ -83,10 +87,6 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         let listener = validate::adopt(adopt(fd), kind, &name)?;
         listeners.push(name, listener);
     }
-    let predecessor = match handshake {
-        Some(fd) => Some(validate::adopt_handshake(adopt(fd), READY_NAME)?),
-        None => None,
-    };
     Ok((listeners, Ready::new(predecessor)))
 }
 
