@@ -267,7 +267,7 @@ async fn splice_mode_reproduces_the_io_tether_example() {
 }
 
 #[tokio::test]
-async fn keepalive_and_nodelay_are_set_on_the_socket() {
+async fn keepalive_nodelay_and_user_timeout_are_set_on_the_socket() {
     timeout(LIMIT, async {
         let listener = any_port();
         let addr = listener.local_addr().unwrap();
@@ -277,7 +277,8 @@ async fn keepalive_and_nodelay_are_set_on_the_socket() {
                 .nodelay(true)
                 .keepalive(Duration::from_secs(30))
                 .keepalive_interval(Duration::from_secs(5))
-                .keepalive_retries(3),
+                .keepalive_retries(3)
+                .user_timeout(Duration::from_secs(15)),
         );
         let mut conn = Reconnecting::new(connector);
         conn.wait_connected().await.unwrap();
@@ -293,6 +294,10 @@ async fn keepalive_and_nodelay_are_set_on_the_socket() {
                 Duration::from_secs(5)
             );
             assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+            assert_eq!(
+                sock.tcp_user_timeout().unwrap(),
+                Some(Duration::from_secs(15))
+            );
         }
     })
     .await
