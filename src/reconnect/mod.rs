@@ -41,7 +41,8 @@
 //! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, and returns a
 //! [`Decision`]: retry, retry after a delay of its own, or give up) and
 //! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
-//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future. A non-blocking
+//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future; the other way, a
+//! [`ReconnectHandle`] cuts a backoff short when the network is known to be back. A non-blocking
 //! start: [`build`](Builder::build) never waits, and
 //! [`build_and_connect_in_background`](Builder::build_and_connect_in_background) also starts the
 //! first attempt at once in a task.
@@ -59,6 +60,7 @@ mod connect;
 mod error;
 mod failover;
 mod mode;
+mod now;
 mod reconnecting;
 mod retry;
 mod retry_loop;
@@ -79,6 +81,7 @@ pub use error::{
 };
 pub use failover::Failover;
 pub use mode::{EofPolicy, ReadMode, WriteMode};
+pub use now::ReconnectHandle;
 pub use reconnecting::Reconnecting;
 pub use retry_loop::{RetryLoop, RetryOutcome, SessionEnd};
 pub use state::{ConnState, Decision, HookContext};

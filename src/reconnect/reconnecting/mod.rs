@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use super::builder::{Builder, ConnectHook};
 use super::retry::{Outage, RetryConfig};
-use super::{ConnState, Connect, Disconnected, EofPolicy, ReadMode, Reason, WriteMode};
+use super::{
+    ConnState, Connect, Disconnected, EofPolicy, ReadMode, Reason, ReconnectHandle, WriteMode,
+};
 use crate::task::{AbortOnDrop, WakeBoth};
 use machine::{shut_down_error, Attempt, State};
 
@@ -243,6 +245,12 @@ impl<C: Connect> Reconnecting<C> {
     /// The current state (a snapshot of what [`watch`](Self::watch) publishes).
     pub fn state(&self) -> ConnState {
         self.tx.borrow().clone()
+    }
+
+    /// A handle that cuts a backoff short and starts it over, from any task, also after
+    /// [`split`](Self::split) (see [`ReconnectHandle`]).
+    pub fn reconnect_handle(&self) -> ReconnectHandle {
+        ReconnectHandle::new(&self.retry.reconnect_now)
     }
 
     /// The generation of the current (or last) established connection; 0 before the first.
