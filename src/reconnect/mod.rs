@@ -47,6 +47,12 @@
 //! [`build_and_connect_in_background`](Builder::build_and_connect_in_background) also starts the
 //! first attempt at once in a task.
 //!
+//! **What it logs** (with the `tracing` feature, on by default): each failed attempt and the
+//! give-up at `warn`, so that a client whose server is down is not silent while it waits; each
+//! new connection at `info`; state changes, losses and backoffs at `debug`. A policy without a
+//! limit retries for ever: bound it (`max_attempts`, `max_total`, `.take(n)`) where a caller
+//! should hear of it.
+//!
 //! # `RetryLoop`: connect, run a session, retry
 //!
 //! When each connection is a session of its own (log in, subscribe, stream until it breaks),

@@ -182,7 +182,7 @@ impl<C: Connect> RetryLoop<C> {
                     return give_up(&mut outage, GiveUpCause::Fatal, Some(reason), None);
                 }
                 Some(Err(reason)) => {
-                    log_event!(debug, reason = %reason, "retry loop: connect failed");
+                    log_event!(warn, attempt, reason = %reason, "retry loop: connect failed");
                     session_error = None;
                     (reason, None)
                 }

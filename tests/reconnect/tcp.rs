@@ -563,3 +563,72 @@ async fn a_second_shutdown_keeps_the_reply_control() {
     .await
     .expect("timed out");
 }
+
+/// The log lines written while `f` runs, at warn and above.
+async fn warnings_during<F: std::future::Future>(f: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread test: everything `f` does is polled on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
+
+#[tokio::test]
+async fn the_readme_client_says_why_it_waits_and_gives_up_when_nothing_listens() {
+    use staunch::backoff::{Exponential, Jitter};
+    // A port that refuses: bound, so nobody else takes it, and not listening.
+    let closed = TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = closed.local_addr().unwrap();
+    let options = SocketOptions::new().keepalive(Duration::from_secs(30));
+    let connector = TcpConnector::new(addr.to_string()).socket_options(options);
+    // The README's client with a budget of 450 ms of delays instead of 60 s: 10, 20, 40, 80 and
+    // 160 ms (±20 %: 248 to 372 ms in all), and the next one (320 ms ±20 %) would exceed it.
+    let mut conn = Reconnecting::builder(connector)
+        .policy(
+            Exponential::builder()
+                .jitter(Jitter::Proportional(0.2))
+                .max_total(Duration::from_millis(450))
+                .build()
+                .unwrap(),
+        )
+        .connect_timeout(Duration::from_secs(3))
+        .eof_policy(EofPolicy::Reconnect)
+        .build();
+    let (written, log) = warnings_during(timeout(LIMIT, conn.write_all(b"PING\r\n"))).await;
+    let err = written.expect("gave up in time").unwrap_err();
+    let gave_up = gave_up(&err);
+    assert_eq!(
+        gave_up.cause(),
+        staunch::reconnect::GiveUpCause::PolicyExhausted
+    );
+    assert_eq!(gave_up.attempts(), 6, "{gave_up}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("gave up reconnecting (PolicyExhausted) after 6 attempts; last failure:")
+            && text.contains("refused"),
+        "{text}"
+    );
+    // Not silent meanwhile: each refused attempt is a warning, and so is the give-up.
+    assert_eq!(log.matches("reconnect: attempt failed").count(), 6, "{log}");
+    assert!(log.contains("giving up"), "{log}");
+    assert!(log.contains(" WARN "), "{log}");
+}

@@ -272,7 +272,7 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     fn attempt_failed(&mut self, reason: Reason) -> State<C> {
-        log_event!(debug, attempt = self.outage.attempt(), reason = %reason, "reconnect: attempt failed");
+        log_event!(warn, attempt = self.outage.attempt(), reason = %reason, "reconnect: attempt failed");
         if self.retry.is_fatal(&reason) {
             self.give_up(GiveUpCause::Fatal, Some(reason))
         } else {
