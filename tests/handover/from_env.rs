@@ -73,6 +73,8 @@ fn leave_a_child(broken: bool) {
         assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 3) }, 3);
     }
     let taken = from_env();
+    // Left running on purpose: it outlives this process, and the test kills it by its pid.
+    #[allow(clippy::zombie_processes)]
     let sleeper = Command::new("sleep")
         .arg("30")
         .stdin(Stdio::null())
