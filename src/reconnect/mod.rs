@@ -70,6 +70,8 @@ mod now;
 mod reconnecting;
 mod retry;
 mod retry_loop;
+#[cfg(feature = "tower")]
+mod service;
 mod state;
 mod tcp;
 #[cfg(unix)]
@@ -90,6 +92,9 @@ pub use mode::{EofPolicy, ReadMode, WriteMode};
 pub use now::ReconnectHandle;
 pub use reconnecting::Reconnecting;
 pub use retry_loop::{RetryLoop, RetryOutcome, SessionEnd};
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use service::ConnectService;
 pub use state::{ConnState, Decision, HookContext};
 pub use tcp::TcpConnector;
 #[cfg(unix)]

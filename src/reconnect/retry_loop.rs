@@ -63,8 +63,8 @@ use super::{Connect, GaveUp, GiveUpCause, Reason, ReconnectHandle};
 /// ```
 #[must_use = "call .run(session) and await it"]
 pub struct RetryLoop<C> {
-    connector: C,
-    retry: RetryConfig<C>,
+    pub(super) connector: C,
+    pub(super) retry: RetryConfig<C>,
 }
 
 /// How a session run by a [`RetryLoop`] ended.
