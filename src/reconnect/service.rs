@@ -142,7 +142,11 @@ where
         let mut connector = self.connector.clone();
         let target = self.target;
         let mut retry = RetryConfig::new();
-        retry.policy = self.policy.lock().unwrap_or_else(|e| e.into_inner()).fresh();
+        retry.policy = self
+            .policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fresh();
         retry.connect_timeout = self.connect_timeout;
         retry.stable_after = self.stable_after;
         retry.retry_connect_if = self.retry_connect_if;
