@@ -203,8 +203,7 @@ impl SocketOptions {
     /// (keepalive probes only an idle connection): here, `keepalive` + `keepalive_interval` ×
     /// `keepalive_retries`.
     ///
-    /// Linux and Android (and Fuchsia, Cygwin) only; ignored on other platforms, which have no
-    /// such option per socket.
+    /// Linux, Android and Fuchsia only; ignored on other platforms.
     ///
     /// # Panics
     ///
@@ -265,12 +264,7 @@ impl SocketOptions {
             let interval = self.keepalive_interval.unwrap_or(idle);
             socket.set_tcp_keepalive(&keepalive(idle, Some(interval), self.keepalive_retries))?;
         }
-        #[cfg(any(
-            target_os = "android",
-            target_os = "fuchsia",
-            target_os = "linux",
-            target_os = "cygwin",
-        ))]
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
         if let Some(timeout) = self.user_timeout {
             socket.set_tcp_user_timeout(Some(timeout))?;
         }
