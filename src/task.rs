@@ -52,6 +52,11 @@ impl NoteWake {
     /// Whether it was woken since the last call; `task` is woken next time.
     pub(crate) fn take(&self, task: &Waker) -> bool {
         self.task.register(task);
+        self.take_woken()
+    }
+
+    /// Whether it was woken since the last call, for a task that will not wait for it.
+    pub(crate) fn take_woken(&self) -> bool {
         self.woken.swap(false, Ordering::AcqRel)
     }
 }

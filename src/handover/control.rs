@@ -2,6 +2,7 @@
 //! (`SCM_RIGHTS`) to the new process that presents its ticket.
 
 use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
@@ -9,16 +10,20 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
+use tokio::sync::Notify;
 
 use super::error::{io_error, HandoverError};
 use super::listener::{Kind, Listeners};
 use super::ready::{await_ready, Ready};
 use super::{scm, validate};
+use crate::task::AbortOnDrop;
 
 /// The first line of an offer: the protocol and its version.
 const HEADER: &str = "staunch-handover 1";
@@ -29,8 +34,13 @@ const TAKE: &str = "take ";
 /// The old process's answer to a ticket that is not the current one.
 const STALE: &[u8] = b"stale\n";
 /// A process that connects gets this long to present its ticket, so that one that says
-/// nothing cannot hold up the offer.
+/// nothing does not hold a connection for ever.
 const TAKE_WITHIN: Duration = Duration::from_secs(10);
+/// At most this many connections present their tickets at once; more wait in the backlog.
+const MAX_PRESENTING: usize = 64;
+/// After a failed `accept` (out of descriptors, say), the control socket waits this long
+/// before accepting again, rather than spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Tokens are at most this long (and the `take` line with them).
 const MAX_TOKEN: usize = 64;
 /// Offers longer than this are refused (253 names of 255 bytes fit).
@@ -40,15 +50,48 @@ const MAX_OFFER: usize = 80 * 1024;
 /// listeners.
 ///
 /// The socket file is created with mode `0600` and removed when this is dropped (if it is
-/// still the one this created).
-#[derive(Debug)]
+/// still the one this created). A task answers the processes that connect, from
+/// [`bind`](Handover::bind) until this is dropped, so that one with a voided or used ticket is
+/// turned away at once, offer or no offer.
 pub struct Handover {
-    listener: TokioUnixListener,
     path: PathBuf,
     /// Device and inode of the socket file, to remove only our own.
     file: (u64, u64),
-    /// The token of the current ticket; `None` before the first and once a process took it.
-    token: Mutex<Option<String>>,
+    tickets: Arc<Tickets>,
+    /// Accepts on the control socket and reads tickets (`answer`); it owns the listener.
+    _answering: AbortOnDrop<()>,
+}
+
+impl fmt::Debug for Handover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handover")
+            .field("path", &self.path)
+            .field("tickets", &*self.tickets.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current ticket and the process that presented it.
+#[derive(Debug, Default)]
+struct Tickets {
+    state: Mutex<TicketState>,
+    /// A process presented the current ticket.
+    presented: Notify,
+}
+
+#[derive(Debug, Default)]
+struct TicketState {
+    /// The token of the current ticket; `None` before the first and once a process presented
+    /// it.
+    current: Option<String>,
+    /// The process that presented the current ticket, until an offer takes it.
+    waiting: Option<UnixStream>,
+}
+
+impl Tickets {
+    fn lock(&self) -> MutexGuard<'_, TicketState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Handover {
@@ -74,11 +117,14 @@ impl Handover {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
         let meta = fs::metadata(path)?;
         listener.set_nonblocking(true)?;
+        let listener = TokioUnixListener::from_std(listener)?;
+        let tickets = Arc::new(Tickets::default());
+        let answering = tokio::spawn(answer(listener, Arc::clone(&tickets)));
         Ok(Handover {
-            listener: TokioUnixListener::from_std(listener)?,
             path: path.to_owned(),
             file: (meta.dev(), meta.ino()),
-            token: Mutex::new(None),
+            tickets,
+            _answering: AbortOnDrop(answering),
         })
     }
 
@@ -86,7 +132,8 @@ impl Handover {
     /// say), which passes it to [`take_over`]. It holds this socket's path and a token unique
     /// to this offer.
     ///
-    /// A ticket is good for one process: the first to present it gets the offer. A new ticket
+    /// A ticket is good for one process: the first to present it gets the offer, the others
+    /// are turned away ([`HandoverError::StaleTicket`]). A new ticket
     /// voids the ones issued before it, so that a process started for an offer that was given
     /// up, and that connects late, is turned away ([`HandoverError::StaleTicket`]) instead of
     /// taking the sockets meant for the next one. Retrying an offer for the same process
@@ -105,7 +152,12 @@ impl Handover {
         let mut ticket = OsString::from(&token);
         ticket.push(" ");
         ticket.push(self.path.as_os_str());
-        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+        let mut state = self.tickets.lock();
+        state.current = Some(token);
+        // A process that presented the previous ticket and waits for an offer is voided too.
+        if let Some(voided) = state.waiting.take() {
+            turn_away(&voided);
+        }
         ticket
     }
 
@@ -121,9 +173,10 @@ impl Handover {
     ///    255 printable ASCII characters other than `:` (so that they also fit
     ///    `LISTEN_FDNAMES`), all different, at most 253 of them.
     /// 2. It waits for a process to connect with the current ticket (no time limit: race it
-    ///    with the new process's exit, or with a timeout), and sends it the descriptors. A
-    ///    process with a voided ticket is told so and the wait goes on; one that presents no
-    ///    ticket within 10 seconds is disconnected.
+    ///    with the new process's exit, or with a timeout), or takes the one that did so
+    ///    already, and sends it the descriptors. A process with a voided or used ticket is told
+    ///    so at once and the wait goes on; one that presents no ticket within 10 seconds is
+    ///    disconnected, without holding up the others.
     /// 3. It returns `Ok` when the new process has called [`Ready::ready`]. The caller then
     ///    stops accepting and drains; the sockets stay open in the new process.
     ///
@@ -163,51 +216,79 @@ impl Handover {
 }
 
 impl Handover {
-    /// Accept connections until one presents the current ticket, and void it.
+    /// The process that presented the current ticket, once one has.
     async fn accept_ticket(&self) -> Result<UnixStream, HandoverError> {
-        let current = || self.token.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if current().is_none() {
-            return Err(HandoverError::Protocol(
-                "no ticket was issued for this offer (Handover::ticket)".into(),
-            ));
+        {
+            let state = self.tickets.lock();
+            if state.current.is_none() && state.waiting.is_none() {
+                return Err(HandoverError::Protocol(
+                    "no ticket was issued for this offer (Handover::ticket)".into(),
+                ));
+            }
         }
         loop {
-            let (mut stream, _) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|e| io_error("cannot accept the new process", e))?;
-            let token = match tokio::time::timeout(TAKE_WITHIN, read_take(&mut stream)).await {
-                Ok(Ok(token)) => token,
-                Ok(Err(_)) | Err(_) => {
-                    log_event!(
-                        warn,
-                        "handover: a process connected without presenting a ticket; disconnected"
-                    );
-                    continue;
-                }
-            };
-            if self.void_if_current(&token) {
+            if let Some(stream) = self.tickets.lock().waiting.take() {
                 return Ok(stream);
             }
-            log_event!(
-                warn,
-                "handover: a process presented a voided ticket; turned away"
-            );
-            // It learns why; whether it hears does not matter to this offer.
-            let _ = tokio::time::timeout(TAKE_WITHIN, stream.write_all(STALE)).await;
+            // `notify_one` keeps a permit when nobody waits: no arrival is missed.
+            self.tickets.presented.notified().await;
         }
     }
+}
 
-    /// Whether `token` is the current ticket's; if so it is void from now on.
-    fn void_if_current(&self, token: &str) -> bool {
-        let mut current = self.token.lock().unwrap_or_else(|e| e.into_inner());
-        let matches = current.as_deref() == Some(token);
-        if matches {
-            *current = None;
+/// The control socket's task: accept connections and read their tickets side by side.
+async fn answer(listener: TokioUnixListener, tickets: Arc<Tickets>) {
+    let mut presenting = FuturesUnordered::new();
+    loop {
+        let accepted = std::future::poll_fn(|cx| {
+            // Finished presentations make room; their outcome is handled in `present`.
+            while let Poll::Ready(Some(())) = presenting.poll_next_unpin(cx) {}
+            if presenting.len() >= MAX_PRESENTING {
+                return Poll::Pending;
+            }
+            listener.poll_accept(cx)
+        })
+        .await;
+        match accepted {
+            Ok((stream, _)) => presenting.push(present(stream, &tickets)),
+            Err(_e) => {
+                log_event!(warn, error = %_e, "handover: cannot accept on the control socket");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+            }
         }
-        matches
     }
+}
+
+/// Read the ticket of a process that connected: keep it for the offer if it is the current
+/// one, turn it away otherwise.
+async fn present(mut stream: UnixStream, tickets: &Tickets) {
+    let Ok(Ok(token)) = tokio::time::timeout(TAKE_WITHIN, read_take(&mut stream)).await else {
+        log_event!(
+            warn,
+            "handover: a process connected without presenting a ticket; disconnected"
+        );
+        return;
+    };
+    let mut state = tickets.lock();
+    if state.current.as_deref() == Some(token.as_str()) {
+        state.current = None;
+        state.waiting = Some(stream);
+        drop(state);
+        tickets.presented.notify_one();
+    } else {
+        drop(state);
+        log_event!(
+            warn,
+            "handover: a process presented a voided or used ticket; turned away"
+        );
+        turn_away(&stream);
+    }
+}
+
+/// Tell a process that its ticket is not the current one. Without waiting: it fits in the
+/// empty send buffer of a new connection, and whether it is heard does not matter to the offer.
+fn turn_away(stream: &UnixStream) {
+    let _ = stream.try_write(STALE);
 }
 
 /// Read the `take TOKEN` line a new process starts with; the token.
@@ -297,7 +378,8 @@ pub(super) fn check_sockets(
 /// # Errors
 ///
 /// [`HandoverError::Protocol`] if `ticket` is not one, or the other side does not speak this
-/// protocol; [`HandoverError::StaleTicket`] if a newer ticket was issued since; I/O errors
+/// protocol; [`HandoverError::StaleTicket`] if a newer ticket was issued since, or another
+/// process presented this one first (told at once, whether or not an offer runs); I/O errors
 /// connecting or reading; a validation error if a socket is not what it was announced as (then
 /// the old process's offer fails with [`HandoverError::SuccessorGone`]).
 pub async fn take_over(ticket: impl AsRef<OsStr>) -> Result<(Listeners, Ready), HandoverError> {

@@ -46,8 +46,12 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 ///
 /// # Errors
 ///
-/// [`HandoverError::InvalidEnv`] for a malformed variable, or a validation error for a passed
-/// descriptor that is not a listening TCP or Unix stream socket; no descriptor is closed then.
+/// [`HandoverError::InvalidEnv`] for a malformed variable (a `LISTEN_FDS` whose last
+/// descriptor is not open among them: the count is checked before anything is allocated for
+/// it), or a validation error for a passed
+/// descriptor that is not a listening TCP or Unix stream socket. No listener is closed then;
+/// the handshake of [`SuccessorCommand`](super::SuccessorCommand) is, so that the old process
+/// knows at once that this one will not be ready.
 pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
     let var = |name| std::env::var(name).ok();
     let passed = parse(
@@ -55,21 +59,24 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         var("LISTEN_PID").as_deref(),
         var("LISTEN_FDS").as_deref(),
         var("LISTEN_FDNAMES").as_deref(),
+        is_open,
     )?;
     if passed.is_empty() || TAKEN.swap(true, Ordering::SeqCst) {
         return Ok((Listeners::default(), Ready::new(None)));
     }
     let mut passed = passed;
-    let handshake = match passed.last() {
+    // The handshake is adopted (close-on-exec) first: if a listener fails its check, it is
+    // closed on the way out, and the old process learns at once that this one will not be
+    // ready, rather than when the last process that inherited it exits.
+    let predecessor = match passed.last() {
         Some((fd, name)) if name == READY_NAME => {
             validate::check_handshake(borrow(*fd), name)?;
-            Some(*fd)
+            let fd = *fd;
+            passed.pop();
+            Some(validate::adopt_handshake(adopt(fd), READY_NAME)?)
         }
         _ => None,
     };
-    if handshake.is_some() {
-        passed.pop();
-    }
     let mut checked = Vec::with_capacity(passed.len());
     for (fd, name) in passed {
         let kind = validate::check(borrow(fd), &name, None)?;
@@ -80,10 +87,6 @@ pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
         let listener = validate::adopt(adopt(fd), kind, &name)?;
         listeners.push(name, listener);
     }
-    let predecessor = match handshake {
-        Some(fd) => Some(validate::adopt_handshake(adopt(fd), READY_NAME)?),
-        None => None,
-    };
     Ok((listeners, Ready::new(predecessor)))
 }
 
@@ -102,12 +105,22 @@ fn adopt(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// The descriptors and names passed to process `pid`, as the variables say.
+#[allow(unsafe_code)]
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags; no memory is passed, and a descriptor that
+    // is not open is an error (EBADF), not undefined behaviour.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// The descriptors and names passed to process `pid`, as the variables say. `is_open` tells
+/// whether a descriptor is open: the last one passed must be, before anything is allocated for
+/// the count.
 fn parse(
     pid: u32,
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
     names: Option<&str>,
+    is_open: impl Fn(RawFd) -> bool,
 ) -> Result<Vec<(RawFd, String)>, HandoverError> {
     let invalid = |var, value: &str, reason| HandoverError::InvalidEnv {
         var,
@@ -130,6 +143,13 @@ fn parse(
         .ok()
         .filter(|n| (0..=RawFd::MAX - FIRST_FD).contains(n))
         .ok_or_else(|| invalid("LISTEN_FDS", fds, "not a number of descriptors"))?;
+    if count > 0 && !is_open(FIRST_FD + count - 1) {
+        return Err(invalid(
+            "LISTEN_FDS",
+            fds,
+            "more descriptors than are open (the last is not)",
+        ));
+    }
     let names: Vec<String> = match names {
         None => vec![UNNAMED.to_owned(); count as usize],
         Some(value) => {
@@ -150,6 +170,16 @@ fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `super::parse` with every descriptor open.
+    fn parse(
+        pid: u32,
+        listen_pid: Option<&str>,
+        listen_fds: Option<&str>,
+        names: Option<&str>,
+    ) -> Result<Vec<(RawFd, String)>, HandoverError> {
+        super::parse(pid, listen_pid, listen_fds, names, |_| true)
+    }
 
     fn fds(passed: &[(RawFd, String)]) -> Vec<(RawFd, &str)> {
         passed.iter().map(|(fd, n)| (*fd, n.as_str())).collect()
@@ -204,5 +234,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("LISTEN_FDNAMES=\"http\""), "{message}");
+    }
+
+    #[test]
+    fn a_count_is_checked_against_the_open_descriptors_before_allocating() {
+        let asked = std::cell::Cell::new(None);
+        let open_below_5 = |fd| {
+            asked.set(Some(fd));
+            fd < 5
+        };
+        let passed = super::parse(7, None, Some("2"), None, open_below_5).unwrap();
+        assert_eq!((passed.len(), asked.get()), (2, Some(4)));
+        // A billion would be 24 GB of names: refused by the one look at descriptor 1000000002.
+        let err = super::parse(7, None, Some("1000000000"), None, open_below_5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HandoverError::InvalidEnv {
+                    var: "LISTEN_FDS",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(asked.get(), Some(1_000_000_002));
+        // Zero passes nothing and looks at nothing.
+        asked.set(None);
+        assert!(super::parse(7, None, Some("0"), None, open_below_5)
+            .unwrap()
+            .is_empty());
+        assert_eq!(asked.get(), None);
     }
 }

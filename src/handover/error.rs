@@ -60,8 +60,9 @@ pub enum HandoverError {
     },
     /// The new process disconnected before it said it was ready; this process keeps serving.
     SuccessorGone,
-    /// The ticket given to [`take_over`](super::take_over) was voided by a newer one: the offer
-    /// it was issued for was given up.
+    /// The ticket given to [`take_over`](super::take_over) is not the current one: it was
+    /// voided by a newer one (the offer it was issued for was given up), or another process
+    /// presented it first.
     StaleTicket,
     /// The other side does not speak this protocol (or another version of it).
     Protocol(String),
@@ -108,7 +109,8 @@ impl fmt::Display for HandoverError {
                 f.write_str("the new process disconnected before it was ready")
             }
             HandoverError::StaleTicket => f.write_str(
-                "the old process issued a newer ticket: the offer for this one was given up",
+                "the ticket is not the current one: the old process issued a newer one, or \
+                 another process presented it first",
             ),
             HandoverError::Protocol(what) => write!(f, "handover protocol: {what}"),
             HandoverError::Io { context, source } => write!(f, "{context}: {source}"),

@@ -30,8 +30,10 @@ const SET_PID_AND_EXEC: &str = r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$
 /// One more descriptor, last and named `staunch.ready`, carries the readiness handshake: the
 /// [`Ready`](super::Ready) that `from_env` returns answers on it, and
 /// [`SuccessorReady::wait`] returns then, or fails as soon as the new process exits without
-/// being ready. (Another program finds that extra, non-listening socket among its
-/// `LISTEN_FDS`: write `ready\n` to it, or ignore it and let the handshake fail.)
+/// being ready. Processes the new one starts do not inherit the handshake once it has called
+/// `from_env` (which makes it close-on-exec, and closes it if it fails); one started before
+/// that holds the wait until it exits. (Another program finds that extra, non-listening socket
+/// among its `LISTEN_FDS`: write `ready\n` to it, or ignore it and let the handshake fail.)
 ///
 /// # `LISTEN_PID`
 ///

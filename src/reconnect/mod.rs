@@ -41,10 +41,17 @@
 //! [`on_disconnect`](Builder::on_disconnect) (may change the connector, wait, and returns a
 //! [`Decision`]: retry, retry after a delay of its own, or give up) and
 //! [`on_connect`](Builder::on_connect) (gets the new connection before user traffic, for a
-//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future. A non-blocking
+//! handshake). Cancellation: [`cancel_on`](Builder::cancel_on) with any future; the other way, a
+//! [`ReconnectHandle`] cuts a backoff short when the network is known to be back. A non-blocking
 //! start: [`build`](Builder::build) never waits, and
 //! [`build_and_connect_in_background`](Builder::build_and_connect_in_background) also starts the
 //! first attempt at once in a task.
+//!
+//! **What it logs** (with the `tracing` feature, on by default): each failed attempt and the
+//! give-up at `warn`, so that a client whose server is down is not silent while it waits; each
+//! new connection at `info`; state changes, losses and backoffs at `debug`. A policy without a
+//! limit retries for ever: bound it (`max_attempts`, `max_total`, `.take(n)`) where a caller
+//! should hear of it.
 //!
 //! # `RetryLoop`: connect, run a session, retry
 //!
@@ -59,9 +66,12 @@ mod connect;
 mod error;
 mod failover;
 mod mode;
+mod now;
 mod reconnecting;
 mod retry;
 mod retry_loop;
+#[cfg(feature = "tower")]
+mod service;
 mod state;
 mod tcp;
 #[cfg(unix)]
@@ -79,8 +89,12 @@ pub use error::{
 };
 pub use failover::Failover;
 pub use mode::{EofPolicy, ReadMode, WriteMode};
+pub use now::ReconnectHandle;
 pub use reconnecting::Reconnecting;
 pub use retry_loop::{RetryLoop, RetryOutcome, SessionEnd};
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use service::ConnectService;
 pub use state::{ConnState, Decision, HookContext};
 pub use tcp::TcpConnector;
 #[cfg(unix)]

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{BoxFuture, Decision, GaveUp, GiveUpCause, HookContext, Reason};
 use crate::backoff::{default_policy, DynPolicy};
+use crate::task::NoteWake;
 
 /// The default stable period of both front ends.
 const DEFAULT_STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -42,6 +43,8 @@ pub(crate) struct RetryConfig<C> {
     pub(crate) retry_connect_if: fn(&io::Error) -> bool,
     pub(crate) on_disconnect: Option<DisconnectHook<C>>,
     pub(crate) cancel: Option<BoxFuture<()>>,
+    /// Set by [`ReconnectHandle::reconnect_now`](super::ReconnectHandle::reconnect_now).
+    pub(crate) reconnect_now: Arc<NoteWake>,
 }
 
 impl<C> RetryConfig<C> {
@@ -53,6 +56,7 @@ impl<C> RetryConfig<C> {
             retry_connect_if: super::is_retryable_connect_error,
             on_disconnect: None,
             cancel: None,
+            reconnect_now: Arc::default(),
         }
     }
 
@@ -204,9 +208,7 @@ impl Outage {
     /// clone of the policy, so fresh jitter).
     pub(crate) fn connection_lost<C>(&mut self, uptime: Duration, config: &RetryConfig<C>) {
         if uptime >= config.stable_after {
-            self.policy = config.policy.fresh();
-            self.planned = None;
-            self.attempt = 0;
+            self.start_over(config);
             self.started = Some(Instant::now());
         } else {
             log_event!(
@@ -216,6 +218,13 @@ impl Outage {
                 "connection lost before the stable period, backoff goes on"
             );
         }
+    }
+
+    /// The backoff starts over: a fresh clone of the policy, the attempt count from zero.
+    pub(crate) fn start_over<C>(&mut self, config: &RetryConfig<C>) {
+        self.policy = config.policy.fresh();
+        self.planned = None;
+        self.attempt = 0;
     }
 
     /// A failure (a lost connection, a failed attempt, an ended session): take the policy's next

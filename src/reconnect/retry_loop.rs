@@ -1,10 +1,14 @@
 use std::fmt;
 use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::time::Instant;
 
+use super::now;
 use super::retry::{settle, Next, Outage, RetryConfig};
-use super::{Connect, GaveUp, GiveUpCause, Reason};
+use super::{Connect, GaveUp, GiveUpCause, Reason, ReconnectHandle};
 
 /// A connect-then-run retry loop (the job of schmoozer): connect, run a session on the new
 /// connection, and when the session fails or asks to reconnect (or connecting fails), wait and
@@ -59,8 +63,8 @@ use super::{Connect, GaveUp, GiveUpCause, Reason};
 /// ```
 #[must_use = "call .run(session) and await it"]
 pub struct RetryLoop<C> {
-    connector: C,
-    retry: RetryConfig<C>,
+    pub(super) connector: C,
+    pub(super) retry: RetryConfig<C>,
 }
 
 /// How a session run by a [`RetryLoop`] ended.
@@ -139,6 +143,12 @@ impl<C: Connect> RetryLoop<C> {
         cancel_on;
     }
 
+    /// A handle that cuts the loop's backoff short and starts it over, from any task, also
+    /// while [`run`](Self::run) runs (see [`ReconnectHandle`]).
+    pub fn reconnect_handle(&self) -> ReconnectHandle {
+        ReconnectHandle::new(&self.retry.reconnect_now)
+    }
+
     /// A loop over `connector` with the defaults.
     pub fn new(connector: C) -> Self {
         RetryLoop {
@@ -172,12 +182,14 @@ impl<C: Connect> RetryLoop<C> {
                     return give_up(&mut outage, GiveUpCause::Fatal, Some(reason), None);
                 }
                 Some(Err(reason)) => {
-                    log_event!(debug, reason = %reason, "retry loop: connect failed");
+                    log_event!(warn, attempt, reason = %reason, "retry loop: connect failed");
                     session_error = None;
                     (reason, None)
                 }
                 Some(Ok(io)) => {
                     sessions += 1;
+                    // A request to reconnect now is met.
+                    self.retry.reconnect_now.take_woken();
                     log_event!(info, sessions, "retry loop: connected, running the session");
                     let began = Instant::now();
                     let end = self.retry.cancellable(session(io)).await;
@@ -223,13 +235,19 @@ impl<C: Connect> RetryLoop<C> {
                 Err(cause) => return give_up(&mut outage, cause, None, session_error),
             };
             log_event!(debug, ?delay, "retry loop: waiting");
-            if self
-                .retry
-                .cancellable(tokio::time::sleep(delay))
-                .await
-                .is_none()
-            {
-                return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error);
+            let request = Arc::clone(&self.retry.reconnect_now);
+            let mut sleep = pin!(tokio::time::sleep(delay));
+            let waited = std::future::poll_fn(|cx| {
+                if now::requested(&request, cx) {
+                    return Poll::Ready(true);
+                }
+                sleep.as_mut().poll(cx).map(|()| false)
+            });
+            match self.retry.cancellable(waited).await {
+                None => return give_up(&mut outage, GiveUpCause::Cancelled, None, session_error),
+                // Cut short: the next attempt now, with the backoff started over.
+                Some(true) => outage.start_over(&self.retry),
+                Some(false) => {}
             }
         }
     }

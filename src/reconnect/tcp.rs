@@ -8,8 +8,8 @@ use crate::SocketOptions;
 
 /// TCP connector: resolves `host:port` afresh on every attempt (so a DNS change is picked up),
 /// tries each resolved address in turn, and sets the [`SocketOptions`] given with
-/// [`socket_options`](TcpConnector::socket_options) (`TCP_NODELAY`, keepalive, buffer sizes) on
-/// each new socket before it connects.
+/// [`socket_options`](TcpConnector::socket_options) (`TCP_NODELAY`, keepalive,
+/// `TCP_USER_TIMEOUT`, buffer sizes) on each new socket before it connects.
 ///
 /// Defaults: no options (`TCP_NODELAY` off, keepalive off).
 ///
@@ -32,7 +32,9 @@ use crate::SocketOptions;
 ///         .nodelay(true)
 ///         .keepalive(Duration::from_secs(30))
 ///         .keepalive_interval(Duration::from_secs(5))
-///         .keepalive_retries(3),
+///         .keepalive_retries(3)
+///         // A dead peer is noticed within 30 s + 3 × 5 s, also while bytes wait for an ack.
+///         .user_timeout(Duration::from_secs(45)),
 /// );
 /// let conn = Reconnecting::builder(connector)
 ///     .connect_timeout(Duration::from_secs(3))

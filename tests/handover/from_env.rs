@@ -13,11 +13,18 @@ use staunch::handover::{from_env, HandoverError, Listener, SuccessorCommand};
 const CHILD: &str = "STAUNCH_TEST_FROM_ENV_CHILD";
 /// Set in the child's environment: say what `SuccessorCommand` set up, and say `ready`.
 const CHECK_EXEC: &str = "STAUNCH_TEST_FROM_ENV_CHECK_EXEC";
+/// Set in the child's environment: take the sockets (after breaking the first one if the value
+/// is `break`), start a long-lived process of its own, and exit without being ready.
+const LEAVE_A_CHILD: &str = "STAUNCH_TEST_FROM_ENV_LEAVE_A_CHILD";
 
 /// The child: print what `from_env` returned, and answer one client on each TCP listener.
 #[test]
 fn child() {
     if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    if let Some(mode) = std::env::var_os(LEAVE_A_CHILD) {
+        leave_a_child(mode == "break");
         return;
     }
     if std::env::var_os(CHECK_EXEC).is_some() {
@@ -54,6 +61,31 @@ fn child() {
                 }
             }
         }
+    }
+}
+
+/// A successor that starts a process of its own (which outlives it), then exits without being
+/// ready; with `broken`, `from_env` fails first (descriptor 3 is not a socket any more).
+fn leave_a_child(broken: bool) {
+    if broken {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 between descriptors; 3 is this process's to replace.
+        assert_eq!(unsafe { libc::dup2(null.as_raw_fd(), 3) }, 3);
+    }
+    let taken = from_env();
+    // Left running on purpose: it outlives this process, and the test kills it by its pid.
+    #[allow(clippy::zombie_processes)]
+    let sleeper = Command::new("sleep")
+        .arg("30")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    println!("child: sleeper {}", sleeper.id());
+    match taken {
+        Ok(_) => println!("child: taken"),
+        Err(e) => println!("child: error: {e}"),
     }
 }
 
@@ -178,6 +210,17 @@ fn a_passed_descriptor_that_is_not_a_listener_is_an_error() {
     );
 }
 
+#[test]
+fn a_count_beyond_the_open_descriptors_is_an_invalid_env() {
+    // Nothing at 3 and up: the count is checked before anything is allocated for it (a count
+    // of a billion used to allocate 24 GB and abort).
+    let out = run_child(&[], &[("LISTEN_FDS", "1000000000")]);
+    assert_eq!(
+        out,
+        "error: LISTEN_FDS=\"1000000000\": more descriptors than are open (the last is not)"
+    );
+}
+
 /// The old process's side of inheritance: `SuccessorCommand` starts the new process with the
 /// sockets at 3, 4, ..., the variables `from_env` (and `sd_listen_fds`) want, and a handshake
 /// that says when the new process is ready.
@@ -260,6 +303,53 @@ async fn a_successor_that_exits_before_ready_fails_the_wait() {
         "{waited:?}"
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// The successor's own children do not inherit the handshake: the wait fails when the
+/// successor exits, not when its last child does; also when its `from_env` failed.
+#[tokio::test]
+async fn a_successor_s_child_does_not_hold_up_the_wait() {
+    use std::os::fd::AsFd as _;
+    for (mode, said) in [("ok", "taken"), ("break", "error: `web` is not a socket")] {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut successor =
+            SuccessorCommand::new(std::env::current_exe().unwrap(), &[("web", tcp.as_fd())])
+                .unwrap();
+        successor
+            .command()
+            .args([
+                "--exact",
+                "from_env::child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env(LEAVE_A_CHILD, mode)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let (mut child, ready) = successor.spawn().unwrap();
+        // The sleeper lives 30 s; the successor exits at once.
+        let waited = tokio::time::timeout(Duration::from_secs(10), ready.wait()).await;
+        let mut stdout = child.stdout.take().unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("the child exits");
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).unwrap();
+        let out: Vec<&str> = out
+            .lines()
+            .filter_map(|l| Some(l.split_once("child: ")?.1))
+            .collect();
+        let sleeper: libc::pid_t = out[0].strip_prefix("sleeper ").unwrap().parse().unwrap();
+        // SAFETY: kill sends a signal to the sleeper this test's child started.
+        unsafe { libc::kill(sleeper, libc::SIGKILL) };
+        assert!(status.success(), "{status}: {out:?}");
+        assert_eq!(out[1], said, "{mode}");
+        let waited = waited.unwrap_or_else(|_| panic!("{mode}: the wait outlived the successor"));
+        assert!(
+            matches!(waited, Err(HandoverError::SuccessorGone)),
+            "{mode}: {waited:?}"
+        );
+    }
 }
 
 #[test]

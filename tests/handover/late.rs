@@ -93,3 +93,69 @@ async fn an_offer_needs_a_ticket_and_a_ticket_serves_one_process() {
     let err = take_over("no-space-here").await.unwrap_err();
     assert!(matches!(err, HandoverError::Protocol(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn processes_that_say_nothing_do_not_hold_up_the_offer() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sockets = [("web", tcp.as_fd())];
+    let handover = Handover::bind(socket_path("silent")).unwrap();
+    let ticket = handover.ticket();
+    // Three connect first and say nothing: each gets 10 s to present a ticket, side by side.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(
+            tokio::net::UnixStream::connect(handover.path())
+                .await
+                .unwrap(),
+        );
+    }
+    let successor = async {
+        let (_listeners, ready) = take_over(&ticket).await.unwrap();
+        ready.ready().await.unwrap();
+    };
+    // Well under the 10 s one silent process is given, let alone three in turn.
+    let (offered, ()) = timeout(Duration::from_secs(5), async {
+        tokio::join!(handover.offer(&sockets), successor)
+    })
+    .await
+    .expect("the offer waited for the silent ones");
+    offered.unwrap();
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_used_ticket_is_turned_away_at_once() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sockets = [("web", tcp.as_fd())];
+    let handover = Handover::bind(socket_path("used")).unwrap();
+    let ticket = handover.ticket();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = async {
+        let (_listeners, ready) = take_over(&ticket).await.unwrap();
+        // A second process with the same ticket, while the offer waits for the first's ready.
+        let second = timeout(IO, take_over(&ticket))
+            .await
+            .expect("turned away at once");
+        assert!(
+            matches!(second, Err(HandoverError::StaleTicket)),
+            "{:?}",
+            second.map(|(listeners, _)| listeners)
+        );
+        let _ = ready_tx.send(());
+        ready.ready().await.unwrap();
+    };
+    let (offered, ()) = timeout(IO, async { tokio::join!(handover.offer(&sockets), first) })
+        .await
+        .unwrap();
+    offered.unwrap();
+    ready_rx.await.unwrap();
+    // And once the offer is over, with no offer running.
+    let third = timeout(IO, take_over(&ticket))
+        .await
+        .expect("turned away at once");
+    assert!(
+        matches!(third, Err(HandoverError::StaleTicket)),
+        "{:?}",
+        third.map(|(listeners, _)| listeners)
+    );
+}

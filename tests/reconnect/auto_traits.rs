@@ -64,6 +64,8 @@ fn value_types_are_send_sync_unpin() {
     send_sync_unpin::<Reason>();
     send_sync_unpin::<WriteMode>();
     send_sync_unpin::<TcpConnector>();
+    // Goes to another task or thread.
+    send_sync_unpin::<staunch::reconnect::ReconnectHandle>();
     send_sync_unpin::<SessionEnd<(), io::Error>>();
     send_sync_unpin::<RetryOutcome<(), io::Error>>();
     send_unpin::<RetryLoop<TcpConnector>>();

@@ -10,6 +10,7 @@ mod hot_path;
 mod io_guarantees;
 mod outage;
 mod props;
+mod reconnect_now;
 mod retry_loop;
 mod settings;
 mod split_halves;

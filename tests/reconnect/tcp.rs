@@ -267,7 +267,7 @@ async fn splice_mode_reproduces_the_io_tether_example() {
 }
 
 #[tokio::test]
-async fn keepalive_and_nodelay_are_set_on_the_socket() {
+async fn keepalive_nodelay_and_user_timeout_are_set_on_the_socket() {
     timeout(LIMIT, async {
         let listener = any_port();
         let addr = listener.local_addr().unwrap();
@@ -277,7 +277,8 @@ async fn keepalive_and_nodelay_are_set_on_the_socket() {
                 .nodelay(true)
                 .keepalive(Duration::from_secs(30))
                 .keepalive_interval(Duration::from_secs(5))
-                .keepalive_retries(3),
+                .keepalive_retries(3)
+                .user_timeout(Duration::from_secs(15)),
         );
         let mut conn = Reconnecting::new(connector);
         conn.wait_connected().await.unwrap();
@@ -293,6 +294,10 @@ async fn keepalive_and_nodelay_are_set_on_the_socket() {
                 Duration::from_secs(5)
             );
             assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+            assert_eq!(
+                sock.tcp_user_timeout().unwrap(),
+                Some(Duration::from_secs(15))
+            );
         }
     })
     .await
@@ -480,4 +485,150 @@ async fn a_lost_connection_reports_the_bytes_the_peer_never_acknowledged() {
 
 fn nodelay(addr: std::net::SocketAddr) -> TcpConnector {
     TcpConnector::new(addr.to_string()).socket_options(SocketOptions::new().nodelay(true))
+}
+
+/// Accept one connection, read it to its end, answer `reply` and close.
+async fn reply_after_eof(listener: &TcpListener, reply: &[u8]) -> Vec<u8> {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    stream.write_all(reply).await.unwrap();
+    got
+}
+
+/// Write, shut down twice, read the reply: what a plain `TcpStream` allows (see the control).
+async fn write_shut_twice_read<S>(stream: &mut S) -> io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(b"request").await?;
+    stream.shutdown().await?;
+    stream.shutdown().await?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await?;
+    Ok(reply)
+}
+
+#[tokio::test]
+async fn a_second_shutdown_keeps_the_connection_and_its_reply() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let mut conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        let reply = write_shut_twice_read(&mut conn).await.unwrap();
+        assert_eq!(reply, b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+        assert_eq!(conn.generation(), 1);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_second_shutdown_of_the_write_half_keeps_the_reply() {
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let conn = Reconnecting::builder(TcpConnector::new(addr.to_string()))
+            .policy(quick())
+            .build();
+        let (mut rd, mut wr) = conn.split();
+        wr.write_all(b"request").await.unwrap();
+        wr.shutdown().await.unwrap();
+        wr.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        rd.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_second_shutdown_keeps_the_reply_control() {
+    // Control: a plain TcpStream allows the same sequence.
+    timeout(LIMIT, async {
+        let listener = any_port();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { reply_after_eof(&listener, b"reply").await });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(write_shut_twice_read(&mut stream).await.unwrap(), b"reply");
+        assert_eq!(server.await.unwrap(), b"request");
+    })
+    .await
+    .expect("timed out");
+}
+
+/// The log lines written while `f` runs, at warn and above.
+async fn warnings_during<F: std::future::Future>(f: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread test: everything `f` does is polled on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let output = f.await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
+
+#[tokio::test]
+async fn the_readme_client_says_why_it_waits_and_gives_up_when_nothing_listens() {
+    use staunch::backoff::{Exponential, Jitter};
+    // A port that refuses: bound, so nobody else takes it, and not listening.
+    let closed = TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = closed.local_addr().unwrap();
+    let options = SocketOptions::new().keepalive(Duration::from_secs(30));
+    let connector = TcpConnector::new(addr.to_string()).socket_options(options);
+    // The README's client with a budget of 450 ms of delays instead of 60 s: 10, 20, 40, 80 and
+    // 160 ms (±20 %: 248 to 372 ms in all), and the next one (320 ms ±20 %) would exceed it.
+    let mut conn = Reconnecting::builder(connector)
+        .policy(
+            Exponential::builder()
+                .jitter(Jitter::Proportional(0.2))
+                .max_total(Duration::from_millis(450))
+                .build()
+                .unwrap(),
+        )
+        .connect_timeout(Duration::from_secs(3))
+        .eof_policy(EofPolicy::Reconnect)
+        .build();
+    let (written, log) = warnings_during(timeout(LIMIT, conn.write_all(b"PING\r\n"))).await;
+    let err = written.expect("gave up in time").unwrap_err();
+    let gave_up = gave_up(&err);
+    assert_eq!(
+        gave_up.cause(),
+        staunch::reconnect::GiveUpCause::PolicyExhausted
+    );
+    assert_eq!(gave_up.attempts(), 6, "{gave_up}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("gave up reconnecting (PolicyExhausted) after 6 attempts; last failure:")
+            && text.contains("refused"),
+        "{text}"
+    );
+    // Not silent meanwhile: each refused attempt is a warning, and so is the give-up.
+    assert_eq!(log.matches("reconnect: attempt failed").count(), 6, "{log}");
+    assert!(log.contains("giving up"), "{log}");
+    assert!(log.contains(" WARN "), "{log}");
 }

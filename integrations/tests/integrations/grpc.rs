@@ -10,9 +10,9 @@ use crate::harness::{Example, IO};
 
 /// The service and its codec, shared with the example: the client half of what code generation
 /// would give.
-#[allow(dead_code)] // the server half is the example's
+#[allow(dead_code)] // the server half is the example's (and tower_connector.rs's)
 #[path = "../../examples/tonic/greeter.rs"]
-mod greeter;
+pub(crate) mod greeter;
 
 use greeter::{StringCodec, SAY_HELLO};
 

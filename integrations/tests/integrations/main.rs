@@ -13,4 +13,5 @@ mod hyper_reclaim;
 mod hyper_server;
 mod socket_activation;
 mod tls;
+mod tower_connector;
 mod unix_socket;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::{Half, Reconnecting};
+use crate::reconnect::now;
 use crate::reconnect::retry::{settle, ConnectAttempt, Next};
 use crate::reconnect::{BoxFuture, ConnState, Connect, Decision, GaveUp, GiveUpCause, Reason};
 use crate::task::AbortOnDrop;
@@ -207,6 +208,11 @@ impl<C: Connect> Reconnecting<C> {
                             return Poll::Pending;
                         }
                     },
+                    // Asked to reconnect now: the wait is over.
+                    State::Backoff { .. } if now::requested(&self.retry.reconnect_now, cx) => {
+                        self.outage.start_over(&self.retry);
+                        self.connect_again()
+                    }
                     State::Backoff {
                         mut sleep,
                         delay,
@@ -266,7 +272,7 @@ impl<C: Connect> Reconnecting<C> {
     }
 
     fn attempt_failed(&mut self, reason: Reason) -> State<C> {
-        log_event!(debug, attempt = self.outage.attempt(), reason = %reason, "reconnect: attempt failed");
+        log_event!(warn, attempt = self.outage.attempt(), reason = %reason, "reconnect: attempt failed");
         if self.retry.is_fatal(&reason) {
             self.give_up(GiveUpCause::Fatal, Some(reason))
         } else {
@@ -326,6 +332,8 @@ impl<C: Connect> Reconnecting<C> {
         // stable (see `Outage::connection_lost`).
         self.generation += 1;
         log_event!(info, generation = self.generation, "reconnect: connected");
+        // A request to reconnect now is met.
+        self.retry.reconnect_now.take_woken();
         State::Connected(Live::new(io))
     }
 

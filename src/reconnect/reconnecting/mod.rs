@@ -1,5 +1,6 @@
 use std::fmt;
 use std::io::{self, IoSlice};
+use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -10,7 +11,9 @@ use tokio::sync::watch;
 
 use super::builder::{Builder, ConnectHook};
 use super::retry::{Outage, RetryConfig};
-use super::{ConnState, Connect, Disconnected, EofPolicy, ReadMode, Reason, WriteMode};
+use super::{
+    ConnState, Connect, Disconnected, EofPolicy, ReadMode, Reason, ReconnectHandle, WriteMode,
+};
 use crate::task::{AbortOnDrop, WakeBoth};
 use machine::{shut_down_error, Attempt, State};
 
@@ -244,6 +247,12 @@ impl<C: Connect> Reconnecting<C> {
         self.tx.borrow().clone()
     }
 
+    /// A handle that cuts a backoff short and starts it over, from any task, also after
+    /// [`split`](Self::split) (see [`ReconnectHandle`]).
+    pub fn reconnect_handle(&self) -> ReconnectHandle {
+        ReconnectHandle::new(&self.retry.reconnect_now)
+    }
+
     /// The generation of the current (or last) established connection; 0 before the first.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -464,11 +473,14 @@ where
                 return Poll::Ready(Ok(()));
             }
         };
-        live.shut = true;
+        let first = !mem::replace(&mut live.shut, true);
         // A reset the adapter has not noticed yet would stay hidden: the kernel answers
         // `shutdown` on a reset TCP socket with `ENOTCONN`, which tokio turns into `Ok`. An empty
         // write asks the connection first; on a reset socket it fails (`ECONNRESET`, `EPIPE`).
-        if let Poll::Ready(Err(e)) = Pin::new(&mut live.io).poll_write(cx, &[]) {
+        // Only the first time: once shut, that write fails with `EPIPE` on a healthy connection,
+        // whose reply is still to be read.
+        let probe = first.then(|| Pin::new(&mut live.io).poll_write(cx, &[]));
+        if let Some(Poll::Ready(Err(e))) = probe {
             if (self.is_disconnect)(&e) {
                 let error = self.lose(Reason::Io(Arc::new(e)), Half::Write, true);
                 return Poll::Ready(Err(
