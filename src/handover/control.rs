@@ -20,7 +20,8 @@ use tokio::net::{UnixListener as TokioUnixListener, UnixStream};
 use tokio::sync::Notify;
 
 use super::error::{io_error, HandoverError};
-use super::listener::{Kind, Listeners};
+use super::kind::Kind;
+use super::listener::Listeners;
 use super::ready::{await_ready, Ready};
 use super::{scm, validate};
 use crate::task::AbortOnDrop;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use super::listener::Kind;
+use super::kind::Kind;
 
 pub(super) fn io_error(context: impl Into<String>, source: io::Error) -> HandoverError {
     HandoverError::Io {

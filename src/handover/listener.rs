@@ -1,38 +1,10 @@
 //! The listeners handed over: their kinds, the new process's set of them by name, and whether
 //! the kernel keeps the queue of an `SO_REUSEPORT` listener that closes.
 
-use std::fmt;
 use std::fs;
 
 use super::error::HandoverError;
-
-/// What a handed-over listener is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Kind {
-    /// A TCP listener (IPv4 or IPv6).
-    Tcp,
-    /// A Unix stream listener.
-    Unix,
-}
-
-impl Kind {
-    pub(super) fn wire(self) -> &'static str {
-        match self {
-            Kind::Tcp => "tcp",
-            Kind::Unix => "unix",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Tcp => "a TCP listener",
-            Kind::Unix => "a Unix stream listener",
-        })
-    }
-}
+use super::kind::Kind;
 
 /// A validated listening socket, close-on-exec and non-blocking.
 #[derive(Debug)]

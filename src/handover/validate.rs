@@ -7,7 +7,8 @@ use std::os::unix::fs::FileTypeExt as _;
 use socket2::{Domain, SockRef, Socket, Type};
 
 use super::error::HandoverError;
-use super::listener::{Kind, Listener};
+use super::kind::Kind;
+use super::listener::Listener;
 
 /// Check that `fd` is a listening socket of `expected` kind (either kind when `None`), and
 /// return its kind. `name` names the descriptor in errors.
