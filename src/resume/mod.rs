@@ -88,7 +88,11 @@
 //!   travels, and wakes it only when an ack frees a good share of its buffer.
 //! - **ACK REQUEST** is sent when the buffer is full, and as a heartbeat when a connection has
 //!   been silent for [`Config::heartbeat`]; silent for another heartbeat, the connection is
-//!   taken as dead and replaced (a partition raises no error by itself).
+//!   taken as dead and replaced (a partition raises no error by itself). An end keeps watching
+//!   its connection while a write waits and the peer's data waits for the reader: it reads up
+//!   to 32 KiB ahead, which shows a close or a reset at once; past that it cannot hear the peer
+//!   (its acks and heartbeats queue behind the unread data), so a reader that takes nothing
+//!   for two heartbeats while a write waits costs a reconnect, and never a hang.
 //! - **FIN** is sent by [`shutdown`](tokio::io::AsyncWriteExt::shutdown), which returns once it
 //!   is acknowledged; the peer's reader then reads end of stream.
 //! - **Errors.** An unknown kind, a length that does not fit the kind, a data frame over 1,048,576

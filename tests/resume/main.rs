@@ -7,3 +7,4 @@ mod loopback;
 mod rules;
 mod simulated;
 mod support;
+mod watch;

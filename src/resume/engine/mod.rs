@@ -234,8 +234,16 @@ impl<L: Link> Engine<L> {
                     if dst.as_ref().is_some_and(|d| d.remaining() == 0) {
                         return Poll::Ready(Ok(0));
                     }
-                    // Stopped at data only the reader can take; it was woken.
-                    return Poll::Pending;
+                    // Stopped at data only the reader can take; it was woken. Meanwhile the
+                    // transport's read side was polled (for a close) where there was room, and
+                    // the heartbeat runs as on a silent transport: past a full `inbuf` nothing
+                    // the peer says (acks, its heartbeat) can be seen, so a reader that takes
+                    // nothing for two heartbeats while this end waits costs a reconnect.
+                    match self.heartbeat.poll(cx, self.awaiting_welcome) {
+                        Poll::Ready(Ok(())) => self.sender.queue_ping(),
+                        Poll::Ready(Err(error)) => self.lose(error),
+                        Poll::Pending => return Poll::Pending,
+                    }
                 }
                 Poll::Ready(Err(error)) => {
                     self.check_failed()?;
