@@ -60,7 +60,7 @@ mod error;
 mod failover;
 mod mode;
 mod reconnecting;
-mod retry;
+pub(crate) mod retry;
 mod retry_loop;
 mod state;
 mod tcp;

@@ -8,7 +8,9 @@
 //! reconnect resends from the position the peer says it reached.
 //!
 //! - [`Client`] connects through any [`Connect`](crate::reconnect::Connect) connector and
-//!   reconnects with a backoff iterator;
+//!   reconnects on the retry core of [`reconnect`](crate::reconnect), with the same settings
+//!   ([`ClientBuilder`]), hooks, cancellation, [`GaveUp`](crate::reconnect::GaveUp) and
+//!   watchable [`ConnState`](crate::reconnect::ConnState);
 //! - [`Acceptor`] turns accepted connections into server [`Session`]s and hands a returning
 //!   client's connection to its session (it fits in a [`ListenExt`](crate::ListenExt)
 //!   pipeline, see its example).
@@ -25,8 +27,8 @@
 //! - **Acknowledged means read.** The position an end acknowledges counts the bytes its reader
 //!   has taken, not the bytes the transport delivered, so a successful
 //!   [`shutdown`](tokio::io::AsyncWriteExt::shutdown) means the peer's reader has every byte.
-//! - **A session ends** with an error, not a silent loss: the client gives up when its backoff
-//!   iterator runs out, the server expires a session after [`Config::session_expiry`] with no
+//! - **A session ends** with an error, not a silent loss: the client gives up when its retry
+//!   policy runs out (or its hook or cancellation says so), the server expires a session after [`Config::session_expiry`] with no
 //!   reconnect, and malformed input closes that session (only) with
 //!   [`InvalidData`](std::io::ErrorKind::InvalidData).
 //!
@@ -116,7 +118,10 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let backoff = Exponential::builder().max(Duration::from_secs(5)).build()?;
-//! let mut client = Client::new(|| TcpStream::connect("127.0.0.1:8080"), backoff);
+//! let mut client = Client::builder(|| TcpStream::connect("127.0.0.1:8080"))
+//!     .policy(backoff)
+//!     .connect_timeout(Duration::from_secs(10))
+//!     .build();
 //! client.write_all(b"every byte of this arrives exactly once").await?;
 //! client.shutdown().await?; // returns once the server's reader has it all
 //! # Ok(())
@@ -133,10 +138,11 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-pub use client::Client;
+pub use client::{Client, ClientBuilder};
 pub use server::{Accepted, Acceptor, Session, SessionStats};
 
-/// The settings of a resumable session (both ends) and of an [`Acceptor`].
+/// The settings of a resumable session (both ends) and of an [`Acceptor`]. A client's retry
+/// settings are its [`ClientBuilder`]'s.
 #[derive(Debug, Clone)]
 pub struct Config {
     buffer_size: usize,
@@ -192,8 +198,9 @@ impl Config {
         self
     }
 
-    /// Server: how long a new connection may take to send its hello. Client: how long one
-    /// connect attempt may take. Default 10 s.
+    /// Server: how long a new connection may take to send its hello. Default 10 s. (A client's
+    /// connect attempts are bounded by
+    /// [`ClientBuilder::connect_timeout`](ClientBuilder::connect_timeout).)
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self

@@ -406,7 +406,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Link for ServerLink<Io> {
         }
     }
 
-    fn lost(&mut self) {
+    fn lost(&mut self, _error: io::Error) {
         lock(&self.slot).away_since = Some(Instant::now());
     }
 

@@ -199,11 +199,10 @@ async fn a_client_blocked_writing_sees_its_server_leave(case: Case) {
     let Case { sent, leave, .. } = case;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut client = Client::with_config(
-        move || TcpStream::connect(addr),
-        std::iter::empty(),
-        config(case.heartbeat),
-    );
+    let mut client = Client::builder(move || TcpStream::connect(addr))
+        .policy(std::iter::empty())
+        .config(config(case.heartbeat))
+        .build();
     let writing = tokio::spawn(async move {
         client.write_all(&vec![1; FLOOD]).await?;
         client.flush().await
