@@ -70,7 +70,7 @@
 //! |---|---|---|---|
 //! | 1 | HELLO | version `u8` (1), session id (16 bytes, all zero for a new session), received position `u64`, replay buffer size `u32` | client, first frame on each connection |
 //! | 2 | WELCOME | session id (16 bytes), received position `u64`, replay buffer size `u32` | server, answer to a hello |
-//! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version | server, answer to a hello; then it closes |
+//! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version, 3 the server is full (the client tries again later) | server, answer to a hello; then it closes |
 //! | 4 | DATA | 1 to 1,048,576 bytes of the stream | both |
 //! | 5 | ACK | received position `u64` | both |
 //! | 6 | ACK REQUEST | none | both |
@@ -149,6 +149,7 @@ pub struct Config {
     heartbeat: Duration,
     session_expiry: Duration,
     handshake_timeout: Duration,
+    max_sessions: usize,
 }
 
 impl Default for Config {
@@ -158,6 +159,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             session_expiry: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            max_sessions: 10_000,
         }
     }
 }
@@ -195,6 +197,26 @@ impl Config {
     /// Default 60 s.
     pub fn session_expiry(mut self, expiry: Duration) -> Self {
         self.session_expiry = expiry;
+        self
+    }
+
+    /// Server: the most sessions an [`Acceptor`] holds (live, or waiting for their client to
+    /// come back). A hello for a new session beyond it is turned away: the client is told the
+    /// server is full and tries again after its next delay, and the hello is counted in
+    /// [`SessionStats::over_limit`]; returning clients are still taken. Default 10,000.
+    ///
+    /// Each hello for a new session holds a session until it expires, even if its client is
+    /// gone at once: the limit bounds what such hellos cost.
+    ///
+    /// # Panics
+    ///
+    /// If `sessions` is zero: no session could ever start.
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        assert!(
+            sessions > 0,
+            "resume::Config::max_sessions must be at least 1"
+        );
+        self.max_sessions = sessions;
         self
     }
 

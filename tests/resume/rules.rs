@@ -216,7 +216,10 @@ async fn an_unknown_id_is_rejected() {
     let mut raw = net.raw();
     raw.write_all(&hello([0xAB; 16], 0)).await.unwrap();
     let mut answer = Vec::new();
-    raw.read_to_end(&mut answer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
     assert_eq!(
         answer,
         [3, 0, 0, 0, 1, 1],
@@ -245,7 +248,10 @@ async fn a_bad_hello_is_refused() {
     frame[5] = 2;
     raw.write_all(&frame).await.unwrap();
     let mut answer = Vec::new();
-    raw.read_to_end(&mut answer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
     assert_eq!(
         answer,
         [3, 0, 0, 0, 1, 2],
@@ -480,4 +486,82 @@ async fn writes_made_while_the_transport_is_full_go_out_in_large_frames() {
         "3,000,000 bytes in {} frames: {frames:?}",
         frames.len()
     );
+}
+
+/// An acceptor holds at most `max_sessions`: a hello for one more is turned away and counted,
+/// returning clients are still taken, and a turned-away client gets in once a session ends.
+#[tokio::test(start_paused = true)]
+async fn a_full_acceptor_turns_new_sessions_away_and_counts_them() {
+    let mut net = Net::new(Config::default().max_sessions(2));
+    let mut first = retrying_client(net.connector(), Config::default());
+    let mut first_session = start(&mut net, &mut first, b"one").await;
+    let first_connection = net.current.lock().unwrap().clone().unwrap();
+    let mut second = retrying_client(net.connector(), Config::default());
+    let second_session = start(&mut net, &mut second, b"two").await;
+
+    let mut raw = net.raw();
+    raw.write_all(&hello([0; 16], 0)).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
+    assert_eq!(answer, [3, 0, 0, 0, 1, 3], "a reject: the server is full");
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+    let stats = net.acceptor.stats();
+    assert_eq!(
+        (
+            stats.created,
+            stats.over_limit,
+            stats.rejected,
+            stats.active
+        ),
+        (2, 1, 0, 2),
+        "{stats:?}"
+    );
+
+    // Control: a client coming back to its session is taken while full.
+    assert!(first_connection.kill());
+    let (sent, read) = tokio::join!(
+        async {
+            first.write_all(b"back").await?;
+            first.flush().await
+        },
+        async {
+            let mut buf = [0; 4];
+            first_session.read_exact(&mut buf).await.map(|_| buf)
+        }
+    );
+    sent.unwrap();
+    assert_eq!(&read.unwrap(), b"back");
+    assert_eq!(net.acceptor.stats().resumed, 1);
+
+    // A client turned away tries again, and gets in once a session ends.
+    let mut late = retrying_client(net.connector(), Config::default());
+    let writing = tokio::spawn(async move {
+        late.write_all(b"late").await?;
+        late.flush().await?;
+        io::Result::Ok(late)
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while net.acceptor.stats().over_limit < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the late client is turned away and tries again");
+    assert!(!writing.is_finished(), "a full server is not an error");
+    drop(second_session);
+    let mut late_session = net.sessions.recv().await.unwrap();
+    let mut buf = [0; 4];
+    late_session.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"late");
+    writing.await.unwrap().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "resume::Config::max_sessions must be at least 1")]
+fn a_session_limit_of_zero_is_refused() {
+    let _ = Config::default().max_sessions(0);
 }

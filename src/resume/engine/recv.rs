@@ -334,6 +334,8 @@ impl<L: Link> Engine<L> {
             }
             Kind::Reject if client && self.awaiting_welcome => {
                 let error = match RejectReason::from_byte(payload[0]) {
+                    // Not this session's fault: a lost connection, tried again after a delay.
+                    Some(RejectReason::Full) => return Err(RejectReason::Full.to_error()),
                     Some(reason) => reason.to_error(),
                     None => frame::malformed(format!("unknown reject reason {}", payload[0])),
                 };
