@@ -23,7 +23,8 @@
 //!   once and in order, across any number of reconnects, as long as the session lives.
 //! - **Bounded memory.** Each end keeps at most [`Config::buffer_size`] unacknowledged bytes
 //!   (default 100,000); a write beyond that waits (backpressure) until the peer's reader has
-//!   taken enough bytes.
+//!   taken enough bytes. Small writes are gathered in blocks of up to 64 KiB, so the heap they
+//!   take stays within about twice the buffer (blocks held whole) however small they are.
 //! - **Acknowledged means read.** The position an end acknowledges counts the bytes its reader
 //!   has taken, not the bytes the transport delivered, so a successful
 //!   [`shutdown`](tokio::io::AsyncWriteExt::shutdown) means the peer's reader has every byte.

@@ -5,6 +5,7 @@
 
 mod fuzz;
 mod loopback;
+mod memory;
 mod retry;
 mod rules;
 mod simulated;
