@@ -83,7 +83,10 @@ pub(crate) async fn throughput(kind: &str, total: u64) -> f64 {
                 socket.set_nodelay(true)?;
                 std::io::Result::Ok(socket)
             };
-            let mut client = Client::with_config(connect, std::iter::empty(), config);
+            let mut client = Client::builder(connect)
+                .policy(std::iter::empty())
+                .config(config)
+                .build();
             if kind.contains("Bytes") {
                 let chunk = Bytes::from(vec![0x5A; CHUNK]);
                 for _ in 0..total / CHUNK as u64 {

@@ -68,7 +68,7 @@ mod failover;
 mod mode;
 mod now;
 mod reconnecting;
-mod retry;
+pub(crate) mod retry;
 mod retry_loop;
 #[cfg(feature = "tower")]
 mod service;

@@ -2,16 +2,19 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::engine::{Attach, Engine, Link};
 use super::{Config, SessionId};
-use crate::reconnect::Connect;
+use crate::reconnect::retry::{settle, ConnectAttempt, Next, Outage, RetryConfig};
+use crate::reconnect::{BoxFuture, ConnState, Connect, Decision, GaveUp, GiveUpCause, Reason};
 
 /// The client end of a resumable session: an `AsyncRead + AsyncWrite` byte stream that
 /// reconnects through its connector and resumes the session, so every byte arrives exactly once
@@ -22,47 +25,158 @@ use crate::reconnect::Connect;
 /// read or [`flush`](tokio::io::AsyncWriteExt::flush); [`shutdown`](tokio::io::AsyncWriteExt::shutdown)
 /// returns once the server has acknowledged every byte.
 ///
-/// After a lost connection the client waits for the next delay of the backoff iterator and
-/// connects again; an exhausted iterator ends the session with the last connect error. The
-/// iterator starts over (a clone of the one given) after every successful resume.
-pub struct Client<C, B>
+/// It retries as [`Reconnecting`](crate::reconnect::Reconnecting) does, on the same retry core
+/// with the same settings and defaults ([`ClientBuilder`]): a lost connection or a failed
+/// attempt waits for the policy's next delay (or what the
+/// [`on_disconnect`](ClientBuilder::on_disconnect) hook decides), and the policy starts over
+/// only once a connection stayed up for the [stable period](ClientBuilder::stable_after),
+/// counted from the server's welcome. A connection lost before the welcome counts as a failed
+/// attempt. When it gives up, every operation fails with
+/// [`NotConnected`](io::ErrorKind::NotConnected) and a [`GaveUp`] payload
+/// ([`GaveUp::from_io_error`]). Its state is published as a [`ConnState`] ([`watch`](Self::watch)):
+/// `Connecting` until the server's welcome, `Connected` with a generation counting welcomes.
+///
+/// A server that rejects the session (an unknown or expired id) or sends malformed input ends
+/// it with that error instead ([`NotFound`](io::ErrorKind::NotFound),
+/// [`InvalidData`](io::ErrorKind::InvalidData)), and the state becomes
+/// [`ConnState::GaveUp`] with [`GiveUpCause::Fatal`] and the error as its last reason.
+pub struct Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
-    engine: Engine<ClientLink<C, B>>,
+    engine: Engine<ClientLink<C>>,
 }
 
-impl<C, B> Client<C, B>
+/// Builder for a resumable [`Client`], from [`Client::builder`].
+///
+/// The retry settings ([`policy`](Self::policy), [`connect_timeout`](Self::connect_timeout),
+/// [`connect_timeout_until_next_retry`](Self::connect_timeout_until_next_retry),
+/// [`stable_after`](Self::stable_after), [`retry_connect_if`](Self::retry_connect_if),
+/// [`on_disconnect`](Self::on_disconnect), [`cancel_on`](Self::cancel_on)) are those of
+/// [`reconnect::Builder`](crate::reconnect::Builder), with the same meanings and defaults:
+/// exponential backoff from 100 ms to 10 s with ±10 % jitter and no limit, no connect timeout,
+/// a 10 s stable period, every connect error retried except those
+/// [`is_retryable_connect_error`](crate::reconnect::is_retryable_connect_error) rejects, no
+/// hook, no cancellation. The session's own settings are a [`Config`] ([`config`](Self::config)).
+#[must_use = "call .build() to get the client"]
+pub struct ClientBuilder<C: Connect> {
+    connector: C,
+    retry: RetryConfig<C>,
+    config: Config,
+}
+
+impl<C: Connect> ClientBuilder<C> {
+    retry_setters! {
+        "resume::ClientBuilder";
+        /// The delays between attempts: any `Iterator<Item = Duration> + Clone`; when it ends,
+        /// the client gives up. As [`Builder::policy`](crate::reconnect::Builder::policy).
+        policy;
+        /// Fail a connection attempt that takes longer than `timeout`
+        /// ([`Reason::ConnectTimeout`], retried). As
+        /// [`Builder::connect_timeout`](crate::reconnect::Builder::connect_timeout). The wait
+        /// for the server's welcome is watched by the [heartbeat](Config::heartbeat).
+        ///
+        /// # Panics
+        ///
+        /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+        connect_timeout;
+        /// Give each connection attempt until the next retry is due, and at least `min`, as
+        /// [`Builder::connect_timeout_until_next_retry`](crate::reconnect::Builder::connect_timeout_until_next_retry)
+        /// does. Replaces [`connect_timeout`](Self::connect_timeout).
+        ///
+        /// # Panics
+        ///
+        /// Panics if `min` is zero.
+        connect_timeout_until_next_retry;
+        /// How long a connection must stay up, from the server's welcome, before its loss starts
+        /// the backoff (and the attempt count) over (10 s by default). As
+        /// [`Builder::stable_after`](crate::reconnect::Builder::stable_after).
+        stable_after;
+        /// Which connect errors are worth retrying; on others the client gives up
+        /// ([`GiveUpCause::Fatal`]). As
+        /// [`Builder::retry_connect_if`](crate::reconnect::Builder::retry_connect_if).
+        retry_connect_if;
+        /// An async hook run after each lost connection and each failed attempt, before the
+        /// delay: it gets the [`HookContext`](crate::reconnect::HookContext) and the connector,
+        /// and decides ([`Decision`]). As
+        /// [`Builder::on_disconnect`](crate::reconnect::Builder::on_disconnect).
+        on_disconnect;
+        /// Stop reconnecting once `signal` completes: a delay, attempt or hook in progress is cut
+        /// short and the client gives up ([`GiveUpCause::Cancelled`]); a live connection is left
+        /// alone until it is lost. As [`Builder::cancel_on`](crate::reconnect::Builder::cancel_on).
+        cancel_on;
+    }
+
+    /// The session's settings (the server-only ones are ignored). Default: `Config::default()`.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Build the client. Nothing is connected yet: the first operation starts connecting.
+    pub fn build(self) -> Client<C>
+    where
+        C::Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (tx, _) = watch::channel(ConnState::Idle);
+        let link = ClientLink {
+            connector: self.connector,
+            outage: Outage::new(&self.retry),
+            retry: self.retry,
+            state: LinkState::Idle,
+            generation: 0,
+            tx,
+        };
+        Client {
+            engine: Engine::new(link, &self.config),
+        }
+    }
+}
+
+impl<C: Connect> fmt::Debug for ClientBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("retry", &self.retry)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
-    /// A client that connects with `connector`, waits `backoff`'s delays between attempts, and
-    /// uses the default [`Config`].
-    pub fn new(connector: C, backoff: B) -> Self {
-        Self::with_config(connector, backoff, Config::default())
+    /// A client that connects with `connector`, with the default settings (see
+    /// [`ClientBuilder`]).
+    pub fn new(connector: C) -> Self {
+        Self::builder(connector).build()
     }
 
-    /// A client with the given [`Config`] (the server-only settings are ignored).
-    pub fn with_config(connector: C, backoff: B, config: Config) -> Self {
-        let link = ClientLink {
+    /// A builder, to set the backoff policy, timeouts, hooks and the session's [`Config`].
+    pub fn builder(connector: C) -> ClientBuilder<C> {
+        ClientBuilder {
             connector,
-            backoff: backoff.clone(),
-            fresh_backoff: backoff,
-            connect_timeout: config.handshake_timeout,
-            state: ConnectState::Idle,
-        };
-        Self {
-            engine: Engine::new(link, &config),
+            retry: RetryConfig::new(),
+            config: Config::default(),
         }
     }
 
     /// The session's id, once the server has welcomed this client.
     pub fn session_id(&self) -> Option<SessionId> {
         self.engine.id()
+    }
+
+    /// A receiver of the state: every change is published. Subscribing does not drive the
+    /// client; only its operations do.
+    pub fn watch(&self) -> watch::Receiver<ConnState> {
+        self.engine.link().tx.subscribe()
+    }
+
+    /// The current state (a snapshot of what [`watch`](Self::watch) publishes).
+    pub fn state(&self) -> ConnState {
+        self.engine.link().tx.borrow().clone()
     }
 
     /// Write all of `bytes` without copying them: the replay buffer keeps a reference to them
@@ -87,7 +201,7 @@ where
     /// use staunch::resume::Client;
     /// use tokio::net::TcpStream;
     ///
-    /// let mut client = Client::new(|| TcpStream::connect("127.0.0.1:7000"), std::iter::empty());
+    /// let mut client = Client::new(|| TcpStream::connect("127.0.0.1:7000"));
     /// let mut payload = Bytes::from(vec![0x5a; 1 << 20]);
     /// client.write_all_bytes(&mut payload).await?;
     /// assert!(payload.is_empty());
@@ -99,33 +213,31 @@ where
     }
 }
 
-// Nothing is pinned in place: the connect attempt and the timers are boxed.
-impl<C, B> Unpin for Client<C, B>
+// Nothing is pinned in place: the connect attempt, the hook and the timers are boxed.
+impl<C> Unpin for Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
 }
 
-impl<C, B> fmt::Debug for Client<C, B>
+impl<C> fmt::Debug for Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
+            .field("state", &*self.engine.link().tx.borrow())
             .field("engine", &self.engine)
             .finish()
     }
 }
 
-impl<C, B> AsyncRead for Client<C, B>
+impl<C> AsyncRead for Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -136,11 +248,10 @@ where
     }
 }
 
-impl<C, B> AsyncWrite for Client<C, B>
+impl<C> AsyncWrite for Client<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -159,81 +270,139 @@ where
     }
 }
 
-enum ConnectState<F> {
+/// Where the client's retrying stands.
+enum LinkState<C: Connect> {
     /// Connect on the next poll.
     Idle,
-    Connecting {
-        attempt: Pin<Box<F>>,
-        deadline: Pin<Box<Sleep>>,
+    Connecting(Pin<Box<ConnectAttempt<C::Future>>>),
+    /// A transport is attached; `welcomed`: when the server's welcome came.
+    Attached {
+        welcomed: Option<Instant>,
     },
-    Waiting(Pin<Box<Sleep>>),
-    GaveUp(io::ErrorKind, String),
+    /// The `on_disconnect` hook decides.
+    Deciding {
+        hook: BoxFuture<Decision>,
+        reason: Reason,
+        next_delay: Option<Duration>,
+    },
+    Backoff(Pin<Box<Sleep>>),
+    GaveUp(GaveUp),
 }
 
-struct ClientLink<C: Connect, B> {
+struct ClientLink<C: Connect> {
     connector: C,
-    backoff: B,
-    fresh_backoff: B,
-    connect_timeout: Duration,
-    state: ConnectState<C::Future>,
+    retry: RetryConfig<C>,
+    outage: Outage,
+    state: LinkState<C>,
+    /// Welcomes so far: the generation of the current (or last) connection.
+    generation: u64,
+    tx: watch::Sender<ConnState>,
 }
 
-impl<C: Connect, B: Iterator<Item = Duration>> ClientLink<C, B> {
-    /// Wait for the next delay, or give up with `error` when the backoff is exhausted.
-    fn back_off(&mut self, error: io::Error) {
-        self.state = match self.backoff.next() {
-            Some(delay) => ConnectState::Waiting(Box::pin(tokio::time::sleep(delay))),
-            None => ConnectState::GaveUp(
-                error.kind(),
-                format!("resume: gave up reconnecting, last error: {error}"),
-            ),
-        };
+impl<C: Connect> ClientLink<C> {
+    fn publish(&self, state: ConnState) {
+        log_event!(debug, ?state, "resume: client state changed");
+        self.tx.send_replace(state);
+    }
+
+    /// A lost connection (with how long it was up since its welcome) or a failed attempt: the
+    /// hook or the policy decides what follows.
+    fn failed(&mut self, reason: Reason, uptime: Option<Duration>) {
+        self.publish(ConnState::Failed {
+            generation: self.generation,
+            reason: reason.clone(),
+        });
+        let next = self.outage.after_failure(
+            &mut self.retry,
+            &mut self.connector,
+            self.generation,
+            reason.clone(),
+            uptime,
+        );
+        match next {
+            Next::Decided(delay) => self.back_off(delay, reason),
+            Next::Ask(hook, next_delay) => {
+                self.state = LinkState::Deciding {
+                    hook,
+                    reason,
+                    next_delay,
+                }
+            }
+        }
+    }
+
+    fn back_off(&mut self, delay: Result<Duration, GiveUpCause>, reason: Reason) {
+        match delay {
+            Ok(delay) => {
+                self.state = LinkState::Backoff(Box::pin(tokio::time::sleep(delay)));
+                self.publish(ConnState::Backoff {
+                    attempt: self.outage.attempt().saturating_add(1),
+                    delay,
+                    reason,
+                });
+            }
+            Err(cause) => self.give_up(cause, None),
+        }
+    }
+
+    fn give_up(&mut self, cause: GiveUpCause, last: Option<Reason>) {
+        self.retry.cancel = None;
+        let gave_up = self.outage.give_up(cause, last);
+        self.state = LinkState::GaveUp(gave_up.clone());
+        self.publish(ConnState::GaveUp(gave_up));
     }
 }
 
-impl<C, B> Link for ClientLink<C, B>
+impl<C> Link for ClientLink<C>
 where
     C: Connect,
     C::Io: AsyncRead + AsyncWrite + Unpin,
-    B: Iterator<Item = Duration> + Clone,
 {
     type Io = C::Io;
 
     fn poll_attach(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Attach<C::Io>>> {
         loop {
+            if self.retry.poll_cancelled(cx) {
+                self.give_up(GiveUpCause::Cancelled, None);
+            }
             match &mut self.state {
-                ConnectState::Idle => {
-                    self.state = ConnectState::Connecting {
-                        attempt: Box::pin(self.connector.connect()),
-                        deadline: Box::pin(tokio::time::sleep(self.connect_timeout)),
-                    };
+                // Attached: only after the engine dropped the transport without saying why,
+                // which it does not; connect again.
+                LinkState::Idle | LinkState::Attached { .. } => {
+                    let (attempt, timeout) = self.outage.begin_attempt(&self.retry);
+                    let connect = self.retry.attempt(self.connector.connect(), timeout);
+                    self.state = LinkState::Connecting(Box::pin(connect));
+                    self.publish(ConnState::Connecting { attempt });
                 }
-                ConnectState::Connecting { attempt, deadline } => {
-                    let result = match attempt.as_mut().poll(cx) {
-                        Poll::Ready(result) => result,
-                        Poll::Pending => {
-                            ready!(deadline.as_mut().poll(cx));
-                            Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "resume: connect timed out",
-                            ))
-                        }
-                    };
-                    match result {
-                        Ok(io) => {
-                            self.state = ConnectState::Idle;
-                            return Poll::Ready(Ok(Attach { io, peer: None }));
-                        }
-                        Err(error) => self.back_off(error),
+                LinkState::Connecting(attempt) => match attempt.as_mut().poll(cx) {
+                    Poll::Ready(Ok(io)) => {
+                        self.state = LinkState::Attached { welcomed: None };
+                        return Poll::Ready(Ok(Attach { io, peer: None }));
                     }
+                    Poll::Ready(Err(reason)) if self.retry.is_fatal(&reason) => {
+                        self.give_up(GiveUpCause::Fatal, Some(reason));
+                    }
+                    Poll::Ready(Err(reason)) => self.failed(reason, None),
+                    Poll::Pending => return Poll::Pending,
+                },
+                LinkState::Deciding {
+                    hook,
+                    reason,
+                    next_delay,
+                } => {
+                    let Poll::Ready(decision) = hook.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    let (reason, next_delay) = (reason.clone(), *next_delay);
+                    self.back_off(settle(decision, next_delay), reason);
                 }
-                ConnectState::Waiting(sleep) => {
-                    ready!(sleep.as_mut().poll(cx));
-                    self.state = ConnectState::Idle;
+                LinkState::Backoff(sleep) => {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.state = LinkState::Idle;
                 }
-                ConnectState::GaveUp(kind, message) => {
-                    return Poll::Ready(Err(io::Error::new(*kind, message.clone())))
-                }
+                LinkState::GaveUp(gave_up) => return Poll::Ready(Err(gave_up.to_io_error())),
             }
         }
     }
@@ -242,15 +411,36 @@ where
         None
     }
 
-    fn lost(&mut self) {
-        self.back_off(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "the connection was lost",
-        ));
+    fn lost(&mut self, error: io::Error) {
+        let uptime = match self.state {
+            LinkState::Attached {
+                welcomed: Some(since),
+            } => Some(since.elapsed()),
+            _ => None,
+        };
+        if let Some(uptime) = uptime {
+            self.outage.connection_lost(uptime, &self.retry);
+        }
+        self.failed(Reason::Io(Arc::new(error)), uptime);
     }
 
     fn resumed(&mut self) {
-        self.backoff = self.fresh_backoff.clone();
+        // The attempt count and the policy go on until this connection proves stable (see
+        // `Outage::connection_lost`).
+        self.generation += 1;
+        self.state = LinkState::Attached {
+            welcomed: Some(Instant::now()),
+        };
+        self.publish(ConnState::Connected {
+            generation: self.generation,
+        });
+    }
+
+    fn ended(&mut self, error: &io::Error) {
+        if !matches!(self.state, LinkState::GaveUp(_)) {
+            let reason = Reason::Io(Arc::new(io::Error::new(error.kind(), error.to_string())));
+            self.give_up(GiveUpCause::Fatal, Some(reason));
+        }
     }
 
     fn server_id(&self) -> Option<SessionId> {

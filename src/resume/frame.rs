@@ -32,6 +32,8 @@ pub(crate) enum Kind {
 pub(crate) enum RejectReason {
     UnknownSession = 1,
     UnsupportedVersion = 2,
+    /// The server holds as many sessions as it may: a client tries again later.
+    Full = 3,
 }
 
 impl RejectReason {
@@ -39,6 +41,7 @@ impl RejectReason {
         match byte {
             1 => Some(Self::UnknownSession),
             2 => Some(Self::UnsupportedVersion),
+            3 => Some(Self::Full),
             _ => None,
         }
     }
@@ -52,6 +55,10 @@ impl RejectReason {
             Self::UnsupportedVersion => io::Error::new(
                 io::ErrorKind::Unsupported,
                 "resume: the peer does not speak this protocol version",
+            ),
+            Self::Full => io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "resume: the server holds its limit of sessions (resume::Config::max_sessions)",
             ),
         }
     }

@@ -8,7 +8,9 @@
 //! reconnect resends from the position the peer says it reached.
 //!
 //! - [`Client`] connects through any [`Connect`](crate::reconnect::Connect) connector and
-//!   reconnects with a backoff iterator;
+//!   reconnects on the retry core of [`reconnect`](crate::reconnect), with the same settings
+//!   ([`ClientBuilder`]), hooks, cancellation, [`GaveUp`](crate::reconnect::GaveUp) and
+//!   watchable [`ConnState`](crate::reconnect::ConnState);
 //! - [`Acceptor`] turns accepted connections into server [`Session`]s and hands a returning
 //!   client's connection to its session (it fits in a [`ListenExt`](crate::ListenExt)
 //!   pipeline, see its example).
@@ -21,12 +23,13 @@
 //!   once and in order, across any number of reconnects, as long as the session lives.
 //! - **Bounded memory.** Each end keeps at most [`Config::buffer_size`] unacknowledged bytes
 //!   (default 100,000); a write beyond that waits (backpressure) until the peer's reader has
-//!   taken enough bytes.
+//!   taken enough bytes. Small writes are gathered in blocks of up to 64 KiB, so the heap they
+//!   take stays within about twice the buffer (blocks held whole) however small they are.
 //! - **Acknowledged means read.** The position an end acknowledges counts the bytes its reader
 //!   has taken, not the bytes the transport delivered, so a successful
 //!   [`shutdown`](tokio::io::AsyncWriteExt::shutdown) means the peer's reader has every byte.
-//! - **A session ends** with an error, not a silent loss: the client gives up when its backoff
-//!   iterator runs out, the server expires a session after [`Config::session_expiry`] with no
+//! - **A session ends** with an error, not a silent loss: the client gives up when its retry
+//!   policy runs out (or its hook or cancellation says so), the server expires a session after [`Config::session_expiry`] with no
 //!   reconnect, and malformed input closes that session (only) with
 //!   [`InvalidData`](std::io::ErrorKind::InvalidData).
 //!
@@ -68,7 +71,7 @@
 //! |---|---|---|---|
 //! | 1 | HELLO | version `u8` (1), session id (16 bytes, all zero for a new session), received position `u64`, replay buffer size `u32` | client, first frame on each connection |
 //! | 2 | WELCOME | session id (16 bytes), received position `u64`, replay buffer size `u32` | server, answer to a hello |
-//! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version | server, answer to a hello; then it closes |
+//! | 3 | REJECT | reason `u8`: 1 unknown or expired session, 2 unsupported version, 3 the server is full (the client tries again later) | server, answer to a hello; then it closes |
 //! | 4 | DATA | 1 to 1,048,576 bytes of the stream | both |
 //! | 5 | ACK | received position `u64` | both |
 //! | 6 | ACK REQUEST | none | both |
@@ -88,7 +91,11 @@
 //!   travels, and wakes it only when an ack frees a good share of its buffer.
 //! - **ACK REQUEST** is sent when the buffer is full, and as a heartbeat when a connection has
 //!   been silent for [`Config::heartbeat`]; silent for another heartbeat, the connection is
-//!   taken as dead and replaced (a partition raises no error by itself).
+//!   taken as dead and replaced (a partition raises no error by itself). An end keeps watching
+//!   its connection while a write waits and the peer's data waits for the reader: it reads up
+//!   to 32 KiB ahead, which shows a close or a reset at once; past that it cannot hear the peer
+//!   (its acks and heartbeats queue behind the unread data), so a reader that takes nothing
+//!   for two heartbeats while a write waits costs a reconnect, and never a hang.
 //! - **FIN** is sent by [`shutdown`](tokio::io::AsyncWriteExt::shutdown), which returns once it
 //!   is acknowledged; the peer's reader then reads end of stream.
 //! - **Errors.** An unknown kind, a length that does not fit the kind, a data frame over 1,048,576
@@ -112,7 +119,10 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let backoff = Exponential::builder().max(Duration::from_secs(5)).build()?;
-//! let mut client = Client::new(|| TcpStream::connect("127.0.0.1:8080"), backoff);
+//! let mut client = Client::builder(|| TcpStream::connect("127.0.0.1:8080"))
+//!     .policy(backoff)
+//!     .connect_timeout(Duration::from_secs(10))
+//!     .build();
 //! client.write_all(b"every byte of this arrives exactly once").await?;
 //! client.shutdown().await?; // returns once the server's reader has it all
 //! # Ok(())
@@ -129,16 +139,18 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-pub use client::Client;
+pub use client::{Client, ClientBuilder};
 pub use server::{Accepted, Acceptor, Session, SessionStats};
 
-/// The settings of a resumable session (both ends) and of an [`Acceptor`].
+/// The settings of a resumable session (both ends) and of an [`Acceptor`]. A client's retry
+/// settings are its [`ClientBuilder`]'s.
 #[derive(Debug, Clone)]
 pub struct Config {
     buffer_size: usize,
     heartbeat: Duration,
     session_expiry: Duration,
     handshake_timeout: Duration,
+    max_sessions: usize,
 }
 
 impl Default for Config {
@@ -148,6 +160,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             session_expiry: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            max_sessions: 10_000,
         }
     }
 }
@@ -188,8 +201,29 @@ impl Config {
         self
     }
 
-    /// Server: how long a new connection may take to send its hello. Client: how long one
-    /// connect attempt may take. Default 10 s.
+    /// Server: the most sessions an [`Acceptor`] holds (live, or waiting for their client to
+    /// come back). A hello for a new session beyond it is turned away: the client is told the
+    /// server is full and tries again after its next delay, and the hello is counted in
+    /// [`SessionStats::over_limit`]; returning clients are still taken. Default 10,000.
+    ///
+    /// Each hello for a new session holds a session until it expires, even if its client is
+    /// gone at once: the limit bounds what such hellos cost.
+    ///
+    /// # Panics
+    ///
+    /// If `sessions` is zero: no session could ever start.
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        assert!(
+            sessions > 0,
+            "resume::Config::max_sessions must be at least 1"
+        );
+        self.max_sessions = sessions;
+        self
+    }
+
+    /// Server: how long a new connection may take to send its hello. Default 10 s. (A client's
+    /// connect attempts are bounded by
+    /// [`ClientBuilder::connect_timeout`](ClientBuilder::connect_timeout).)
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self

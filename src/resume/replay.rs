@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Owned writes shorter than this are copied (into the blocks borrowed writes go to); longer
 /// ones are kept as they are, without a copy.
@@ -17,9 +17,11 @@ pub(crate) const BLOCK: usize = 64 * 1024;
 /// the current transport (`base..sent`), then those not sent yet (`sent..end`).
 ///
 /// The bytes are held as [`Bytes`] segments: a borrowed write is copied into `tail` (frozen
-/// into a segment when it is sent or full), an owned one is kept as it came, so sending it costs
-/// no copy at all. Acknowledged segments are dropped; a reconnect moves the unacknowledged ones
-/// back to the queue to send.
+/// into a segment when the block is full or an owned write follows), an owned one is kept as it
+/// came, so sending it costs no copy at all. Bytes are sent from the tail in place, so small
+/// writes sent one by one cost no segment each: what the buffer holds stays within its blocks
+/// (a segment per write cost some 50 bytes of bookkeeping per 1-byte write). Acknowledged
+/// segments are dropped; a reconnect moves the unacknowledged ones back to the queue to send.
 ///
 /// The blocks copies go into are reused, most recently freed first: allocating and freeing one
 /// per frame made the allocator hand memory back to the kernel and fault it in again, a page
@@ -32,6 +34,8 @@ pub(crate) struct Replay {
     unsent: VecDeque<Segment>,
     /// Copied bytes after `unsent`, at most one block.
     tail: BytesMut,
+    /// The first bytes of `tail` that were sent on this transport (then `unsent` is empty).
+    tail_sent: usize,
     /// Emptied blocks for `tail`.
     spare: Vec<BytesMut>,
     /// The size of a block: `BLOCK`, or the capacity if smaller.
@@ -55,6 +59,7 @@ impl Replay {
             in_flight: VecDeque::new(),
             unsent: VecDeque::new(),
             tail: BytesMut::new(),
+            tail_sent: 0,
             spare: Vec::new(),
             block: capacity.min(BLOCK),
             base: 0,
@@ -129,10 +134,20 @@ impl Replay {
 
     fn freeze_tail(&mut self) {
         if !self.tail.is_empty() {
-            self.unsent.push_back(Segment {
-                bytes: self.tail.split().freeze(),
-                copied: true,
-            });
+            let mut bytes = self.tail.split().freeze();
+            if self.tail_sent > 0 {
+                let sent = bytes.split_to(std::mem::take(&mut self.tail_sent));
+                self.in_flight.push_back(Segment {
+                    bytes: sent,
+                    copied: true,
+                });
+            }
+            if !bytes.is_empty() {
+                self.unsent.push_back(Segment {
+                    bytes,
+                    copied: true,
+                });
+            }
             if self.tail.capacity() == 0 {
                 // Let go of the full block, so that it can be reused once acknowledged.
                 self.tail = BytesMut::new();
@@ -142,10 +157,17 @@ impl Replay {
 
     /// Keep the block of an acknowledged segment for reuse, if nothing else holds it.
     fn recycle(&mut self, segment: Segment) {
-        if !segment.copied || self.spare.len() > self.capacity / self.block {
+        if !segment.copied {
             return;
         }
-        if let Ok(mut block) = segment.bytes.try_into_mut() {
+        if let Ok(block) = segment.bytes.try_into_mut() {
+            self.keep_spare(block);
+        }
+    }
+
+    /// Keep `block` for reuse while the blocks kept and the bytes held fit in the capacity.
+    fn keep_spare(&mut self, mut block: BytesMut) {
+        if (self.spare.len() + 1) * self.block + self.len() <= self.capacity {
             block.clear();
             self.spare.push(block);
         }
@@ -163,18 +185,20 @@ impl Replay {
 
     /// The next unsent bytes, at most `max`, as slices into `slices` (as many as fit); returns
     /// how many slices were filled.
-    pub(crate) fn unsent_slices<'a>(&'a mut self, max: usize, slices: &mut [IoSlice<'a>]) -> usize {
-        if self.unsent_len() - self.tail.len() < max {
-            self.freeze_tail();
-        }
+    pub(crate) fn unsent_slices<'a>(&'a self, max: usize, slices: &mut [IoSlice<'a>]) -> usize {
+        let tail = &self.tail[self.tail_sent..];
+        let segments = self.unsent.iter().map(|segment| &segment.bytes[..]);
         let mut left = max;
         let mut filled = 0;
-        for (slot, segment) in slices.iter_mut().zip(&self.unsent) {
+        for (slot, bytes) in slices
+            .iter_mut()
+            .zip(segments.chain(Some(tail).filter(|t| !t.is_empty())))
+        {
             if left == 0 {
                 break;
             }
-            let k = segment.bytes.len().min(left);
-            *slot = IoSlice::new(&segment.bytes[..k]);
+            let k = bytes.len().min(left);
+            *slot = IoSlice::new(&bytes[..k]);
             left -= k;
             filled += 1;
         }
@@ -185,7 +209,12 @@ impl Replay {
     pub(crate) fn sent(&mut self, mut n: usize) {
         self.sent += n as u64;
         while n > 0 {
-            let front = self.unsent.front_mut().expect("sent bytes were queued");
+            let Some(front) = self.unsent.front_mut() else {
+                // The rest went out from the tail, which stays as it is.
+                debug_assert!(self.tail_sent + n <= self.tail.len());
+                self.tail_sent += n;
+                return;
+            };
             if n >= front.bytes.len() {
                 n -= front.bytes.len();
                 let whole = self.unsent.pop_front().expect("checked above");
@@ -203,10 +232,20 @@ impl Replay {
     pub(crate) fn ack(&mut self, position: u64) {
         debug_assert!(position <= self.sent);
         while self.base < position {
-            let front = self
-                .in_flight
-                .front_mut()
-                .expect("acknowledged bytes were sent");
+            let Some(front) = self.in_flight.front_mut() else {
+                // Sent from the tail.
+                let k = self.tail_sent.min((position - self.base) as usize);
+                debug_assert!(k > 0, "acknowledged bytes were sent");
+                self.tail.advance(k);
+                self.tail_sent -= k;
+                self.base += k as u64;
+                if self.tail.capacity() == 0 {
+                    // A full block, all acknowledged.
+                    let block = std::mem::take(&mut self.tail);
+                    self.keep_spare(block);
+                }
+                continue;
+            };
             let k = front.bytes.len().min((position - self.base) as usize);
             if k == front.bytes.len() {
                 let done = self.in_flight.pop_front().expect("checked above");
@@ -226,6 +265,7 @@ impl Replay {
         while let Some(segment) = self.in_flight.pop_back() {
             self.unsent.push_front(segment);
         }
+        self.tail_sent = 0;
         self.sent = self.base;
     }
 }
@@ -295,6 +335,36 @@ mod tests {
         assert_eq!(replay.push_bytes(&mut owned), 3);
         replay.rewind(5);
         assert_eq!(send_all(&mut replay, 100), b"56789abc");
+    }
+
+    #[test]
+    fn small_writes_go_out_from_the_tail_and_again_after_a_rewind() {
+        let mut replay = Replay::new(10_000);
+        let mut written = Vec::new();
+        for i in 0..300u32 {
+            let byte = [(i % 251) as u8];
+            replay.push(&byte);
+            written.push(byte[0]);
+            assert_eq!(
+                send_all(&mut replay, 7),
+                byte,
+                "each write goes out as it comes"
+            );
+        }
+        assert!(
+            replay.in_flight.is_empty() && replay.unsent.is_empty(),
+            "no segment per write"
+        );
+        replay.ack(120);
+        assert_eq!(replay.len(), 180);
+        // An owned write after them, then a reconnect: the peer has 150.
+        let owned = Bytes::from(vec![9; 5000]);
+        written.extend_from_slice(&owned);
+        assert_eq!(replay.push_bytes(&mut owned.clone()), 5000);
+        replay.rewind(150);
+        assert_eq!(send_all(&mut replay, 64), written[150..]);
+        replay.ack(written.len() as u64);
+        assert_eq!(replay.free(), 10_000);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -25,7 +25,10 @@ use super::{Config, SessionId};
 /// A session whose client stays away longer than [`Config::session_expiry`] expires: it is
 /// removed, counted in [`SessionStats::expired`], its owner's next operation fails with
 /// [`TimedOut`](io::ErrorKind::TimedOut), and a client that comes back later is told the
-/// session is unknown. Dropping a [`Session`] removes it at once.
+/// session is unknown. Dropping a [`Session`] removes it at once. It holds at most
+/// [`Config::max_sessions`] sessions: a hello for one more is turned away (and counted in
+/// [`SessionStats::over_limit`]), and its client tries again later. Expiring costs a lookup per
+/// expired session, however many sessions are held.
 ///
 /// # Examples
 ///
@@ -106,53 +109,96 @@ pub struct SessionStats {
     pub rejected: u64,
     /// Sessions removed because their client stayed away longer than the expiry.
     pub expired: u64,
+    /// Hellos for a new session turned away because the acceptor held
+    /// [`Config::max_sessions`] sessions (not counted in `rejected`).
+    pub over_limit: u64,
     /// Sessions held now.
     pub active: u64,
 }
 
 struct Registry<Io> {
     config: Config,
-    sessions: Mutex<HashMap<SessionId, Arc<Mutex<Slot<Io>>>>>,
+    table: Mutex<Table<Io>>,
     created: AtomicU64,
     resumed: AtomicU64,
     rejected: AtomicU64,
     expired: AtomicU64,
+    over_limit: AtomicU64,
+    /// Slots the expiry pass looked at.
+    #[cfg(test)]
+    examined: AtomicU64,
+}
+
+/// Where an away session waits in [`Table::expiries`]: its deadline, and a sequence number that
+/// keeps keys unique.
+type ExpiryKey = (Instant, u64);
+
+/// The sessions, under one lock (taken before a slot's, never while holding one).
+struct Table<Io> {
+    sessions: HashMap<SessionId, Arc<Mutex<Slot<Io>>>>,
+    /// The sessions whose client is away, by deadline: the due ones are taken from the front,
+    /// without looking at the others.
+    expiries: BTreeMap<ExpiryKey, SessionId>,
+    next_key: u64,
+}
+
+impl<Io> Table<Io> {
+    /// Remove `id` and tell its owner it expired, if it is still registered and (with `now`)
+    /// its client is still away past the expiry; counted once, by whoever removes it.
+    fn expire(&mut self, registry: &Registry<Io>, id: SessionId, now: Option<Instant>) {
+        let Some(slot) = self.sessions.get(&id) else {
+            return;
+        };
+        let mut slot = lock(slot);
+        let expiry = registry.config.session_expiry;
+        if now.is_some_and(|now| slot.away_since.is_none_or(|since| now < since + expiry)) {
+            return;
+        }
+        registry.expired.fetch_add(1, Ordering::Relaxed);
+        log_event!(info, ?id, "resume: session expired");
+        slot.expired = true;
+        slot.pending = None;
+        if let Some(waker) = slot.waker.take() {
+            waker.wake();
+        }
+        drop(slot);
+        self.sessions.remove(&id);
+    }
 }
 
 impl<Io> Registry<Io> {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Mutex<Slot<Io>>>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    fn table(&self) -> std::sync::MutexGuard<'_, Table<Io>> {
+        lock(&self.table)
     }
 
-    /// Expire `id` if it is still registered; counted once, by whoever removes it.
-    fn expire(&self, id: SessionId) {
-        let removed = self.sessions().remove(&id);
-        if let Some(slot) = removed {
-            self.expired.fetch_add(1, Ordering::Relaxed);
-            log_event!(info, ?id, "resume: session expired");
-            let mut slot = lock(&slot);
-            slot.expired = true;
-            slot.pending = None;
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
+    /// Hold a new session `id` whose client is on `io`, unless the table is full (then `io`
+    /// comes back).
+    fn register(&self, id: SessionId, io: Io, peer: Peer) -> Result<Arc<Mutex<Slot<Io>>>, Io> {
+        let mut table = self.table();
+        if table.sessions.len() >= self.config.max_sessions {
+            return Err(io);
         }
+        let slot = Arc::new(Mutex::new(Slot {
+            pending: Some((io, peer)),
+            waker: None,
+            away_since: None,
+            expired: false,
+        }));
+        table.sessions.insert(id, slot.clone());
+        Ok(slot)
     }
 
     /// Expire every session whose client stayed away too long.
-    fn sweep(&self, now: Instant) {
-        let overdue: Vec<SessionId> = self
-            .sessions()
-            .iter()
-            .filter(|(_, slot)| {
-                lock(slot)
-                    .away_since
-                    .is_some_and(|since| now >= since + self.config.session_expiry)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in overdue {
-            self.expire(id);
+    fn expire_due(&self, now: Instant) {
+        let mut table = self.table();
+        while let Some(entry) = table.expiries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let id = entry.remove();
+            #[cfg(test)]
+            self.examined.fetch_add(1, Ordering::Relaxed);
+            table.expire(self, id, Some(now));
         }
     }
 }
@@ -180,11 +226,18 @@ where
         Self {
             registry: Arc::new(Registry {
                 config,
-                sessions: Mutex::new(HashMap::new()),
+                table: Mutex::new(Table {
+                    sessions: HashMap::new(),
+                    expiries: BTreeMap::new(),
+                    next_key: 0,
+                }),
                 created: AtomicU64::new(0),
                 resumed: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 expired: AtomicU64::new(0),
+                over_limit: AtomicU64::new(0),
+                #[cfg(test)]
+                examined: AtomicU64::new(0),
             }),
         }
     }
@@ -197,6 +250,8 @@ where
     /// - [`NotFound`](io::ErrorKind::NotFound): the hello names a session this acceptor does
     ///   not hold (a wrong id, or one that expired); the client is told so and gives up;
     /// - [`Unsupported`](io::ErrorKind::Unsupported): another protocol version;
+    /// - [`ConnectionRefused`](io::ErrorKind::ConnectionRefused): a new session while the
+    ///   acceptor holds [`Config::max_sessions`]; the client is told so and tries again later;
     /// - [`InvalidData`](io::ErrorKind::InvalidData): not a hello;
     /// - [`TimedOut`](io::ErrorKind::TimedOut): no hello within [`Config::handshake_timeout`];
     /// - any error reading the connection, or from the OS random source for a new id.
@@ -207,25 +262,24 @@ where
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "resume: no hello in time"))??;
         let hello = frame::parse_hello(&hello)?;
-        registry.sweep(Instant::now());
+        registry.expire_due(Instant::now());
         if hello.version != VERSION {
+            registry.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(self.reject(io, RejectReason::UnsupportedVersion).await);
         }
         let Some(id) = hello.id else {
             let id = SessionId::random()?;
-            let slot = Arc::new(Mutex::new(Slot {
-                pending: Some((
-                    io,
-                    Peer {
-                        received: 0,
-                        buffer: hello.buffer,
-                    },
-                )),
-                waker: None,
-                away_since: None,
-                expired: false,
-            }));
-            registry.sessions().insert(id, slot.clone());
+            let peer = Peer {
+                received: 0,
+                buffer: hello.buffer,
+            };
+            let slot = match registry.register(id, io, peer) {
+                Ok(slot) => slot,
+                Err(io) => {
+                    registry.over_limit.fetch_add(1, Ordering::Relaxed);
+                    return Err(self.reject(io, RejectReason::Full).await);
+                }
+            };
             registry.created.fetch_add(1, Ordering::Relaxed);
             log_event!(debug, ?id, "resume: session created");
             let link = ServerLink {
@@ -233,13 +287,15 @@ where
                 slot,
                 registry: registry.clone(),
                 timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+                expiry_key: None,
             };
             return Ok(Accepted::New(Session {
                 engine: Box::new(Engine::new(link, &registry.config)),
             }));
         };
-        let slot = registry.sessions().get(&id).cloned();
+        let slot = registry.table().sessions.get(&id).cloned();
         let Some(slot) = slot else {
+            registry.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(self.reject(io, RejectReason::UnknownSession).await);
         };
         let mut slot = lock(&slot);
@@ -257,8 +313,8 @@ where
         Ok(Accepted::Resumed(id))
     }
 
+    /// Tell the client why its hello is turned away (the caller counted it), then close.
     async fn reject(&self, mut io: Io, reason: RejectReason) -> io::Error {
-        self.registry.rejected.fetch_add(1, Ordering::Relaxed);
         log_event!(debug, ?reason, "resume: hello rejected");
         let frame = frame::reject_frame(reason);
         let _ = tokio::time::timeout(self.registry.config.handshake_timeout, async {
@@ -279,7 +335,8 @@ impl<Io> Acceptor<Io> {
             resumed: registry.resumed.load(Ordering::Relaxed),
             rejected: registry.rejected.load(Ordering::Relaxed),
             expired: registry.expired.load(Ordering::Relaxed),
-            active: registry.sessions().len() as u64,
+            over_limit: registry.over_limit.load(Ordering::Relaxed),
+            active: registry.table().sessions.len() as u64,
         }
     }
 }
@@ -348,16 +405,22 @@ struct ServerLink<Io> {
     slot: Arc<Mutex<Slot<Io>>>,
     registry: Arc<Registry<Io>>,
     timer: Pin<Box<Sleep>>,
+    /// Where this session waits in [`Table::expiries`] while its client is away.
+    expiry_key: Option<ExpiryKey>,
 }
 
 impl<Io> Drop for ServerLink<Io> {
     fn drop(&mut self) {
-        let mut sessions = self.registry.sessions();
-        if sessions
+        let mut table = self.registry.table();
+        if let Some(key) = self.expiry_key.take() {
+            table.expiries.remove(&key);
+        }
+        if table
+            .sessions
             .get(&self.id)
             .is_some_and(|slot| Arc::ptr_eq(slot, &self.slot))
         {
-            sessions.remove(&self.id);
+            table.sessions.remove(&self.id);
         }
     }
 }
@@ -384,7 +447,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Link for ServerLink<Io> {
             self.timer.as_mut().reset(deadline);
         }
         if self.timer.as_mut().poll(cx).is_ready() {
-            self.registry.expire(self.id);
+            let mut table = self.registry.table();
+            if let Some(key) = self.expiry_key.take() {
+                table.expiries.remove(&key);
+            }
+            table.expire(&self.registry, self.id, None);
             return Poll::Ready(Err(expired()));
         }
         Poll::Pending
@@ -406,12 +473,24 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Link for ServerLink<Io> {
         }
     }
 
-    fn lost(&mut self) {
-        lock(&self.slot).away_since = Some(Instant::now());
+    fn lost(&mut self, _error: io::Error) {
+        let now = Instant::now();
+        lock(&self.slot).away_since = Some(now);
+        let mut table = self.registry.table();
+        if let Some(key) = self.expiry_key.take() {
+            table.expiries.remove(&key);
+        }
+        let key = (now + self.registry.config.session_expiry, table.next_key);
+        table.next_key += 1;
+        table.expiries.insert(key, self.id);
+        self.expiry_key = Some(key);
     }
 
     fn resumed(&mut self) {
         lock(&self.slot).away_since = None;
+        if let Some(key) = self.expiry_key.take() {
+            self.registry.table().expiries.remove(&key);
+        }
     }
 
     fn server_id(&self) -> Option<SessionId> {
@@ -424,4 +503,51 @@ fn expired() -> io::Error {
         io::ErrorKind::TimedOut,
         "resume: the session expired: its client did not come back in time",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Park sessions `ids` whose client went away at `since`.
+    fn park(
+        registry: &Registry<tokio::io::DuplexStream>,
+        ids: std::ops::Range<u64>,
+        since: Instant,
+    ) {
+        for i in ids {
+            let mut id = [0; 16];
+            id[..8].copy_from_slice(&i.to_be_bytes());
+            let slot = Arc::new(Mutex::new(Slot {
+                pending: None,
+                waker: None,
+                away_since: Some(since),
+                expired: false,
+            }));
+            let mut table = registry.table();
+            let key = (since + registry.config.session_expiry, table.next_key);
+            table.next_key += 1;
+            table.expiries.insert(key, SessionId(id));
+            table.sessions.insert(SessionId(id), slot);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_pass_looks_only_at_due_sessions() {
+        let acceptor = Acceptor::<tokio::io::DuplexStream>::new(
+            Config::default().session_expiry(Duration::from_secs(60)),
+        );
+        let registry = &acceptor.registry;
+        let start = Instant::now();
+        park(registry, 1..2, start);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        park(registry, 2..10_002, Instant::now());
+        tokio::time::advance(Duration::from_secs(59)).await;
+        registry.expire_due(Instant::now());
+        let stats = acceptor.stats();
+        assert_eq!((stats.expired, stats.active), (1, 10_000));
+        let examined = registry.examined.load(Ordering::Relaxed);
+        assert!(examined <= 2, "{examined} sessions looked at to expire one");
+    }
 }

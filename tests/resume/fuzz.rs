@@ -82,7 +82,9 @@ fn client_reads(input: &[u8], read_size: usize) -> (Vec<u8>, io::Result<()>) {
                     .ok_or(io::Error::from(io::ErrorKind::ConnectionRefused)),
             )
         };
-        let client = Client::new(connector, std::iter::empty());
+        let client = Client::builder(connector)
+            .policy(std::iter::empty())
+            .build();
         let mut welcome = vec![2, 0, 0, 0, 28];
         welcome.extend_from_slice(&[0x5A; 16]);
         welcome.extend_from_slice(&0u64.to_be_bytes());

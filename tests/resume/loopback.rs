@@ -44,7 +44,9 @@ async fn twenty_resets_during_a_transfer_lose_and_double_nothing() {
     };
 
     let backoff = std::iter::repeat_n(Duration::from_millis(2), 1000);
-    let client = Client::new(move || TcpStream::connect(addr), backoff);
+    let client = Client::builder(move || TcpStream::connect(addr))
+        .policy(backoff)
+        .build();
     let client = tokio::spawn(exchange(client, 1, 2, LEN, |_| {}));
 
     let session = tokio::time::timeout(Duration::from_secs(10), sessions.recv())

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use staunch::reconnect::{ConnState, Connect, GiveUpCause};
 use staunch::resume::{Accepted, Acceptor, Client, Config, Session};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 
 use crate::support::{Kill, Killable};
@@ -106,8 +107,15 @@ where
     session
 }
 
-fn backoff() -> std::iter::RepeatN<Duration> {
-    std::iter::repeat_n(Duration::from_millis(50), 100)
+/// A client that retries every 50 ms, 100 times.
+fn retrying_client<C: Connect>(connector: C, config: Config) -> Client<C>
+where
+    C::Io: AsyncRead + AsyncWrite + Unpin,
+{
+    Client::builder(connector)
+        .policy(std::iter::repeat_n(Duration::from_millis(50), 100))
+        .config(config)
+        .build()
 }
 
 fn hello(id: [u8; 16], received: u64) -> Vec<u8> {
@@ -125,7 +133,7 @@ async fn writes_wait_while_the_buffer_is_full() {
         .buffer_size(1000)
         .heartbeat(Duration::from_secs(600));
     let mut net = Net::new(config.clone());
-    let mut client = Client::with_config(net.connector(), backoff(), config);
+    let mut client = retrying_client(net.connector(), config);
     let writer = tokio::spawn(async move {
         client.write_all(&[7; 5000]).await?;
         client.shutdown().await?;
@@ -152,7 +160,7 @@ async fn a_session_expires_when_its_client_stays_away() {
         .session_expiry(Duration::from_secs(1))
         .heartbeat(Duration::from_millis(100));
     let mut net = Net::new(config.clone());
-    let mut client = Client::with_config(net.connector(), backoff(), config);
+    let mut client = retrying_client(net.connector(), config);
     let mut session = start(&mut net, &mut client, b"hello").await;
     let mut buf = [0; 5];
     assert_eq!(net.acceptor.stats().active, 1);
@@ -169,12 +177,20 @@ async fn a_session_expires_when_its_client_stays_away() {
     let error = client.read(&mut buf).await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
     assert_eq!(net.acceptor.stats().rejected, 1);
-    // The client stays failed.
+    // The client stays failed, and says so.
     let error = client.write(b"more").await.unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    match client.state() {
+        ConnState::GaveUp(gave_up) => {
+            assert_eq!(gave_up.cause(), GiveUpCause::Fatal);
+            let last = gave_up.last_reason().and_then(|r| r.io_error());
+            assert_eq!(last.map(io::Error::kind), Some(io::ErrorKind::NotFound));
+        }
+        other => panic!("gave up, not {other:?}"),
+    }
 
     // Control: a client that comes back in time resumes.
-    let mut client = Client::with_config(net.connector(), backoff(), Config::default());
+    let mut client = retrying_client(net.connector(), Config::default());
     let mut session = start(&mut net, &mut client, b"again").await;
     assert!(net.kill_current());
     let (sent, read) = tokio::join!(
@@ -194,13 +210,16 @@ async fn a_session_expires_when_its_client_stays_away() {
 #[tokio::test(start_paused = true)]
 async fn an_unknown_id_is_rejected() {
     let mut net = Net::new(Config::default());
-    let mut client = Client::new(net.connector(), backoff());
+    let mut client = retrying_client(net.connector(), Config::default());
     let mut session = start(&mut net, &mut client, b"mine").await;
 
     let mut raw = net.raw();
     raw.write_all(&hello([0xAB; 16], 0)).await.unwrap();
     let mut answer = Vec::new();
-    raw.read_to_end(&mut answer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
     assert_eq!(
         answer,
         [3, 0, 0, 0, 1, 1],
@@ -229,7 +248,10 @@ async fn a_bad_hello_is_refused() {
     frame[5] = 2;
     raw.write_all(&frame).await.unwrap();
     let mut answer = Vec::new();
-    raw.read_to_end(&mut answer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
     assert_eq!(
         answer,
         [3, 0, 0, 0, 1, 2],
@@ -277,7 +299,7 @@ async fn a_malformed_frame_closes_that_session_only() {
         ("a second hello", hello([0; 16], 0)),
     ];
     let mut net = Net::new(Config::default());
-    let mut bystander = Client::new(net.connector(), backoff());
+    let mut bystander = retrying_client(net.connector(), Config::default());
     let mut bystander_session = start(&mut net, &mut bystander, b"ok").await;
 
     for (what, frame) in cases {
@@ -318,7 +340,7 @@ fn the_public_types_are_send_and_sync() {
     send_sync::<Accepted<tokio::net::TcpStream>>();
     send_sync::<staunch::resume::SessionId>();
     send_sync::<Config>();
-    let client = Client::new(|| tokio::net::TcpStream::connect("127.0.0.1:1"), backoff());
+    let client = Client::new(|| tokio::net::TcpStream::connect("127.0.0.1:1"));
     send(&client);
 }
 
@@ -327,7 +349,9 @@ fn the_public_types_are_send_and_sync() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_when_the_peer_closes_right_after_its_last_ack() {
     let mut net = Net::new(Config::default());
-    let mut client = Client::new(net.connector(), std::iter::empty());
+    let mut client = Client::builder(net.connector())
+        .policy(std::iter::empty())
+        .build();
     let (shutdown, ()) = tokio::join!(
         async {
             client.write_all(b"bye").await?;
@@ -387,7 +411,7 @@ async fn acks_come_every_quarter_of_the_peers_buffer() {
 #[tokio::test(start_paused = true)]
 async fn a_resume_from_beyond_what_was_sent_fails_the_session() {
     let mut net = Net::new(Config::default());
-    let mut client = Client::new(net.connector(), backoff());
+    let mut client = retrying_client(net.connector(), Config::default());
     let mut session = start(&mut net, &mut client, b"hi").await;
     // The client is never polled again: it does not come back by itself.
     drop(client);
@@ -421,11 +445,10 @@ async fn writes_made_while_the_transport_is_full_go_out_in_large_frames() {
                 .ok_or(io::Error::from(io::ErrorKind::ConnectionRefused)),
         )
     };
-    let mut client = Client::with_config(
-        connector,
-        std::iter::empty(),
-        Config::default().buffer_size(4 << 20),
-    );
+    let mut client = Client::builder(connector)
+        .policy(std::iter::empty())
+        .config(Config::default().buffer_size(4 << 20))
+        .build();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut welcome = vec![2, 0, 0, 0, 28];
     welcome.extend_from_slice(&[0x5A; 16]);
@@ -463,4 +486,82 @@ async fn writes_made_while_the_transport_is_full_go_out_in_large_frames() {
         "3,000,000 bytes in {} frames: {frames:?}",
         frames.len()
     );
+}
+
+/// An acceptor holds at most `max_sessions`: a hello for one more is turned away and counted,
+/// returning clients are still taken, and a turned-away client gets in once a session ends.
+#[tokio::test(start_paused = true)]
+async fn a_full_acceptor_turns_new_sessions_away_and_counts_them() {
+    let mut net = Net::new(Config::default().max_sessions(2));
+    let mut first = retrying_client(net.connector(), Config::default());
+    let mut first_session = start(&mut net, &mut first, b"one").await;
+    let first_connection = net.current.lock().unwrap().clone().unwrap();
+    let mut second = retrying_client(net.connector(), Config::default());
+    let second_session = start(&mut net, &mut second, b"two").await;
+
+    let mut raw = net.raw();
+    raw.write_all(&hello([0; 16], 0)).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the hello is answered and the connection closed")
+        .unwrap();
+    assert_eq!(answer, [3, 0, 0, 0, 1, 3], "a reject: the server is full");
+    let error = net.errors.recv().await.unwrap();
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused, "{error}");
+    let stats = net.acceptor.stats();
+    assert_eq!(
+        (
+            stats.created,
+            stats.over_limit,
+            stats.rejected,
+            stats.active
+        ),
+        (2, 1, 0, 2),
+        "{stats:?}"
+    );
+
+    // Control: a client coming back to its session is taken while full.
+    assert!(first_connection.kill());
+    let (sent, read) = tokio::join!(
+        async {
+            first.write_all(b"back").await?;
+            first.flush().await
+        },
+        async {
+            let mut buf = [0; 4];
+            first_session.read_exact(&mut buf).await.map(|_| buf)
+        }
+    );
+    sent.unwrap();
+    assert_eq!(&read.unwrap(), b"back");
+    assert_eq!(net.acceptor.stats().resumed, 1);
+
+    // A client turned away tries again, and gets in once a session ends.
+    let mut late = retrying_client(net.connector(), Config::default());
+    let writing = tokio::spawn(async move {
+        late.write_all(b"late").await?;
+        late.flush().await?;
+        io::Result::Ok(late)
+    });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while net.acceptor.stats().over_limit < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the late client is turned away and tries again");
+    assert!(!writing.is_finished(), "a full server is not an error");
+    drop(second_session);
+    let mut late_session = net.sessions.recv().await.unwrap();
+    let mut buf = [0; 4];
+    late_session.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"late");
+    writing.await.unwrap().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "resume::Config::max_sessions must be at least 1")]
+fn a_session_limit_of_zero_is_refused() {
+    let _ = Config::default().max_sessions(0);
 }

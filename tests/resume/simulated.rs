@@ -139,7 +139,11 @@ fn simulate(seed: u64) -> (turmoil::Result, Arc<Mutex<Outcome>>) {
                 }
             };
             let backoff = std::iter::repeat_n(Duration::from_millis(50), 100_000);
-            let client = Client::with_config(connector, backoff, config);
+            let client = Client::builder(connector)
+                .policy(backoff)
+                .connect_timeout(Duration::from_secs(10))
+                .config(config)
+                .build();
             let kills = outcome.lock().unwrap().client_kills.clone();
             tokio::spawn(killer(Rng(seed ^ 0x5A5A), current, done.clone(), kills));
             let received = exchange(client, 1, 2, LEN, |_| {}).await?;

@@ -19,6 +19,7 @@ use self::heartbeat::Heartbeat;
 use self::recv::Receiver;
 use self::send::Sender;
 use super::{Config, SessionId};
+use crate::reconnect::GaveUp;
 use crate::task::WakeBoth;
 
 /// A transport, ready for the handshake.
@@ -46,19 +47,29 @@ pub(crate) trait Link {
     /// A transport that replaces the attached one (the client came back on a new connection
     /// before this end noticed the old one died). Registers `cx` to hear of one.
     fn replacement(&mut self, cx: &mut Context<'_>) -> Option<Attach<Self::Io>>;
-    /// The attached transport failed.
-    fn lost(&mut self);
+    /// The attached transport failed with `error`.
+    fn lost(&mut self, error: io::Error);
+    /// The session failed for good with `error` (malformed input, a rejected hello, or the
+    /// link's own error).
+    fn ended(&mut self, _error: &io::Error) {}
     /// A handshake completed.
     fn resumed(&mut self);
     /// The session id the server end owns (`None` on the client).
     fn server_id(&self) -> Option<SessionId>;
 }
 
+/// Why a session failed, kept to return it again: a give-up keeps its payload.
+#[derive(Debug)]
+enum Failure {
+    GaveUp(GaveUp),
+    Other(io::ErrorKind, String),
+}
+
 pub(crate) struct Engine<L: Link> {
     link: L,
     io: Option<L::Io>,
     /// Set on a protocol error or when the link gives up; every later call returns it.
-    failed: Option<(io::ErrorKind, String)>,
+    failed: Option<Failure>,
     id: Option<SessionId>,
     awaiting_welcome: bool,
     /// Bumped when something a waiting caller may care about changed (acks, a new transport).
@@ -120,7 +131,8 @@ impl<L: Link> Engine<L> {
 
     fn check_failed(&self) -> io::Result<()> {
         match &self.failed {
-            Some((kind, message)) => Err(io::Error::new(*kind, message.clone())),
+            Some(Failure::GaveUp(gave_up)) => Err(gave_up.to_io_error()),
+            Some(Failure::Other(kind, message)) => Err(io::Error::new(*kind, message.clone())),
             None => Ok(()),
         }
     }
@@ -128,8 +140,12 @@ impl<L: Link> Engine<L> {
     /// End the session: the error is returned now and by every later call.
     fn fail(&mut self, error: io::Error) -> io::Error {
         log_event!(warn, id = ?self.id, %error, "resume: session failed");
-        self.failed = Some((error.kind(), error.to_string()));
+        self.failed = Some(match GaveUp::from_io_error(&error) {
+            Some(gave_up) => Failure::GaveUp(gave_up.clone()),
+            None => Failure::Other(error.kind(), error.to_string()),
+        });
         self.io = None;
+        self.link.ended(&error);
         self.wakers.wake_by_ref();
         error
     }
@@ -137,9 +153,8 @@ impl<L: Link> Engine<L> {
     /// The transport failed; the link finds another one.
     fn lose(&mut self, error: io::Error) {
         log_event!(debug, id = ?self.id, %error, "resume: transport lost");
-        let _ = error;
         self.io = None;
-        self.link.lost();
+        self.link.lost(error);
         self.wakers.wake_by_ref();
     }
 
@@ -234,8 +249,16 @@ impl<L: Link> Engine<L> {
                     if dst.as_ref().is_some_and(|d| d.remaining() == 0) {
                         return Poll::Ready(Ok(0));
                     }
-                    // Stopped at data only the reader can take; it was woken.
-                    return Poll::Pending;
+                    // Stopped at data only the reader can take; it was woken. Meanwhile the
+                    // transport's read side was polled (for a close) where there was room, and
+                    // the heartbeat runs as on a silent transport: past a full `inbuf` nothing
+                    // the peer says (acks, its heartbeat) can be seen, so a reader that takes
+                    // nothing for two heartbeats while this end waits costs a reconnect.
+                    match self.heartbeat.poll(cx, self.awaiting_welcome) {
+                        Poll::Ready(Ok(())) => self.sender.queue_ping(),
+                        Poll::Ready(Err(error)) => self.lose(error),
+                        Poll::Pending => return Poll::Pending,
+                    }
                 }
                 Poll::Ready(Err(error)) => {
                     self.check_failed()?;

@@ -121,6 +121,9 @@ impl Receiver {
         loop {
             if self.in_data_left > 0 {
                 let Some(dst) = dst.as_deref_mut().filter(|d| d.remaining() > 0) else {
+                    if *delivered == 0 {
+                        self.poll_spare(io, cx, heartbeat)?;
+                    }
                     return Poll::Ready(Ok(Step::AtData));
                 };
                 if self.in_end > self.in_start {
@@ -182,6 +185,39 @@ impl Receiver {
             let n = buf.filled().len();
             if n == 0 {
                 return Poll::Ready(Err(closed()));
+            }
+            self.in_end += n;
+            heartbeat.heard();
+        }
+    }
+
+    /// Stopped at data nobody takes yet: read on into `inbuf`'s spare room, so that a close or
+    /// a reset is seen (and the peer heard) while the reader is away, with at most `inbuf`
+    /// buffered. A full `inbuf` reads nothing: then only the heartbeat watches the transport.
+    /// `Ok` when the read is pending, `inbuf` is full or bytes came; errors are the transport's.
+    fn poll_spare<Io: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut Io,
+        cx: &mut Context<'_>,
+        heartbeat: &mut Heartbeat,
+    ) -> io::Result<()> {
+        loop {
+            if self.in_end == INBUF_LEN {
+                if self.in_start == 0 {
+                    return Ok(());
+                }
+                self.inbuf.copy_within(self.in_start..self.in_end, 0);
+                self.in_end -= self.in_start;
+                self.in_start = 0;
+            }
+            let mut buf = ReadBuf::new(&mut self.inbuf[self.in_end..]);
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(result) => result?,
+            }
+            let n = buf.filled().len();
+            if n == 0 {
+                return Err(closed());
             }
             self.in_end += n;
             heartbeat.heard();
@@ -298,6 +334,8 @@ impl<L: Link> Engine<L> {
             }
             Kind::Reject if client && self.awaiting_welcome => {
                 let error = match RejectReason::from_byte(payload[0]) {
+                    // Not this session's fault: a lost connection, tried again after a delay.
+                    Some(RejectReason::Full) => return Err(RejectReason::Full.to_error()),
                     Some(reason) => reason.to_error(),
                     None => frame::malformed(format!("unknown reject reason {}", payload[0])),
                 };
