@@ -273,9 +273,9 @@ impl std::error::Error for Disconnected {
 /// Retrying has ended for good: why ([`cause`](GaveUp::cause)), after how many attempts, and the
 /// last failure. A [`RetryLoop`](super::RetryLoop) returns it in
 /// [`RetryOutcome::GaveUp`](super::RetryOutcome::GaveUp); a
-/// [`Reconnecting`](super::Reconnecting) publishes it
-/// ([`ConnState::GaveUp`](super::ConnState::GaveUp)) and makes it the payload of the error every
-/// operation returns from then on. That error's kind is always
+/// [`Reconnecting`](super::Reconnecting) and a [`resume::Client`](crate::resume::Client) publish
+/// it ([`ConnState::GaveUp`](super::ConnState::GaveUp)) and make it the payload of the error
+/// every operation returns from then on. That error's kind is always
 /// [`io::ErrorKind::NotConnected`], whatever the [cause](GaveUp::cause); the error that led to
 /// the give-up, with its own kind, is [`last_reason`](GaveUp::last_reason).
 ///

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use super::{GaveUp, Reason};
 
-/// The state of a [`Reconnecting`](super::Reconnecting), published on a
-/// [`tokio::sync::watch`] channel ([`Reconnecting::watch`](super::Reconnecting::watch)).
+/// The state of a [`Reconnecting`](super::Reconnecting) or a
+/// [`resume::Client`](crate::resume::Client), published on a [`tokio::sync::watch`] channel
+/// ([`Reconnecting::watch`](super::Reconnecting::watch),
+/// [`Client::watch`](crate::resume::Client::watch)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ConnState {
