@@ -13,13 +13,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use staunch::listen::Conn;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
+use crate::exec::{Executor, Scoped};
 use crate::io::{Io, Link, Tracked};
 
 /// The error of a connection: hyper's, or the cut at the end of an
@@ -66,7 +67,7 @@ pub struct Http {
 
 #[derive(Clone)]
 struct Settings {
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<Executor>,
     max_age: Option<Duration>,
     age_grace: Duration,
     max_idle: Option<Duration>,
@@ -84,7 +85,7 @@ impl Default for Http {
 impl Http {
     /// The defaults (see the [type docs](Http)).
     pub fn new() -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(Executor);
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
         Http {
@@ -111,7 +112,7 @@ impl Http {
     /// });
     /// # drop(http);
     /// ```
-    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<TokioExecutor>)) -> Self {
+    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<Executor>)) -> Self {
         configure(&mut self.settings().builder);
         self
     }
@@ -321,7 +322,11 @@ where
     B::Data: Send,
     B::Error: Into<Error>,
 {
-    let mut http = pin!(settings.builder.serve_connection_with_upgrades(io, service));
+    // What hyper spawns (HTTP/2 streams' handlers) is this connection's: cut with it, and
+    // waited for when it closes.
+    let mut http = pin!(Scoped::connection(
+        settings.builder.serve_connection_with_upgrades(io, service)
+    ));
     let conn = &*state.conn;
     let mut age = pin!(Timer::at(
         settings.max_age.map(|age| state.start + jittered(age))
@@ -335,14 +340,17 @@ where
             // with its request waiting and `conn` already fired; it is answered (then closed),
             // not dropped.
             biased;
-            done = http.as_mut() => return done,
+            done = http.as_mut() => {
+                poll_fn(|cx| http.as_mut().poll_tasks(cx)).await;
+                return done;
+            }
             () = conn.draining(), if !closing => {
                 closing = true;
-                http.as_mut().graceful_shutdown();
+                http.as_mut().inner().graceful_shutdown();
             }
             () = age.as_mut(), if !closing => {
                 closing = true;
-                http.as_mut().graceful_shutdown();
+                http.as_mut().inner().graceful_shutdown();
                 cut.as_mut().set(Instant::now() + settings.age_grace);
             }
             () = idle.as_mut(), if !closing => {
@@ -350,7 +358,7 @@ where
                 match state.idle_since() {
                     Some(since) if since + max_idle <= Instant::now() => {
                         closing = true;
-                        http.as_mut().graceful_shutdown();
+                        http.as_mut().inner().graceful_shutdown();
                         cut.as_mut().set(Instant::now() + settings.age_grace);
                     }
                     Some(since) => idle.as_mut().set(since + max_idle),

@@ -73,6 +73,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
+mod exec;
 mod io;
 mod serve;
 
@@ -84,5 +85,6 @@ pub mod axum;
 pub mod tonic;
 
 pub use connection::{serve_connection, Error, Http};
+pub use exec::Executor;
 pub use io::Io;
 pub use serve::{serve, FromStream, Incoming, ServeFuture, Server};

@@ -10,7 +10,6 @@ use futures_core::Stream;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming as Body_;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use staunch::listen::{ShutdownReport, SleepOnError};
 use staunch::overload::{LimitPerPeer, LimitRate, MinReadRateStream, RejectExcess};
@@ -268,7 +267,7 @@ impl<St, S> Server<St, S> {
     }
 
     /// See [`Http::hyper`].
-    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<TokioExecutor>)) -> Self {
+    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<crate::Executor>)) -> Self {
         self.http = self.http.hyper(configure);
         self
     }
