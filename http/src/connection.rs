@@ -66,11 +66,15 @@ pub struct Http {
 }
 
 #[derive(Clone)]
-struct Settings {
+pub(crate) struct Settings {
     builder: auto::Builder<Executor>,
     max_age: Option<Duration>,
     age_grace: Duration,
     max_idle: Option<Duration>,
+    conn_extension: bool,
+    /// Whether the listener may reclaim idle connections (then requests are counted in flight
+    /// for it). [`serve`](crate::serve)'s never does.
+    pub(crate) reclaim: bool,
 }
 
 /// The default of [`Http::max_connection_age_grace`].
@@ -94,11 +98,13 @@ impl Http {
                 max_age: None,
                 age_grace: AGE_GRACE,
                 max_idle: None,
+                conn_extension: false,
+                reclaim: true,
             }),
         }
     }
 
-    fn settings(&mut self) -> &mut Settings {
+    pub(crate) fn settings(&mut self) -> &mut Settings {
         Arc::make_mut(&mut self.settings)
     }
 
@@ -171,13 +177,22 @@ impl Http {
         self
     }
 
+    /// Give every request the connection's `Arc<Conn>` as an extension (off by default: it
+    /// costs each request an allocation): a handler that outlives the request, such as the
+    /// task of a WebSocket, awaits its `draining()` to close in time for the shutdown (see
+    /// [upgraded connections](crate#upgraded-connections)).
+    pub fn conn_extension(mut self, on: bool) -> Self {
+        self.settings().conn_extension = on;
+        self
+    }
+
     /// Serve one connection with `service` (an axum `Router`, tonic `Routes`, any tower service
     /// of HTTP requests), until the client closes it or it closes gracefully (see the
     /// [crate docs](crate#what-a-connection-does)); after an upgrade, until the upgraded socket
     /// is dropped. Give it the [`Conn`] of staunch's `serve`/`spawn_serve`.
     ///
-    /// Every request carries the connection's `Arc<Conn>` as an extension, and, when the peer
-    /// address is known, axum's `ConnectInfo<SocketAddr>` (feature `axum`) and tonic's
+    /// With [`conn_extension`](Http::conn_extension), every request carries the connection's
+    /// `Arc<Conn>` as an extension; when the peer address is known, every request carries axum's `ConnectInfo<SocketAddr>` (feature `axum`) and tonic's
     /// `TcpConnectInfo` (feature `tonic`). A client that closes before sending a byte is not an
     /// error.
     pub fn serve_connection<I, S, B>(
@@ -206,6 +221,7 @@ impl fmt::Debug for Http {
             .field("max_connection_age", &s.max_age)
             .field("max_connection_age_grace", &s.age_grace)
             .field("max_idle", &s.max_idle)
+            .field("conn_extension", &s.conn_extension)
             .finish_non_exhaustive()
     }
 }
@@ -275,10 +291,14 @@ where
         start: Instant::now(),
         idle_since_ns: AtomicU64::new(0),
         track_idle: settings.max_idle.is_some(),
+        track_busy: settings.max_idle.is_some() || settings.reclaim,
+        conn_extension: settings.conn_extension,
         peer,
     });
-    // Waiting for its first request, a connection is idle (reclaim may pick it).
-    state.conn.set_idle(true);
+    if state.track_busy {
+        // Waiting for its first request, a connection is idle (reclaim may pick it).
+        state.conn.set_idle(true);
+    }
     let link = Arc::new(Link::default());
     // Cancelled (the shutdown deadline, a time limit), this future cuts the socket wherever it
     // lives by then, an upgrade's task included.
@@ -299,7 +319,9 @@ where
     if !link.is_dropped() {
         // Upgraded: hyper gave the socket to the handler's task. It stays this connection's
         // (counted, holding its slot, cut with it) until that task drops it.
-        state.conn.set_idle(false);
+        if state.track_busy {
+            state.conn.set_idle(false);
+        }
         poll_fn(|cx| link.poll_dropped(cx)).await;
     }
     served
@@ -438,6 +460,9 @@ struct State {
     /// When the last request ended, since `start` (kept only with `max_idle`).
     idle_since_ns: AtomicU64,
     track_idle: bool,
+    /// Whether requests are counted in flight (for `max_idle`, or the listener's reclaim).
+    track_busy: bool,
+    conn_extension: bool,
     #[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
     peer: Option<SocketAddr>,
 }
@@ -453,7 +478,9 @@ impl State {
 
     /// Give a request what it may extract: the connection's handle and the peer's address.
     fn extend(&self, extensions: &mut http::Extensions) {
-        extensions.insert(self.conn.clone());
+        if self.conn_extension {
+            extensions.insert(self.conn.clone());
+        }
         #[cfg(feature = "axum")]
         if let Some(peer) = self.peer {
             extensions.insert(::axum::extract::ConnectInfo(peer));
@@ -514,7 +541,7 @@ where
             service: self.inner.clone(),
             request: Some(request),
             future: None,
-            busy: Some(Busy::new(&self.state)),
+            busy: self.state.track_busy.then(|| Busy::new(&self.state)),
         }
     }
 }

@@ -291,6 +291,12 @@ impl<St, S> Server<St, S> {
         self
     }
 
+    /// See [`Http::conn_extension`].
+    pub fn conn_extension(mut self, on: bool) -> Self {
+        self.http = self.http.conn_extension(on);
+        self
+    }
+
     /// See [`Http::max_idle`].
     #[track_caller]
     pub fn max_idle(mut self, idle: Duration) -> Self {
@@ -323,6 +329,9 @@ where
             signal,
         } = self;
         let signal = signal.unwrap_or_else(terminate_or_interrupt);
+        // This listener never reclaims: requests are counted in flight only for `max_idle`.
+        let mut http = http;
+        http.settings().reclaim = false;
         let server = stream
             .spawn_serve(max_connections, move |io, conn| {
                 http.serve_connection(io, service.clone(), conn)

@@ -37,7 +37,12 @@ fn app() -> Router {
 
 #[tokio::test]
 async fn an_axum_router_over_http1_and_h2c_in_one_call() {
-    let server = start(|l, stop| staunch_http::serve(l, app()).with_graceful_shutdown(stop)).await;
+    let server = start(|l, stop| {
+        staunch_http::serve(l, app())
+            .conn_extension(true)
+            .with_graceful_shutdown(stop)
+    })
+    .await;
 
     let mut h1 = http1(server.addr).await;
     let response = bounded(IO, h1.send_request(request("/"))).await.unwrap();
@@ -102,6 +107,7 @@ async fn the_shutdown_answers_requests_in_flight_and_cuts_at_the_deadline() {
     );
     let mut server = start(|l, stop| {
         staunch_http::serve(l, app)
+            .conn_extension(true)
             .with_graceful_shutdown(stop)
             .grace(Duration::from_millis(500))
     })
