@@ -13,13 +13,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use staunch::listen::Conn;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
+use crate::exec::{Executor, Scoped};
 use crate::io::{Io, Link, Tracked};
 
 /// The error of a connection: hyper's, or the cut at the end of an
@@ -65,11 +66,15 @@ pub struct Http {
 }
 
 #[derive(Clone)]
-struct Settings {
-    builder: auto::Builder<TokioExecutor>,
+pub(crate) struct Settings {
+    builder: auto::Builder<Executor>,
     max_age: Option<Duration>,
     age_grace: Duration,
     max_idle: Option<Duration>,
+    conn_extension: bool,
+    /// Whether the listener may reclaim idle connections (then requests are counted in flight
+    /// for it). [`serve`](crate::serve)'s never does.
+    pub(crate) reclaim: bool,
 }
 
 /// The default of [`Http::max_connection_age_grace`].
@@ -84,7 +89,7 @@ impl Default for Http {
 impl Http {
     /// The defaults (see the [type docs](Http)).
     pub fn new() -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(Executor);
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
         Http {
@@ -93,11 +98,13 @@ impl Http {
                 max_age: None,
                 age_grace: AGE_GRACE,
                 max_idle: None,
+                conn_extension: false,
+                reclaim: true,
             }),
         }
     }
 
-    fn settings(&mut self) -> &mut Settings {
+    pub(crate) fn settings(&mut self) -> &mut Settings {
         Arc::make_mut(&mut self.settings)
     }
 
@@ -111,7 +118,7 @@ impl Http {
     /// });
     /// # drop(http);
     /// ```
-    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<TokioExecutor>)) -> Self {
+    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<Executor>)) -> Self {
         configure(&mut self.settings().builder);
         self
     }
@@ -170,13 +177,22 @@ impl Http {
         self
     }
 
+    /// Give every request the connection's `Arc<Conn>` as an extension (off by default: it
+    /// costs each request an allocation): a handler that outlives the request, such as the
+    /// task of a WebSocket, awaits its `draining()` to close in time for the shutdown (see
+    /// [upgraded connections](crate#upgraded-connections)).
+    pub fn conn_extension(mut self, on: bool) -> Self {
+        self.settings().conn_extension = on;
+        self
+    }
+
     /// Serve one connection with `service` (an axum `Router`, tonic `Routes`, any tower service
     /// of HTTP requests), until the client closes it or it closes gracefully (see the
     /// [crate docs](crate#what-a-connection-does)); after an upgrade, until the upgraded socket
     /// is dropped. Give it the [`Conn`] of staunch's `serve`/`spawn_serve`.
     ///
-    /// Every request carries the connection's `Arc<Conn>` as an extension, and, when the peer
-    /// address is known, axum's `ConnectInfo<SocketAddr>` (feature `axum`) and tonic's
+    /// With [`conn_extension`](Http::conn_extension), every request carries the connection's
+    /// `Arc<Conn>` as an extension; when the peer address is known, every request carries axum's `ConnectInfo<SocketAddr>` (feature `axum`) and tonic's
     /// `TcpConnectInfo` (feature `tonic`). A client that closes before sending a byte is not an
     /// error.
     pub fn serve_connection<I, S, B>(
@@ -205,6 +221,7 @@ impl fmt::Debug for Http {
             .field("max_connection_age", &s.max_age)
             .field("max_connection_age_grace", &s.age_grace)
             .field("max_idle", &s.max_idle)
+            .field("conn_extension", &s.conn_extension)
             .finish_non_exhaustive()
     }
 }
@@ -274,10 +291,14 @@ where
         start: Instant::now(),
         idle_since_ns: AtomicU64::new(0),
         track_idle: settings.max_idle.is_some(),
+        track_busy: settings.max_idle.is_some() || settings.reclaim,
+        conn_extension: settings.conn_extension,
         peer,
     });
-    // Waiting for its first request, a connection is idle (reclaim may pick it).
-    state.conn.set_idle(true);
+    if state.track_busy {
+        // Waiting for its first request, a connection is idle (reclaim may pick it).
+        state.conn.set_idle(true);
+    }
     let link = Arc::new(Link::default());
     // Cancelled (the shutdown deadline, a time limit), this future cuts the socket wherever it
     // lives by then, an upgrade's task included.
@@ -298,7 +319,9 @@ where
     if !link.is_dropped() {
         // Upgraded: hyper gave the socket to the handler's task. It stays this connection's
         // (counted, holding its slot, cut with it) until that task drops it.
-        state.conn.set_idle(false);
+        if state.track_busy {
+            state.conn.set_idle(false);
+        }
         poll_fn(|cx| link.poll_dropped(cx)).await;
     }
     served
@@ -321,7 +344,11 @@ where
     B::Data: Send,
     B::Error: Into<Error>,
 {
-    let mut http = pin!(settings.builder.serve_connection_with_upgrades(io, service));
+    // What hyper spawns (HTTP/2 streams' handlers) is this connection's: cut with it, and
+    // waited for when it closes.
+    let mut http = pin!(Scoped::connection(
+        settings.builder.serve_connection_with_upgrades(io, service)
+    ));
     let conn = &*state.conn;
     let mut age = pin!(Timer::at(
         settings.max_age.map(|age| state.start + jittered(age))
@@ -335,14 +362,17 @@ where
             // with its request waiting and `conn` already fired; it is answered (then closed),
             // not dropped.
             biased;
-            done = http.as_mut() => return done,
+            done = http.as_mut() => {
+                poll_fn(|cx| http.as_mut().poll_tasks(cx)).await;
+                return done;
+            }
             () = conn.draining(), if !closing => {
                 closing = true;
-                http.as_mut().graceful_shutdown();
+                http.as_mut().inner().graceful_shutdown();
             }
             () = age.as_mut(), if !closing => {
                 closing = true;
-                http.as_mut().graceful_shutdown();
+                http.as_mut().inner().graceful_shutdown();
                 cut.as_mut().set(Instant::now() + settings.age_grace);
             }
             () = idle.as_mut(), if !closing => {
@@ -350,7 +380,7 @@ where
                 match state.idle_since() {
                     Some(since) if since + max_idle <= Instant::now() => {
                         closing = true;
-                        http.as_mut().graceful_shutdown();
+                        http.as_mut().inner().graceful_shutdown();
                         cut.as_mut().set(Instant::now() + settings.age_grace);
                     }
                     Some(since) => idle.as_mut().set(since + max_idle),
@@ -430,6 +460,9 @@ struct State {
     /// When the last request ended, since `start` (kept only with `max_idle`).
     idle_since_ns: AtomicU64,
     track_idle: bool,
+    /// Whether requests are counted in flight (for `max_idle`, or the listener's reclaim).
+    track_busy: bool,
+    conn_extension: bool,
     #[cfg_attr(not(any(feature = "axum", feature = "tonic")), allow(dead_code))]
     peer: Option<SocketAddr>,
 }
@@ -445,7 +478,9 @@ impl State {
 
     /// Give a request what it may extract: the connection's handle and the peer's address.
     fn extend(&self, extensions: &mut http::Extensions) {
-        extensions.insert(self.conn.clone());
+        if self.conn_extension {
+            extensions.insert(self.conn.clone());
+        }
         #[cfg(feature = "axum")]
         if let Some(peer) = self.peer {
             extensions.insert(::axum::extract::ConnectInfo(peer));
@@ -506,7 +541,7 @@ where
             service: self.inner.clone(),
             request: Some(request),
             future: None,
-            busy: Some(Busy::new(&self.state)),
+            busy: self.state.track_busy.then(|| Busy::new(&self.state)),
         }
     }
 }

@@ -49,8 +49,9 @@
 //! After an HTTP/1 upgrade (a WebSocket, say) hyper hands the socket to the handler's task. Here
 //! the connection stays in the listener anyway: the connection future ends only when the
 //! upgraded socket is dropped, so it is counted in `active`, holds its slot, and keeps the drain
-//! waiting. Every request carries the connection's `Arc<Conn>` as an extension: a WebSocket
-//! task awaits `conn.draining()` to send its close frame at the shutdown. At the deadline the
+//! waiting. With [`Http::conn_extension`] (or [`Server::conn_extension`]) every request carries
+//! the connection's `Arc<Conn>` as an extension: a WebSocket task awaits `conn.draining()` to
+//! send its close frame at the shutdown. At the deadline the
 //! listener cuts the connection: every read and write of the upgraded socket fails from then
 //! on (kind `ConnectionAborted`), and a task waiting on one is woken.
 //!
@@ -73,6 +74,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
+mod exec;
 mod io;
 mod serve;
 
@@ -84,5 +86,6 @@ pub mod axum;
 pub mod tonic;
 
 pub use connection::{serve_connection, Error, Http};
+pub use exec::Executor;
 pub use io::Io;
 pub use serve::{serve, FromStream, Incoming, ServeFuture, Server};

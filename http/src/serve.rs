@@ -10,7 +10,6 @@ use futures_core::Stream;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming as Body_;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use staunch::listen::{ShutdownReport, SleepOnError};
 use staunch::overload::{LimitPerPeer, LimitRate, MinReadRateStream, RejectExcess};
@@ -268,7 +267,7 @@ impl<St, S> Server<St, S> {
     }
 
     /// See [`Http::hyper`].
-    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<TokioExecutor>)) -> Self {
+    pub fn hyper(mut self, configure: impl FnOnce(&mut auto::Builder<crate::Executor>)) -> Self {
         self.http = self.http.hyper(configure);
         self
     }
@@ -289,6 +288,12 @@ impl<St, S> Server<St, S> {
     /// See [`Http::max_connection_age_grace`].
     pub fn max_connection_age_grace(mut self, grace: Duration) -> Self {
         self.http = self.http.max_connection_age_grace(grace);
+        self
+    }
+
+    /// See [`Http::conn_extension`].
+    pub fn conn_extension(mut self, on: bool) -> Self {
+        self.http = self.http.conn_extension(on);
         self
     }
 
@@ -324,6 +329,9 @@ where
             signal,
         } = self;
         let signal = signal.unwrap_or_else(terminate_or_interrupt);
+        // This listener never reclaims: requests are counted in flight only for `max_idle`.
+        let mut http = http;
+        http.settings().reclaim = false;
         let server = stream
             .spawn_serve(max_connections, move |io, conn| {
                 http.serve_connection(io, service.clone(), conn)

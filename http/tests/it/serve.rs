@@ -1,6 +1,7 @@
 //! The one-call server with an axum `Router`: HTTP/1.1 and h2c, what requests carry, and the
 //! shutdown.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,10 +9,12 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Extension};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
 use hyper::Version;
 use staunch::listen::Conn;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::support::{
     bounded, closed_within, get as request, h2c, http1, raw_request, start, text, IO,
@@ -34,7 +37,12 @@ fn app() -> Router {
 
 #[tokio::test]
 async fn an_axum_router_over_http1_and_h2c_in_one_call() {
-    let server = start(|l, stop| staunch_http::serve(l, app()).with_graceful_shutdown(stop)).await;
+    let server = start(|l, stop| {
+        staunch_http::serve(l, app())
+            .conn_extension(true)
+            .with_graceful_shutdown(stop)
+    })
+    .await;
 
     let mut h1 = http1(server.addr).await;
     let response = bounded(IO, h1.send_request(request("/"))).await.unwrap();
@@ -99,6 +107,7 @@ async fn the_shutdown_answers_requests_in_flight_and_cuts_at_the_deadline() {
     );
     let mut server = start(|l, stop| {
         staunch_http::serve(l, app)
+            .conn_extension(true)
             .with_graceful_shutdown(stop)
             .grace(Duration::from_millis(500))
     })
@@ -137,6 +146,74 @@ async fn the_shutdown_answers_requests_in_flight_and_cuts_at_the_deadline() {
     let report = server.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2), "{report}");
     assert_eq!((report.ended, report.cancelled), (1, 1), "{report}");
+}
+
+/// hyper runs each HTTP/2 stream's handler in a task of its own: the cut at the deadline must
+/// reach it too, not only the connection, whether the handler is still running or its response
+/// body is being sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cut_at_the_deadline_drops_http2_handlers() {
+    // On two workers, and a few times: without the tie, whether the handler had been dropped
+    // by the time of the report depended on which worker ran first.
+    for path in ["/handler", "/body"].repeat(3) {
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let (dropped_tx, mut dropped) = oneshot::channel();
+        let guard = Arc::new(std::sync::Mutex::new(Some(Dropped(Some(dropped_tx)))));
+        let app = Router::new()
+            .route(
+                "/handler",
+                get({
+                    let (started_tx, guard) = (started_tx.clone(), guard.clone());
+                    move || async move {
+                        let _guard = guard.lock().unwrap().take();
+                        started_tx.send(()).unwrap();
+                        std::future::pending::<()>().await;
+                    }
+                }),
+            )
+            .route(
+                "/body",
+                get(move || async move {
+                    let guard = guard.lock().unwrap().take();
+                    started_tx.send(()).unwrap();
+                    // Sent by hyper's stream task after the handler has returned; never ends.
+                    let body =
+                        stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"x")) })
+                            .chain(stream::pending())
+                            .map(move |chunk| {
+                                let _ = &guard;
+                                chunk
+                            });
+                    axum::body::Body::from_stream(body)
+                }),
+            );
+        let server = start(|l, stop| {
+            staunch_http::serve(l, app)
+                .with_graceful_shutdown(stop)
+                .grace(Duration::from_millis(100))
+        })
+        .await;
+        let (mut send, _client) = h2c(server.addr).await;
+        let _call = tokio::spawn(async move { send.send_request(request(path)).await });
+        bounded(IO, started.recv()).await.unwrap();
+
+        let report = server.shutdown().await;
+        assert_eq!(report.cancelled, 1, "{path}: {report}");
+        // Dropped with its connection, before the listener reports.
+        assert!(
+            matches!(dropped.try_recv(), Ok(())),
+            "{path}: the handler outlived the cut of its connection"
+        );
+    }
+}
+
+/// Signals when it is dropped.
+struct Dropped(Option<oneshot::Sender<()>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        let _ = self.0.take().map(|tx| tx.send(()));
+    }
 }
 
 /// Bad settings are refused with a message that names them.

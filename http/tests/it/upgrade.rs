@@ -86,6 +86,7 @@ async fn an_upgraded_connection_is_counted_and_told_to_close_at_the_shutdown() {
     let (ended_tx, mut ended) = mpsc::unbounded_channel();
     let server = start(|l, stop| {
         staunch_http::serve(l, app(true, ended_tx))
+            .conn_extension(true)
             .with_graceful_shutdown(stop)
             .grace(Duration::from_secs(10))
     })
@@ -116,6 +117,7 @@ async fn an_upgraded_connection_that_ignores_the_shutdown_is_cut_at_the_deadline
     let (ended_tx, mut ended) = mpsc::unbounded_channel();
     let server = start(|l, stop| {
         staunch_http::serve(l, app(false, ended_tx))
+            .conn_extension(true)
             .with_graceful_shutdown(stop)
             .grace(GRACE)
     })
