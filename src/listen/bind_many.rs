@@ -76,6 +76,7 @@ pub struct BindMany {
 /// # Examples
 ///
 /// ```
+/// use std::time::Duration;
 /// use futures_util::StreamExt;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -85,7 +86,8 @@ pub struct BindMany {
 /// drop(handle);
 /// reloader.set([]); // no address left...
 /// drop(reloader); // ...and no handle: the stream ends
-/// assert!(accepts.next().await.is_none());
+/// let end = tokio::time::timeout(Duration::from_secs(5), accepts.next()).await;
+/// assert!(end.unwrap().is_none());
 /// # }
 /// ```
 pub struct BindHandle {

@@ -47,7 +47,7 @@ pub enum InTask {}
 /// # Examples
 ///
 /// ```
-/// use std::pin::pin;
+/// use std::{pin::pin, time::Duration};
 /// use futures_util::{stream, FutureExt, StreamExt};
 /// use staunch::listen::{Listener, Spawned};
 /// use staunch::ListenExt;
@@ -64,7 +64,8 @@ pub enum InTask {}
 /// assert!(server.as_mut().now_or_never().is_none());
 /// // ...which runs to its end though the listener is not polled again (in its task, it would
 /// // wait for the listener).
-/// assert_eq!(finished.await.unwrap(), "served");
+/// let finished = tokio::time::timeout(Duration::from_secs(5), finished).await.unwrap();
+/// assert_eq!(finished.unwrap(), "served");
 /// # }
 /// ```
 #[derive(Debug)]
