@@ -161,6 +161,35 @@ impl SocketOptions {
     /// # Panics
     ///
     /// Panics if `idle` is under one second (the kernel counts in whole seconds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::SocketOptions;
+    /// use tokio::net::{TcpListener, TcpStream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let socket = TcpStream::connect(listener.local_addr()?).await?;
+    /// // A silent peer is given up on 60 s + 3 × 10 s after its last packet.
+    /// let options = SocketOptions::new()
+    ///     .keepalive(Duration::from_secs(60))
+    ///     .keepalive_interval(Duration::from_secs(10))
+    ///     .keepalive_retries(3);
+    /// options.apply(&socket)?;
+    /// let socket = socket2::SockRef::from(&socket);
+    /// assert!(socket.keepalive()?);
+    /// # #[cfg(target_os = "linux")]
+    /// assert_eq!(socket.tcp_keepalive_time()?, Duration::from_secs(60));
+    /// # #[cfg(target_os = "linux")]
+    /// assert_eq!(socket.tcp_keepalive_interval()?, Duration::from_secs(10));
+    /// # #[cfg(target_os = "linux")]
+    /// assert_eq!(socket.tcp_keepalive_retries()?, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[track_caller]
     pub fn keepalive(mut self, idle: Duration) -> Self {
         assert!(
@@ -258,6 +287,24 @@ impl SocketOptions {
     /// # Errors
     ///
     /// The first error of a `setsockopt`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use staunch::SocketOptions;
+    /// use tokio::net::{TcpListener, TcpStream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let socket = TcpStream::connect(listener.local_addr()?).await?;
+    /// SocketOptions::new().nodelay(true).send_buffer_size(4096).apply(&socket)?;
+    /// assert!(socket.nodelay()?);
+    /// let send_buffer = socket2::SockRef::from(&socket).send_buffer_size()?;
+    /// assert!((4096..=2 * 4096).contains(&send_buffer)); // Linux doubles it, for its overhead
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn apply(&self, socket: &tokio::net::TcpStream) -> std::io::Result<()> {
         self.apply_to(socket2::SockRef::from(socket))
     }

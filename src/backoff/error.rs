@@ -2,6 +2,30 @@ use std::fmt;
 use std::time::Duration;
 
 /// Why a backoff policy's parameters were rejected.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::{BackoffError, Constant, Exponential};
+///
+/// // A `min` above the default `max` (10 s): the error names both, and the one to set.
+/// let error = Exponential::builder().min(Duration::from_secs(30)).build().unwrap_err();
+/// assert_eq!(
+///     error,
+///     BackoffError::MinGreaterThanMax {
+///         min: Duration::from_secs(30),
+///         max: Duration::from_secs(10),
+///         default: Some("max"),
+///     }
+/// );
+/// assert_eq!(
+///     error.to_string(),
+///     "the smallest delay (min = 30s) is greater than the cap (max = 10s); \
+///      max is its default: set it with .max()"
+/// );
+/// assert_eq!(Constant::try_new(Duration::ZERO), Err(BackoffError::ZeroDelay));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum BackoffError {

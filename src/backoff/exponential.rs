@@ -4,6 +4,24 @@ use super::BackoffError;
 
 /// How much randomness [`Exponential`] adds to each delay, so that many clients that failed
 /// together do not retry together.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::{Exponential, Jitter};
+///
+/// let base = Duration::from_millis(100);
+/// let policy = |jitter| {
+///     let builder = Exponential::builder().min(base).factor(1.0); // 100 ms every time
+///     builder.jitter(jitter).seed(7).build().unwrap()
+/// };
+/// // Full: anywhere from zero to the base delay.
+/// assert!(policy(Jitter::Full).take(100).all(|d| d <= base));
+/// // Proportional(0.2): within 20 % of it, either way.
+/// let (low, high) = (base.mul_f64(0.8), base.mul_f64(1.2));
+/// assert!(policy(Jitter::Proportional(0.2)).take(100).all(|d| low <= d && d <= high));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub enum Jitter {
@@ -74,6 +92,21 @@ impl Clone for Exponential {
 }
 
 /// Builder for [`Exponential`]; parameters are checked by [`build`](ExponentialBuilder::build).
+///
+/// # Examples
+///
+/// The defaults: 10 ms, doubling, capped at 10 s, no jitter, no limit.
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::Exponential;
+///
+/// let delays: Vec<_> = Exponential::builder().build()?.take(12).collect();
+/// assert_eq!(delays[..3], [10, 20, 40].map(Duration::from_millis));
+/// assert_eq!(delays[9], Duration::from_millis(5120));
+/// assert_eq!(delays[10..], [Duration::from_secs(10); 2]); // 10.24 s, capped
+/// # Ok::<(), staunch::backoff::BackoffError>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "call .build() to get the policy"]
 pub struct ExponentialBuilder {
@@ -210,6 +243,20 @@ impl ExponentialBuilder {
     }
 
     /// The cap on the base delay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::Exponential;
+    ///
+    /// let policy = Exponential::builder()
+    ///     .min(Duration::from_secs(1))
+    ///     .max(Duration::from_secs(3))
+    ///     .build()?;
+    /// assert_eq!(policy.take(4).collect::<Vec<_>>(), [1, 2, 3, 3].map(Duration::from_secs));
+    /// # Ok::<(), staunch::backoff::BackoffError>(())
+    /// ```
     pub fn max(mut self, max: Duration) -> Self {
         self.max = max;
         self.max_set = true;
@@ -217,6 +264,20 @@ impl ExponentialBuilder {
     }
 
     /// The growth factor per attempt; a finite number `>= 1` (1 gives a constant delay).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::{BackoffError, Exponential};
+    ///
+    /// let builder = Exponential::builder().min(Duration::from_millis(100));
+    /// let policy = builder.clone().factor(1.5).build()?;
+    /// assert_eq!(policy.take(3).collect::<Vec<_>>(), [100, 150, 225].map(Duration::from_millis));
+    /// let shrinking = builder.factor(0.5).build().unwrap_err();
+    /// assert_eq!(shrinking, BackoffError::InvalidFactor(0.5));
+    /// # Ok::<(), BackoffError>(())
+    /// ```
     pub fn factor(mut self, factor: f64) -> Self {
         self.factor = factor;
         self
@@ -231,6 +292,18 @@ impl ExponentialBuilder {
     /// Allow `attempts` attempts in total: the first one needs no delay, so the iterator gives
     /// `attempts - 1` delays and then ends. `max_attempts(1)` gives none (give up after the
     /// first failure); `max_attempts(0)` is rejected by [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use staunch::backoff::{BackoffError, Exponential};
+    ///
+    /// let delays = |attempts| Exponential::builder().max_attempts(attempts).build();
+    /// assert_eq!(delays(3)?.count(), 2); // the first attempt and two retries
+    /// assert_eq!(delays(1)?.count(), 0); // give up after the first failure
+    /// assert_eq!(delays(0).unwrap_err(), BackoffError::ZeroAttempts);
+    /// # Ok::<(), BackoffError>(())
+    /// ```
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts);
         self
@@ -239,6 +312,22 @@ impl ExponentialBuilder {
     /// Give up once the sum of the delays given would exceed `total`. A budget smaller than the
     /// largest possible first delay (jitter included) is rejected by [`build`](Self::build): the
     /// policy could give no delay at all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::{BackoffError, Exponential};
+    ///
+    /// let builder = Exponential::builder().min(Duration::from_millis(100));
+    /// // 100 + 200 + 400 ms; the next delay, 800 ms, would bring the sum over 1 s.
+    /// let policy = builder.clone().max_total(Duration::from_secs(1)).build()?;
+    /// assert_eq!(policy.collect::<Vec<_>>(), [100, 200, 400].map(Duration::from_millis));
+    ///
+    /// let too_small = builder.max_total(Duration::from_millis(50)).build().unwrap_err();
+    /// assert!(matches!(too_small, BackoffError::MaxTotalTooSmall { .. }));
+    /// # Ok::<(), BackoffError>(())
+    /// ```
     pub fn max_total(mut self, total: Duration) -> Self {
         self.max_total = Some(total);
         self
@@ -246,6 +335,21 @@ impl ExponentialBuilder {
 
     /// Seed the jitter's random numbers, so a test sees the same delays every run, and every clone
     /// repeats them. Without a seed, each policy built and each clone gets a fresh one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use staunch::backoff::{Exponential, Jitter};
+    ///
+    /// let builder = Exponential::builder().jitter(Jitter::Full);
+    /// let first_five = |policy: &Exponential| policy.clone().take(5).collect::<Vec<_>>();
+    ///
+    /// let seeded = builder.clone().seed(42).build()?;
+    /// assert_eq!(first_five(&seeded), first_five(&seeded)); // clones repeat the delays
+    /// let fresh = builder.build()?;
+    /// assert_ne!(first_five(&fresh), first_five(&fresh)); // each clone draws its own
+    /// # Ok::<(), staunch::backoff::BackoffError>(())
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self

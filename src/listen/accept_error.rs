@@ -33,6 +33,31 @@ pub(crate) mod hook {
 use hook::ErrorHook;
 
 /// What [`SleepOnError`](super::SleepOnError) does about one accept error.
+///
+/// # Examples
+///
+/// ```
+/// use std::{io, time::Duration};
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{listen::AcceptAction, ListenExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let error = |kind: io::ErrorKind| -> io::Result<()> { Err(kind.into()) };
+/// let (reset, oom) = (io::ErrorKind::ConnectionReset, io::ErrorKind::OutOfMemory);
+/// let accepts = stream::iter([error(reset), error(oom), error(oom), Ok(())]);
+/// let mut actions = Vec::new();
+/// let items: Vec<()> = accepts
+///     .sleep_on_error(Duration::from_millis(100))
+///     .give_up_after(2)
+///     .on_error(|event| actions.push(event.action()))
+///     .collect()
+///     .await;
+/// let backoff = AcceptAction::Backoff(Duration::from_millis(100));
+/// assert_eq!(actions, [AcceptAction::Skip, backoff, AcceptAction::GiveUp]);
+/// assert!(items.is_empty()); // it ended at the second resource error in a row
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AcceptAction {
@@ -45,6 +70,40 @@ pub enum AcceptAction {
 }
 
 /// One accept error, as seen by the [`on_error`](super::SleepOnError::on_error) hook.
+///
+/// # Examples
+///
+/// A log line of your own for each error:
+///
+/// ```
+/// use std::{io, time::Duration};
+/// use futures_util::{stream, StreamExt};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let errors = [io::ErrorKind::ConnectionAborted, io::ErrorKind::OutOfMemory];
+/// let accepts = stream::iter(errors.map(|kind| Err(kind.into()))).chain(stream::iter([Ok(1)]));
+/// let mut lines = Vec::new();
+/// let items: Vec<u32> = accepts
+///     .sleep_on_error(Duration::from_millis(100))
+///     .on_error(|event| {
+///         let (error, class) = (event.error().kind(), event.class());
+///         let (action, in_a_row) = (event.action(), event.consecutive());
+///         lines.push(format!("{error:?}: {class:?}, {action:?}, {in_a_row} in a row"));
+///     })
+///     .collect()
+///     .await;
+/// assert_eq!(items, [1]);
+/// assert_eq!(
+///     lines,
+///     [
+///         "ConnectionAborted: Connection, Skip, 0 in a row",
+///         "OutOfMemory: Resource, Backoff(100ms), 1 in a row",
+///     ]
+/// );
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct AcceptErrorEvent<'a> {
     error: &'a io::Error,

@@ -56,6 +56,22 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// # Panics
 ///
 /// Panics if called outside a tokio runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::timeout;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = staunch::listen::bind_with_backlog("127.0.0.1:0".parse().unwrap(), 4096)?;
+/// let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+/// let (_socket, peer) = timeout(Duration::from_secs(5), listener.accept()).await.unwrap()?;
+/// assert_eq!(peer, client.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 pub fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(listen_on(addr, backlog, |_| Ok(()))?)
 }

@@ -45,6 +45,23 @@ type MakePolicy = Box<dyn Fn() -> Policy + Send>;
 /// - Dropping the stream (as a listener does when it stops accepting, at a graceful shutdown or
 ///   when it is dropped) closes every listening socket at once, even while handles remain; from
 ///   then on [`BindHandle::status`] is empty and [`BindHandle::set`] binds nothing.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use tokio::time::timeout;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (mut accepts, handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+/// let client = tokio::net::TcpStream::connect(handle.bound()[0]).await?;
+/// let socket = timeout(Duration::from_secs(5), accepts.next()).await.unwrap().unwrap()?;
+/// assert_eq!(socket.peer_addr()?, client.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "streams do nothing unless polled"]
 pub struct BindMany {
     shared: Arc<Shared>,
@@ -55,6 +72,24 @@ pub struct BindMany {
 
 /// Changes the address set of a [`BindMany`] and reads its state. Cloneable; the stream ends
 /// once every handle is gone and the set is empty.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (mut accepts, handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+/// let reloader = handle.clone(); // say, for the task that watches the configuration
+/// drop(handle);
+/// reloader.set([]); // no address left...
+/// drop(reloader); // ...and no handle: the stream ends
+/// let end = tokio::time::timeout(Duration::from_secs(5), accepts.next()).await;
+/// assert!(end.unwrap().is_none());
+/// # }
+/// ```
 pub struct BindHandle {
     shared: Arc<Shared>,
 }
@@ -95,6 +130,21 @@ enum Slot {
 }
 
 /// Where one address of a [`BindMany`] stands.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::listen::AddrState;
+///
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let busy = taken.local_addr()?;
+/// let any_port = "127.0.0.1:0".parse().unwrap();
+/// let (_accepts, handle) = staunch::listen::bind_many([any_port, busy]);
+/// let status = handle.status();
+/// assert!(matches!(&status[&any_port], AddrState::Bound { local } if local.port() != 0));
+/// assert!(matches!(&status[&busy], AddrState::Failing { attempts: 1, .. }));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AddrState {
@@ -185,6 +235,32 @@ pub fn bind_many(addrs: impl IntoIterator<Item = SocketAddr>) -> (BindMany, Bind
 /// The error of reading a listener's local address or making it non-blocking, and
 /// [`InvalidInput`](io::ErrorKind::InvalidInput) if two listeners have the same address (a
 /// `BindMany` holds one socket per address).
+///
+/// # Examples
+///
+/// A handover within one process: the new stream takes over the old one's socket, and a
+/// client that connects in between waits in the backlog instead of being refused.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use tokio::time::timeout;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (old, old_handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+/// let addr = old_handle.bound()[0];
+/// let handed_over: Vec<_> = old_handle.listeners()?.into_iter().map(|(_, l)| l).collect();
+/// drop((old, old_handle)); // the old side closes its own socket
+///
+/// let client = tokio::net::TcpStream::connect(addr).await?;
+/// let (mut accepts, handle) = staunch::listen::bind_many_from(handed_over)?;
+/// assert_eq!(handle.bound(), [addr]);
+/// let socket = timeout(Duration::from_secs(5), accepts.next()).await.unwrap().unwrap()?;
+/// assert_eq!(socket.peer_addr()?, client.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 pub fn bind_many_from(
     listeners: impl IntoIterator<Item = std::net::TcpListener>,
 ) -> io::Result<(BindMany, BindHandle)> {
@@ -222,13 +298,32 @@ impl BindMany {
     ///
     /// # Examples
     ///
+    /// A port held by another socket, retried every 150 ms (the default waits 100 ms first):
+    ///
     /// ```
     /// use std::time::Duration;
+    /// use futures_util::StreamExt;
     /// use staunch::backoff::Constant;
+    /// use tokio::time::{sleep, Instant};
     ///
-    /// let (accepts, _handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
-    /// let accepts = accepts.bind_backoff(Constant::new(Duration::from_secs(1)));
-    /// # drop(accepts);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let (failed, mut failures) = tokio::sync::mpsc::unbounded_channel();
+    /// let (accepts, handle) = staunch::listen::bind_many([]);
+    /// let mut accepts = accepts
+    ///     .bind_backoff(Constant::new(Duration::from_millis(150)))
+    ///     .on_bind_error(move |_, _| failed.send(Instant::now()).unwrap());
+    /// handle.set([taken.local_addr()?]); // fails at once
+    /// let first = failures.recv().await.unwrap();
+    /// let retried = tokio::select! {
+    ///     _ = accepts.next() => unreachable!("nothing is bound"),
+    ///     at = failures.recv() => at.unwrap(), // retried while the stream is polled
+    ///     () = sleep(Duration::from_secs(5)) => panic!("not retried"),
+    /// };
+    /// assert!(retried - first >= Duration::from_millis(150));
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn bind_backoff<B>(self, policy: B) -> Self
     where
@@ -241,6 +336,22 @@ impl BindMany {
     /// Call `hook` with every failed bind (it is retried all the same), to count or alert,
     /// including the binds [`bind_many`] made before the hook was attached (at once, from here).
     /// It runs outside the stream's lock, so it may use the [`BindHandle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io, sync::mpsc};
+    ///
+    /// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = taken.local_addr()?;
+    /// let (accepts, _handle) = staunch::listen::bind_many([addr]); // in use: it fails
+    /// let (failed, failures) = mpsc::channel();
+    /// let accepts = accepts.on_bind_error(move |addr, e| failed.send((addr, e.kind())).unwrap());
+    /// // The failure of `bind_many` itself, reported as the hook is attached.
+    /// assert_eq!(failures.try_recv(), Ok((addr, io::ErrorKind::AddrInUse)));
+    /// # drop(accepts);
+    /// # Ok::<(), io::Error>(())
+    /// ```
     pub fn on_bind_error<F>(self, hook: F) -> Self
     where
         F: Fn(SocketAddr, &io::Error) + Send + Sync + 'static,
@@ -261,6 +372,21 @@ impl BindHandle {
     /// bind is retried with backoff), keep the others as they are.
     ///
     /// Once the stream is dropped, this binds nothing: no one would accept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io, net::TcpStream, time::Duration};
+    ///
+    /// let (_accepts, handle) = staunch::listen::bind_many(["127.0.0.1:0".parse().unwrap()]);
+    /// let addr = handle.bound()[0];
+    /// let connect = || TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+    /// assert!(connect().is_ok()); // it waits in the backlog
+    /// handle.set([]); // closed at once, though nothing polls the stream
+    /// assert_eq!(connect().unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+    /// assert!(handle.status().is_empty());
+    /// # Ok::<(), io::Error>(())
+    /// ```
     pub fn set(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
         let failures = self.set_and_collect(addrs);
         let hook = self.shared.lock().on_bind_error.clone();

@@ -10,6 +10,27 @@ use std::io;
 ///
 /// EMFILE, ENFILE and ENOBUFS have no stable [`io::ErrorKind`], so they are matched by
 /// [`raw_os_error`](io::Error::raw_os_error).
+///
+/// # Examples
+///
+/// An accept loop of your own, with the same rule:
+///
+/// ```
+/// use std::{io, time::Duration};
+/// use staunch::listen::ErrorClass;
+///
+/// fn wait_after(error: &io::Error) -> Option<Duration> {
+///     match ErrorClass::of(error) {
+///         ErrorClass::Connection => None, // accept again at once
+///         _ => Some(Duration::from_millis(100)),
+///     }
+/// }
+/// assert_eq!(wait_after(&io::ErrorKind::ConnectionAborted.into()), None);
+/// assert_eq!(wait_after(&io::ErrorKind::OutOfMemory.into()), Some(Duration::from_millis(100)));
+/// let unknown = io::Error::other("something else");
+/// assert_eq!(ErrorClass::of(&unknown), ErrorClass::Unknown);
+/// assert_eq!(wait_after(&unknown), Some(Duration::from_millis(100)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {

@@ -251,6 +251,48 @@ impl Conn {
 
     /// Give the listener this connection's peer address, for the
     /// [`on_reject`](super::Listener::on_reject) hook when it is reclaimed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::{sleep, sleep_until, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let first: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    /// let second: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+    /// let reclaimed = Arc::new(Mutex::new(Vec::new()));
+    /// let server = stream::iter([(first, 0), (second, 10)])
+    ///     .then(|(peer, at)| async move {
+    ///         sleep_until(start + Duration::from_secs(at)).await;
+    ///         peer
+    ///     })
+    ///     .serve(2, |peer, conn| {
+    ///         let conn = conn.with_peer(peer);
+    ///         async move {
+    ///             let _idle = conn.idle(); // a keep-alive connection, waiting for a request
+    ///             tokio::select! {
+    ///                 () = sleep(Duration::from_secs(60)) => {}
+    ///                 () = conn.draining() => {}
+    ///             }
+    ///         }
+    ///     })
+    ///     .reclaim_idle()
+    ///     .on_reject({
+    ///         let reclaimed = reclaimed.clone();
+    ///         move |event| reclaimed.lock().unwrap().push(event.peer())
+    ///     });
+    /// server.await;
+    /// // The second client filled the listener, so the first, idle, was asked to close.
+    /// assert_eq!(*reclaimed.lock().unwrap(), [Some(first)]);
+    /// # }
+    /// ```
     pub fn with_peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
         self
@@ -302,6 +344,50 @@ fn spread_fraction(n: u64) -> f64 {
 }
 
 /// A connection marked idle by [`Conn::idle`], until this guard is dropped.
+///
+/// # Examples
+///
+/// Only a connection that holds the guard may be asked to close, and never for its own idle
+/// mark:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{listen::Conn, ListenExt};
+/// use tokio::time::{sleep, sleep_until, Instant};
+///
+/// /// Serve one request (busy for `work` seconds), then wait idle for the next, up to a minute.
+/// async fn keep_alive(work: u64, conn: Conn, start: Instant) -> (&'static str, u64) {
+///     sleep(Duration::from_secs(work)).await; // busy: not to be asked
+///     let _idle = conn.idle(); // idle from here until the guard is dropped
+///     let why = tokio::select! {
+///         () = sleep(Duration::from_secs(60)) => "keep-alive timeout",
+///         () = conn.draining() => "reclaimed",
+///     };
+///     (why, start.elapsed().as_secs())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let start = Instant::now();
+/// let (ended, ends) = std::sync::mpsc::channel();
+/// // A arrives at 0 s and works 5 s; B arrives at 1 s (the listener is full) and works 1 s.
+/// let server = stream::iter([(0, 5), (1, 1)])
+///     .then(|(at, work)| async move {
+///         sleep_until(start + Duration::from_secs(at)).await;
+///         work
+///     })
+///     .serve(2, move |work, conn| {
+///         let ended = ended.clone();
+///         async move { ended.send(keep_alive(work, conn, start).await).unwrap() }
+///     })
+///     .reclaim_idle();
+/// server.await;
+/// // Neither was asked while busy; B, idle since 2 s, was asked when A turned idle at 5 s.
+/// let ends: Vec<_> = ends.try_iter().collect();
+/// assert_eq!(ends, [("reclaimed", 5), ("keep-alive timeout", 65)]);
+/// # }
+/// ```
 #[must_use = "the connection is idle only until the guard is dropped"]
 pub struct Idle<'a> {
     conn: &'a Conn,
@@ -329,6 +415,33 @@ pin_project! {
     /// The accept stream of [`serve`](crate::ListenExt::serve) and
     /// [`spawn_serve`](crate::ListenExt::spawn_serve): each item, with a [`Conn`] the listener
     /// made for it, becomes a connection future.
+    ///
+    /// # Examples
+    ///
+    /// Naming a server's type, to keep it in a struct:
+    ///
+    /// ```
+    /// use std::future::{ready, Ready};
+    /// use std::ops::Range;
+    /// use futures_util::stream::{self, Iter};
+    /// use staunch::listen::{Conn, Listen, Serve};
+    /// use staunch::ListenExt;
+    ///
+    /// type Handler = fn(u32, Conn) -> Ready<()>;
+    ///
+    /// struct App {
+    ///     server: Listen<Serve<Iter<Range<u32>>, Handler>>,
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let handle: Handler = |_request, _conn| ready(());
+    /// let app = App { server: stream::iter(0..3).serve(10, handle) };
+    /// let stats = app.server.stats();
+    /// app.server.await;
+    /// assert_eq!(stats.snapshot().finished, 3);
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct Serve<S, H> {
         #[pin]

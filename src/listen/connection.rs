@@ -19,6 +19,39 @@ use crate::overload::RejectReason;
 /// [`spawn_listen`](crate::ListenExt::spawn_listen) accept: `()`, or a `Result` whose error can be
 /// displayed (`io::Error`, `Box<dyn Error + Send + Sync>`, `anyhow::Error`, hyper's errors, ...).
 /// Errors are logged and counted as failed; they never stop the listener.
+///
+/// # Examples
+///
+/// An outcome type of your own:
+///
+/// ```
+/// use std::fmt;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{listen::ConnectionOutput, ListenExt};
+///
+/// enum Outcome {
+///     Served,
+///     Refused(&'static str),
+/// }
+///
+/// impl ConnectionOutput for Outcome {
+///     fn failure(&self) -> Option<&dyn fmt::Display> {
+///         match self {
+///             Outcome::Served => None,
+///             Outcome::Refused(why) => Some(why),
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let outcomes = [Outcome::Served, Outcome::Refused("no Host header"), Outcome::Served];
+/// let server = stream::iter(outcomes).map(std::future::ready).listen(10);
+/// let stats = server.stats();
+/// server.await;
+/// assert_eq!((stats.snapshot().finished, stats.snapshot().failed), (2, 1));
+/// # }
+/// ```
 pub trait ConnectionOutput {
     /// The error to log, if the connection failed.
     fn failure(&self) -> Option<&dyn fmt::Display>;

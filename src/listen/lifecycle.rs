@@ -11,6 +11,41 @@ use tokio::time::Instant;
 use super::stats::ListenShared;
 
 /// How a connection future ended.
+///
+/// # Examples
+///
+/// A log line for each connection:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{listen::ConnectionEvent, ListenExt};
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let lines = Arc::new(Mutex::new(Vec::new()));
+/// let server = stream::iter([(1, Ok(())), (2, Err("bad request")), (60, Ok(()))])
+///     .map(|(secs, result)| async move {
+///         sleep(Duration::from_secs(secs)).await;
+///         result
+///     })
+///     .listen(10)
+///     .connection_time_limit(Duration::from_secs(30))
+///     .on_connection({
+///         let lines = lines.clone();
+///         move |event| {
+///             if let ConnectionEvent::Ended { end, duration } = event {
+///                 lines.lock().unwrap().push(format!("{end} after {duration:?}"));
+///             }
+///         }
+///     });
+/// server.await;
+/// let lines = lines.lock().unwrap();
+/// assert_eq!(*lines, ["finished after 1s", "failed after 2s", "timed_out after 30s"]);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConnectionEnd {
@@ -48,6 +83,35 @@ impl fmt::Display for ConnectionEnd {
 
 /// One step of a connection's life, as the hook of
 /// [`Listener::on_connection`](super::Listener::on_connection) sees it.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::listen::{ConnectionEnd, ConnectionEvent};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let events = Arc::new(Mutex::new(Vec::new()));
+/// let server = stream::iter([1, 2])
+///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+///     .listen(10)
+///     .on_connection({
+///         let events = events.clone();
+///         move |event| events.lock().unwrap().push(*event)
+///     });
+/// server.await;
+/// let ended = |secs| ConnectionEvent::Ended {
+///     end: ConnectionEnd::Finished,
+///     duration: Duration::from_secs(secs),
+/// };
+/// let opened = ConnectionEvent::Opened;
+/// assert_eq!(*events.lock().unwrap(), [opened, opened, ended(1), ended(2)]);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {

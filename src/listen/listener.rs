@@ -42,10 +42,60 @@ const HOLD_LIMIT: usize = 4;
 const STREAM_PANIC_LIMIT: u32 = 10_000;
 
 /// The future of [`listen`](crate::ListenExt::listen): connections run inside its own task.
+///
+/// # Examples
+///
+/// A server built in one place and run in another:
+///
+/// ```
+/// use std::future::Future;
+/// use std::time::Duration;
+/// use futures_util::{stream, Stream, StreamExt};
+/// use staunch::{listen::Listen, ListenExt};
+///
+/// fn server(requests: Vec<u64>) -> Listen<impl Stream<Item = impl Future<Output = ()>>> {
+///     let serve = |secs| tokio::time::sleep(Duration::from_secs(secs));
+///     let server = stream::iter(requests).map(serve).listen(100);
+///     server.connection_time_limit(Duration::from_secs(30))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let server = server(vec![1, 60]);
+/// assert_eq!(server.time_limit(), Some(Duration::from_secs(30)));
+/// let stats = server.stats();
+/// server.await;
+/// assert_eq!((stats.snapshot().finished, stats.snapshot().timed_out), (1, 1));
+/// # }
+/// ```
 pub type Listen<S> = Listener<S, InTask>;
 
 /// The future of [`spawn_listen`](crate::ListenExt::spawn_listen): each connection runs as its
 /// own tokio task.
+///
+/// # Examples
+///
+/// Boxed, a server's type is short to name, say for a struct field:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::future::{BoxFuture, FutureExt};
+/// use futures_util::stream::{self, BoxStream, StreamExt};
+/// use staunch::{listen::SpawnListen, ListenExt};
+///
+/// struct App {
+///     server: SpawnListen<BoxStream<'static, BoxFuture<'static, ()>>>,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let serve = |secs| tokio::time::sleep(Duration::from_secs(secs)).boxed();
+/// let app = App { server: stream::iter([1, 2, 3]).map(serve).boxed().spawn_listen(10) };
+/// let stats = app.server.stats();
+/// app.server.await;
+/// assert_eq!(stats.snapshot().finished, 3);
+/// # }
+/// ```
 pub type SpawnListen<S> = Listener<S, Spawned>;
 
 pin_project! {
@@ -68,6 +118,34 @@ pin_project! {
     ///
     /// Either way the stats still add up after a drop: connections cut by it count as
     /// cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::{sleep, timeout, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // Five one-second connections, at most two at a time.
+    /// let one_second = |_| async { sleep(Duration::from_secs(1)).await };
+    /// let server = stream::iter(0..5).map(one_second).listen(2);
+    /// let stats = server.stats();
+    /// let start = Instant::now();
+    /// server.await;
+    /// let s = stats.snapshot();
+    /// assert_eq!((s.connections, s.peak_active), (5, 2));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(3));
+    ///
+    /// // Dropped while a connection runs, it counts that one as cancelled.
+    /// let server = stream::iter([60]).map(|secs| sleep(Duration::from_secs(secs))).listen(2);
+    /// let stats = server.stats();
+    /// assert!(timeout(Duration::from_secs(1), server).await.is_err());
+    /// assert_eq!((stats.snapshot().connections, stats.snapshot().cancelled), (1, 1));
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Listener<S, M>
     where
@@ -321,6 +399,47 @@ where
     /// # Panics
     ///
     /// Panics if called twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// # use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+    /// # #[derive(Default)]
+    /// # struct Connections(Arc<AtomicU64>);
+    /// # impl metrics::Recorder for Connections {
+    /// #     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+    /// #         let public = key.labels().any(|l| (l.key(), l.value()) == ("listener", "public"));
+    /// #         match key.name() == "staunch.connections" && public {
+    /// #             true => Counter::from_arc(self.0.clone()),
+    /// #             false => Counter::noop(),
+    /// #         }
+    /// #     }
+    /// #     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+    /// #         Gauge::noop()
+    /// #     }
+    /// #     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+    /// #         Histogram::noop()
+    /// #     }
+    /// # }
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A recorder that counts `staunch.connections{listener="public"}`; a real server
+    /// // installs an exporter (Prometheus, OpenTelemetry) here.
+    /// let recorder = Connections::default();
+    /// let connections = recorder.0.clone();
+    /// metrics::set_global_recorder(recorder).unwrap();
+    ///
+    /// stream::iter(0..3).map(|_| async {}).listen(10).metrics("public").await;
+    /// assert_eq!(connections.load(Ordering::Relaxed), 3);
+    /// # }
+    /// ```
     #[cfg(feature = "metrics")]
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     #[track_caller]

@@ -66,6 +66,41 @@ pub use stats::{Stats, StatsSnapshot};
 /// [`spawn_serve(n, handle)`](ListenExt::spawn_serve) or [`serve`](ListenExt::serve) (or
 /// `map(handle)` → [`spawn_listen(n)`](ListenExt::spawn_listen) or
 /// [`listen(n)`](ListenExt::listen), for handlers that need no [`Conn`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::{io, time::Duration};
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{listen::Conn, ListenExt};
+/// use tokio::time::{sleep, Instant};
+///
+/// /// Serve for `secs` seconds, or until the server shuts down.
+/// async fn handle(secs: u64, conn: Conn) {
+///     tokio::select! {
+///         () = sleep(Duration::from_secs(secs)) => {}
+///         () = conn.draining() => {}
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+/// let accepts = stream::iter([Ok(1), Err(reset), Ok(3600)]).chain(stream::pending());
+/// let start = Instant::now();
+/// let report = accepts
+///     .sleep_on_error(Duration::from_millis(100))
+///     .serve(1000, handle)
+///     .connection_time_limit(Duration::from_secs(300))
+///     .with_graceful_shutdown(sleep(Duration::from_secs(10)))
+///     .grace(Duration::from_secs(5))
+///     .await;
+/// // The reset was skipped; the 1 s connection finished, the long one closed at the signal.
+/// assert_eq!(report.stats.connection_errors, 1);
+/// assert_eq!((report.stats.finished, report.ended, report.cancelled), (2, 1, 0));
+/// assert_eq!(start.elapsed(), Duration::from_secs(10));
+/// # }
+/// ```
 pub trait ListenExt: Stream {
     /// Run `setup` on every accepted socket before it is passed on: set `TCP_NODELAY`,
     /// keepalive, buffer sizes ([`SocketOptions`](crate::SocketOptions) does the common
@@ -76,22 +111,23 @@ pub trait ListenExt: Stream {
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// use std::time::Duration;
+    /// ```
+    /// use std::{pin::pin, time::Duration};
     /// use futures_util::StreamExt;
     /// use staunch::{ListenExt, SocketOptions};
+    /// use tokio::time::timeout;
     /// use tokio_stream::wrappers::TcpListenerStream;
     ///
-    /// # #[tokio::main]
+    /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> std::io::Result<()> {
-    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
     /// let options = SocketOptions::new().nodelay(true).keepalive(Duration::from_secs(60));
-    /// TcpListenerStream::new(listener)
+    /// let mut accepts = pin!(TcpListenerStream::new(listener)
     ///     .setup_sockets(move |socket| options.apply(socket))
-    ///     .sleep_on_error(Duration::from_millis(100))
-    ///     .map(|_socket| async {})
-    ///     .listen(1000)
-    ///     .await;
+    ///     .sleep_on_error(Duration::from_millis(100)));
+    /// let socket = timeout(Duration::from_secs(5), accepts.next()).await.unwrap().unwrap();
+    /// assert!(socket.nodelay()?);
     /// # Ok(())
     /// # }
     /// ```

@@ -14,16 +14,87 @@ use super::stats::ListenShared;
 
 /// Connection futures are polled inside the listener's own task: they need not be `Send`, and it
 /// works on a current-thread runtime. The mode of [`listen`](crate::ListenExt::listen).
+///
+/// # Examples
+///
+/// Connections that share an `Rc`, which is not `Send`:
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// use futures_util::{stream, StreamExt};
+/// use staunch::listen::{InTask, Listener};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let served = Rc::new(Cell::new(0));
+/// let server: Listener<_, InTask> = stream::iter(0..3)
+///     .map(|_| {
+///         let served = served.clone();
+///         async move { served.set(served.get() + 1) }
+///     })
+///     .listen(10);
+/// server.await;
+/// assert_eq!(served.get(), 3);
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum InTask {}
 
 /// Every connection future is spawned as its own tokio task, so connections run on every worker
 /// thread. The mode of [`spawn_listen`](crate::ListenExt::spawn_listen).
+///
+/// # Examples
+///
+/// ```
+/// use std::{pin::pin, time::Duration};
+/// use futures_util::{stream, FutureExt, StreamExt};
+/// use staunch::listen::{Listener, Spawned};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (done, finished) = tokio::sync::oneshot::channel();
+/// let server: Listener<_, Spawned> = stream::iter([done])
+///     .chain(stream::pending())
+///     .map(|done| async move { done.send("served").unwrap() })
+///     .spawn_listen(10);
+/// let mut server = pin!(server);
+/// // Polled once, the listener starts the connection as a task of its own...
+/// assert!(server.as_mut().now_or_never().is_none());
+/// // ...which runs to its end though the listener is not polled again (in its task, it would
+/// // wait for the listener).
+/// let finished = tokio::time::timeout(Duration::from_secs(5), finished).await.unwrap();
+/// assert_eq!(finished.unwrap(), "served");
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Spawned {}
 
 /// How a [`Listener`](super::Listener) runs connection futures of type `F`: [`InTask`] or
 /// [`Spawned`]. Sealed.
+///
+/// # Examples
+///
+/// Code for the futures of `listen` and `spawn_listen` alike:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{stream, Stream, StreamExt};
+/// use staunch::listen::{Listener, Mode};
+/// use staunch::ListenExt;
+///
+/// fn describe<S: Stream, M: Mode<S::Item>>(listener: &Listener<S, M>) -> String {
+///     let (max, limit) = (listener.max_connections(), listener.time_limit());
+///     format!("up to {max} connections, time limit {limit:?}")
+/// }
+///
+/// let in_task = stream::iter([1]).map(|_| async {}).listen(10);
+/// let spawned = stream::iter([1]).map(|_| async {}).spawn_listen(100);
+/// let spawned = spawned.connection_time_limit(Duration::from_secs(30));
+/// assert_eq!(describe(&in_task), "up to 10 connections, time limit None");
+/// assert_eq!(describe(&spawned), "up to 100 connections, time limit Some(30s)");
+/// ```
 pub trait Mode<F>: sealed::Sealed<F> {}
 
 impl<F> Mode<F> for InTask

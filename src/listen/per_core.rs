@@ -188,6 +188,41 @@ where
 ///
 /// Dropping it stops every loop with no grace period (their connections are cancelled) and does
 /// not wait for the threads.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use staunch::ListenExt;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tokio_stream::wrappers::TcpListenerStream;
+///
+/// let server = staunch::listen::per_core("127.0.0.1:0".parse().unwrap(), 2, |listener| {
+///     TcpListenerStream::new(listener)
+///         .sleep_on_error(Duration::from_millis(100))
+///         .map(|mut socket: tokio::net::TcpStream| async move {
+///             let mut byte = [0; 1];
+///             socket.read_exact(&mut byte).await?;
+///             socket.write_all(&byte).await
+///         })
+///         .listen(100)
+/// })?;
+/// assert_eq!(server.threads(), 2);
+/// let per_loop = server.stats_per_loop().to_vec();
+/// for _ in 0..4 {
+///     let addr = server.local_addr();
+///     let mut client = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+///     client.set_read_timeout(Some(Duration::from_secs(5)))?;
+///     client.write_all(b"x")?;
+///     client.read_exact(&mut [0; 1])?; // served by one loop or the other
+/// }
+/// let report = server.shutdown(Duration::from_secs(5));
+/// let served: u64 = per_loop.iter().map(|loop_stats| loop_stats.snapshot().finished).sum();
+/// assert_eq!((served, report.stats.finished), (4, 4));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct PerCore {
     local_addr: SocketAddr,
     stats: Stats,

@@ -104,6 +104,46 @@ where
     /// # Panics
     ///
     /// Panics if `keep_free` is zero (it would never reclaim), or if reclaim is already set.
+    ///
+    /// # Examples
+    ///
+    /// With a limit of 4, [`reclaim_idle`](Listener::reclaim_idle) waits until the listener is
+    /// full; keeping 2 slots free, the third client already has the first, idle longest,
+    /// asked to close.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::{listen::Conn, ListenExt};
+    /// use tokio::time::{sleep, sleep_until, Instant};
+    ///
+    /// /// A connection that waits for a request that never comes, up to a minute.
+    /// async fn keep_alive(conn: Conn, start: Instant) -> (&'static str, u64) {
+    ///     let _idle = conn.idle();
+    ///     let why = tokio::select! {
+    ///         () = sleep(Duration::from_secs(60)) => "keep-alive timeout",
+    ///         () = conn.draining() => "reclaimed",
+    ///     };
+    ///     (why, start.elapsed().as_secs())
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let (ended, ends) = std::sync::mpsc::channel();
+    /// let server = stream::iter([0, 10, 20])
+    ///     .then(|at| sleep_until(start + Duration::from_secs(at)))
+    ///     .serve(4, move |(), conn| {
+    ///         let ended = ended.clone();
+    ///         async move { ended.send(keep_alive(conn, start).await).unwrap() }
+    ///     })
+    ///     .reclaim_idle_keep_free(2);
+    /// server.await;
+    /// let ends: Vec<_> = ends.try_iter().collect();
+    /// let timeout = "keep-alive timeout";
+    /// assert_eq!(ends, [("reclaimed", 20), (timeout, 70), (timeout, 80)]);
+    /// # }
+    /// ```
     #[track_caller]
     pub fn reclaim_idle_keep_free(self, keep_free: usize) -> Self {
         assert!(

@@ -8,6 +8,35 @@ use pin_project_lite::pin_project;
 
 pin_project! {
     /// Stream for the [`setup_sockets`](crate::ListenExt::setup_sockets) method.
+    ///
+    /// # Examples
+    ///
+    /// A socket whose setup fails becomes a per-connection error, which
+    /// [`sleep_on_error`](crate::ListenExt::sleep_on_error) skips at once:
+    ///
+    /// ```
+    /// use std::{error::Error, io, time::Duration};
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let setup = |n: &u32| match n {
+    ///     2 => Err(io::Error::other("setsockopt failed")),
+    ///     _ => Ok(()),
+    /// };
+    /// let accepted = || stream::iter([Ok(1), Ok(2), Ok(3)]);
+    /// let items: Vec<_> = accepted().setup_sockets(setup).collect().await;
+    /// let error = items[1].as_ref().unwrap_err();
+    /// assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+    /// assert_eq!(error.source().unwrap().to_string(), "setsockopt failed");
+    ///
+    /// let start = tokio::time::Instant::now();
+    /// let accepts = accepted().setup_sockets(setup).sleep_on_error(Duration::from_millis(100));
+    /// assert_eq!(accepts.collect::<Vec<_>>().await, [1, 3]);
+    /// assert_eq!(start.elapsed(), Duration::ZERO); // no backoff
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct SetupSockets<S, F> {
         #[pin]

@@ -26,6 +26,45 @@ pub(crate) type ShedOne<S> = fn(&S, &mut Context<'_>) -> Poll<io::Result<Option<
 /// shed: anything that is `AsRef` to tokio's `TcpListener` or `UnixListener`, such as
 /// tokio-stream's `TcpListenerStream` and `UnixListenerStream`. `L` is the listener type; it is
 /// inferred. Sealed: it cannot be implemented outside this crate.
+///
+/// # Examples
+///
+/// An accept stream of your own qualifies by being `AsRef` to its listener:
+///
+/// ```
+/// use std::{io, pin::Pin, task::{Context, Poll}, time::Duration};
+/// use futures_util::{Stream, StreamExt};
+/// use staunch::ListenExt;
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// struct Accepts(TcpListener);
+///
+/// impl AsRef<TcpListener> for Accepts {
+///     fn as_ref(&self) -> &TcpListener {
+///         &self.0
+///     }
+/// }
+///
+/// impl Stream for Accepts {
+///     type Item = io::Result<TcpStream>;
+///
+///     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+///         self.0.poll_accept(cx).map(|accepted| Some(accepted.map(|(socket, _)| socket)))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> io::Result<()> {
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let client = TcpStream::connect(listener.local_addr()?).await?;
+/// let accepts = Accepts(listener).sleep_on_error(Duration::from_millis(50)).shed_on_emfile(64);
+/// let mut accepts = std::pin::pin!(accepts);
+/// let next = tokio::time::timeout(Duration::from_secs(5), accepts.next());
+/// let socket = next.await.unwrap().unwrap(); // while descriptors last, served as usual
+/// assert_eq!(socket.peer_addr()?, client.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 #[cfg(unix)]
 pub trait ShedBacklog<L>: sealed::Sealed<L> {
     /// Accept one queued connection and close it (see [`ShedOne`]), returning its peer's address

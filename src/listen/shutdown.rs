@@ -41,6 +41,33 @@ pin_project! {
     ///
     /// If the accept stream ends on its own first, it waits for the connections with no deadline
     /// until the signal comes, which then starts the grace period.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::{sleep, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // Connections of 1 s, 5 s and an hour; the signal at 2 s, with 10 s of grace.
+    /// let start = Instant::now();
+    /// let report = stream::iter([1, 5, 3600])
+    ///     .chain(stream::pending())
+    ///     .map(|secs| sleep(Duration::from_secs(secs)))
+    ///     .listen(10)
+    ///     .with_graceful_shutdown(sleep(Duration::from_secs(2)))
+    ///     .grace(Duration::from_secs(10))
+    ///     .await;
+    /// assert!(report.signalled);
+    /// assert_eq!(report.open_at_refuse, 2); // the 1 s one had finished
+    /// assert_eq!(report.ended, 1); // the 5 s one, within the grace period
+    /// assert_eq!(report.cancelled, 1); // the hour-long one, cut at 12 s
+    /// assert_eq!(start.elapsed(), Duration::from_secs(12));
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct GracefulShutdown<L, F> {
         #[pin]
@@ -77,6 +104,32 @@ enum Phase {
 }
 
 /// How a [`GracefulShutdown`] ended.
+///
+/// # Examples
+///
+/// An accept stream that ends before the signal:
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::ListenExt;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let start = Instant::now();
+/// let report = stream::iter([1, 2])
+///     .map(|secs| sleep(Duration::from_secs(secs)))
+///     .listen(10)
+///     .with_graceful_shutdown(sleep(Duration::from_secs(60)))
+///     .await;
+/// assert!(!report.signalled);
+/// assert_eq!((report.ended, report.cancelled, report.stats.finished), (0, 0, 2));
+/// assert_eq!(start.elapsed(), Duration::from_secs(2)); // no wait for the signal
+/// let stopped = "stopped: the accept stream ended and every connection finished; totals: ";
+/// assert!(report.to_string().starts_with(stopped));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -180,7 +233,11 @@ where
     /// let run = |secs| sleep(Duration::from_secs(secs));
     ///
     /// // No grace: the connection runs its whole hour.
-    /// let report = slow().map(run).listen(10).with_graceful_shutdown(sleep(Duration::from_secs(1))).await;
+    /// let report = slow()
+    ///     .map(run)
+    ///     .listen(10)
+    ///     .with_graceful_shutdown(sleep(Duration::from_secs(1)))
+    ///     .await;
     /// assert_eq!((report.ended, report.cancelled), (1, 0));
     /// assert_eq!(start.elapsed(), Duration::from_secs(3600));
     ///
@@ -315,25 +372,29 @@ where
     ///
     /// # Examples
     ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use futures_util::StreamExt;
-    /// use staunch::{listen::Conn, ListenExt};
-    /// use tokio_stream::wrappers::TcpListenerStream;
+    /// A scripted stream stands in for a listening socket: ten clients queued at once, one
+    /// slot, one second each, and the signal at 0.5 s.
     ///
-    /// # async fn handle(_: tokio::net::TcpStream, _: Conn) {}
-    /// # #[tokio::main]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let listener = staunch::listen::bind("127.0.0.1:8080".parse().unwrap())?;
-    /// let report = TcpListenerStream::new(listener)
-    ///     .sleep_on_error(Duration::from_millis(100))
-    ///     .spawn_serve(1000, handle)
-    ///     .with_graceful_shutdown(tokio::signal::ctrl_c())
-    ///     .grace(Duration::from_secs(10))
-    ///     .take_backlog(100) // at most 100 queued clients served; the rest are reset
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    /// use tokio::time::{sleep, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let report = stream::iter(0..10)
+    ///     .map(|_| async { sleep(Duration::from_secs(1)).await })
+    ///     .listen(1)
+    ///     .with_graceful_shutdown(sleep(Duration::from_millis(500)))
+    ///     .grace(Duration::from_secs(30))
+    ///     .take_backlog(3) // the other five are dropped (a socket resets them)
     ///     .await;
-    /// println!("{} queued clients taken at shutdown", report.backlog_taken);
-    /// # Ok(())
+    /// // The one running, the one held while full, and the three taken are served in turn.
+    /// assert_eq!(report.backlog_taken, 3);
+    /// assert_eq!((report.stats.connections, report.ended, report.cancelled), (5, 5, 0));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(5));
     /// # }
     /// ```
     pub fn take_backlog(mut self, max: usize) -> Self {

@@ -40,6 +40,27 @@ pin_project! {
     /// limit was set ([`give_up_after`](SleepOnError::give_up_after), or a policy that ends). It
     /// holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or `tokio::pin!`)
     /// to call `next()` directly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io, pin::pin, time::Duration};
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let oom = io::Error::from(io::ErrorKind::OutOfMemory);
+    /// let accepts = stream::iter([Ok(1), Err(oom), Ok(2)]);
+    /// let mut accepts = pin!(accepts.sleep_on_error(Duration::from_millis(100)));
+    /// assert_eq!(accepts.next().await, Some(1));
+    /// let start = tokio::time::Instant::now();
+    /// assert_eq!(accepts.next().await, Some(2)); // after a backoff
+    /// assert_eq!(start.elapsed(), Duration::from_millis(100));
+    /// assert_eq!(accepts.next().await, None);
+    /// assert_eq!(accepts.stats().snapshot().backoffs, 1);
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct SleepOnError<S, B = Constant, H = ()> {
         #[pin]
@@ -124,15 +145,25 @@ impl<S, B, H> SleepOnError<S, B, H> {
     /// # Examples
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::{io, time::Duration};
+    /// use futures_util::{stream, StreamExt};
     /// use staunch::{backoff::Exponential, ListenExt};
-    /// # let accepts = futures_util::stream::empty::<std::io::Result<()>>();
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let oom = || -> io::Result<u32> { Err(io::ErrorKind::OutOfMemory.into()) };
+    /// let accepts = stream::iter([oom(), oom(), oom(), Ok(1), oom(), Ok(2)]);
     /// let backoff = Exponential::builder()
-    ///     .min(Duration::from_millis(5))
+    ///     .min(Duration::from_millis(10))
     ///     .max(Duration::from_secs(1))
     ///     .build()
     ///     .unwrap();
-    /// let accepts = accepts.sleep_on_error(Duration::from_millis(5)).backoff(backoff);
+    /// let start = tokio::time::Instant::now();
+    /// let accepts = accepts.sleep_on_error(Duration::from_millis(10)).backoff(backoff);
+    /// assert_eq!(accepts.collect::<Vec<_>>().await, [1, 2]);
+    /// // 10 + 20 + 40 ms, then the accept started the policy over: 10 ms.
+    /// assert_eq!(start.elapsed(), Duration::from_millis(80));
+    /// # }
     /// ```
     pub fn backoff<B2>(self, policy: B2) -> SleepOnError<S, B2, H>
     where
@@ -157,9 +188,15 @@ impl<S, B, H> SleepOnError<S, B, H> {
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use std::sync::Arc;
-    /// use std::time::Duration;
+    /// use std::{io, time::Duration};
+    /// use futures_util::{stream, StreamExt};
     /// use staunch::{listen::ErrorClass, ListenExt};
-    /// # let accepts = futures_util::stream::empty::<std::io::Result<()>>();
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let error = |kind: io::ErrorKind| -> io::Result<()> { Err(kind.into()) };
+    /// let (reset, oom) = (io::ErrorKind::ConnectionReset, io::ErrorKind::OutOfMemory);
+    /// let accepts = stream::iter([error(reset), error(oom), Ok(())]);
     /// let resource_errors = Arc::new(AtomicU64::new(0));
     /// let counter = resource_errors.clone();
     /// let accepts = accepts.sleep_on_error(Duration::from_millis(100)).on_error(move |event| {
@@ -167,6 +204,9 @@ impl<S, B, H> SleepOnError<S, B, H> {
     ///         counter.fetch_add(1, Ordering::Relaxed);
     ///     }
     /// });
+    /// assert_eq!(accepts.count().await, 1);
+    /// assert_eq!(resource_errors.load(Ordering::Relaxed), 1);
+    /// # }
     /// ```
     pub fn on_error<H2>(self, hook: H2) -> SleepOnError<S, B, H2>
     where
@@ -191,6 +231,28 @@ impl<S, B, H> SleepOnError<S, B, H> {
     /// # Panics
     ///
     /// Panics if `errors` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{io, time::Duration};
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let oom = || -> io::Result<u32> { Err(io::ErrorKind::OutOfMemory.into()) };
+    /// let accepts = stream::iter([Ok(1), oom(), oom(), oom(), Ok(2)]);
+    /// let accepts = accepts.sleep_on_error(Duration::from_millis(100)).give_up_after(3);
+    /// let stats = accepts.stats();
+    /// let start = tokio::time::Instant::now();
+    /// assert_eq!(accepts.collect::<Vec<_>>().await, [1]);
+    /// assert_eq!(start.elapsed(), Duration::from_millis(200)); // two backoffs, then the end
+    /// assert!(stats.snapshot().gave_up);
+    /// let error = stats.take_give_up_error().unwrap();
+    /// assert_eq!(error.kind(), io::ErrorKind::OutOfMemory);
+    /// # }
+    /// ```
     #[track_caller]
     pub fn give_up_after(mut self, errors: u32) -> Self {
         assert!(errors > 0, "give_up_after: the limit must be at least 1");

@@ -57,6 +57,27 @@ enum Source {
 /// connection closed by `limit_per_peer`, `reject_excess` or shed was never started, so it is
 /// not in `connections`; one failed by `MinReadRate` was, and its future ended as `failed` (or
 /// `finished`, if the handler swallowed the error).
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::{stream, StreamExt};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let server = stream::iter([Ok(()), Err("bad request"), Ok(())])
+///     .map(std::future::ready)
+///     .listen(10);
+/// let stats = server.stats();
+/// server.await;
+/// let s = stats.snapshot();
+/// assert_eq!((s.connections, s.finished, s.failed), (3, 2, 1));
+/// let ended = s.finished + s.failed + s.panicked + s.timed_out + s.cancelled;
+/// assert_eq!(s.connections, s.active as u64 + ended);
+/// assert!(s.to_string().contains(" connections=3 active=0 "));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StatsSnapshot {

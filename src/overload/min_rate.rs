@@ -140,6 +140,38 @@ impl<T> MinReadRate<T> {
     }
 
     /// The peer's address, for the rejection report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::{MinReadRate, RejectReason};
+    /// use staunch::ListenExt;
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let peer: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let server = stream::iter([peer])
+    ///     .map(|peer| {
+    ///         // A client that sends nothing, wrapped here, in the listener's poll.
+    ///         let silent = tokio_test::io::Builder::new().wait(Duration::from_secs(60)).build();
+    ///         let mut io = MinReadRate::new(silent, 240, Duration::from_secs(5)).peer(peer);
+    ///         async move { io.read(&mut [0; 64]).await.map(drop) }
+    ///     })
+    ///     .listen(10)
+    ///     .on_reject({
+    ///         let seen = seen.clone();
+    ///         move |event| seen.lock().unwrap().push((event.reason(), event.peer()))
+    ///     });
+    /// server.await;
+    /// assert_eq!(*seen.lock().unwrap(), [(RejectReason::MinReadRate, Some(peer))]);
+    /// # }
+    /// ```
     pub fn peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
         self
@@ -250,6 +282,28 @@ impl<T: fmt::Debug> fmt::Debug for MinReadRate<T> {
 
 /// The error inside the [`io::Error`] (of kind [`TimedOut`](io::ErrorKind::TimedOut)) that a
 /// [`MinReadRate`] fails a slow connection with.
+///
+/// # Examples
+///
+/// ```
+/// use std::{io, time::Duration};
+/// use staunch::overload::{MinReadRate, ReadTooSlow};
+/// use tokio::io::AsyncReadExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let silent = tokio_test::io::Builder::new().wait(Duration::from_secs(60)).build();
+/// let mut conn = MinReadRate::new(silent, 240, Duration::from_secs(5));
+/// let error = conn.read(&mut [0; 64]).await.unwrap_err();
+/// assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+/// let slow = ReadTooSlow::from_io_error(&error).unwrap();
+/// assert_eq!((slow.bytes_per_sec(), slow.grace()), (240, Duration::from_secs(5)));
+/// let message = "the peer sent slower than 240 bytes a second after a grace period of 5s";
+/// assert_eq!(slow.to_string(), message);
+/// // Another timeout is not one.
+/// assert!(ReadTooSlow::from_io_error(&io::ErrorKind::TimedOut.into()).is_none());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadTooSlow {
     bytes_per_sec: u32,
@@ -290,6 +344,37 @@ pin_project! {
     /// Stream for the [`min_read_rate`](super::OverloadExt::min_read_rate) method: each
     /// accepted connection comes wrapped in a [`MinReadRate`] that knows its peer's address, and
     /// counts its rejection in the stats of the listener that polls this stream.
+    ///
+    /// # Examples
+    ///
+    /// A client that connects and sends nothing:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures_util::StreamExt;
+    /// use staunch::overload::{OverloadExt, RejectReason};
+    /// use staunch::ListenExt;
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use tokio_stream::wrappers::TcpListenerStream;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let _client = TcpStream::connect(listener.local_addr()?).await?;
+    /// let server = TcpListenerStream::new(listener)
+    ///     .take(1) // one client, for the example
+    ///     .sleep_on_error(Duration::from_millis(100))
+    ///     .min_read_rate(240, Duration::from_millis(100))
+    ///     .map(|mut socket| async move { socket.read(&mut [0; 64]).await.map(drop) })
+    ///     .listen(10);
+    /// let stats = server.stats();
+    /// tokio::time::timeout(Duration::from_secs(5), server).await.unwrap();
+    /// let s = stats.snapshot();
+    /// assert_eq!((s.failed, s.rejected.get(RejectReason::MinReadRate)), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct MinReadRateStream<S> {
         #[pin]

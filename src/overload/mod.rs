@@ -98,6 +98,40 @@ pub use reject::{RejectCounts, RejectEvent, RejectReason};
 ///
 /// Chain them after [`sleep_on_error`](crate::ListenExt::sleep_on_error), so that they see
 /// accepted connections rather than accept errors, and before `map(handle)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::overload::{OverloadExt, RejectReason};
+/// use staunch::ListenExt;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
+/// let (a, b) = ("10.0.0.1:1000", "10.0.0.2:1000");
+/// // Five clients at once, three of them from one address.
+/// let accepts = stream::iter([from(a), from(a), from(a), from(b), from(b)]);
+/// let start = Instant::now();
+/// let server = accepts
+///     .limit_rate(10, Duration::from_secs(1)) // one every 100 ms
+///     .limit_per_peer(2)
+///     .map(|permit| async move {
+///         sleep(Duration::from_secs(1)).await;
+///         drop(permit);
+///     })
+///     .listen(100);
+/// let stats = server.stats();
+/// server.await;
+/// let s = stats.snapshot();
+/// // The third from 10.0.0.1 came at 200 ms, while the first two held its slots.
+/// assert_eq!((s.connections, s.rejected.get(RejectReason::PeerLimit)), (4, 1));
+/// assert_eq!(start.elapsed(), Duration::from_millis(1400)); // the last started at 400 ms
+/// # }
+/// ```
 pub trait OverloadExt: Stream {
     /// Pass on at most `n` items per `per`, spaced evenly (`per / n` apart; allow bursts with
     /// [`burst`](LimitRate::burst)). While no token is due the inner stream is not polled, so

@@ -19,6 +19,35 @@ pub(super) const DROP_BUDGET: u32 = 64;
 
 /// An accepted connection whose peer address can be read: what
 /// [`limit_per_peer`](super::OverloadExt::limit_per_peer) needs from its items.
+///
+/// # Examples
+///
+/// A connection whose client address came from a proxy (say, a PROXY protocol header):
+///
+/// ```
+/// use std::{io, net::SocketAddr};
+/// use futures_util::{stream, StreamExt};
+/// use staunch::overload::{OverloadExt, PeerAddr};
+///
+/// struct Proxied {
+///     client: SocketAddr,
+/// }
+///
+/// impl PeerAddr for Proxied {
+///     fn peer_addr(&self) -> io::Result<SocketAddr> {
+///         Ok(self.client)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let client = "10.0.0.1:1000".parse().unwrap();
+/// let mut accepted = stream::iter([Proxied { client }, Proxied { client }]).limit_per_peer(1);
+/// let first = accepted.next().await.unwrap();
+/// assert_eq!(first.peer(), Some(client));
+/// assert!(accepted.next().await.is_none()); // the second was closed, and the stream ended
+/// # }
+/// ```
 pub trait PeerAddr {
     /// The address of the remote end.
     fn peer_addr(&self) -> io::Result<SocketAddr>;
@@ -106,6 +135,28 @@ pin_project! {
     /// as is (hyper's `TokioIo::new(permit)` works). To get the connection itself, split it
     /// with [`into_parts`](PeerPermit::into_parts) and keep the slot alive as long as the
     /// connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let peer: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    /// let mut accepted = stream::iter([("first", peer), ("second", peer)]).limit_per_peer(1);
+    /// let permit = accepted.next().await.unwrap();
+    /// assert_eq!((permit.0, permit.peer()), ("first", Some(peer))); // derefs to the connection
+    /// let (connection, slot) = permit.into_parts();
+    /// drop(connection);
+    /// assert_eq!(accepted.peers(), 1); // the slot is held until it is dropped
+    /// drop(slot);
+    /// assert_eq!(accepted.peers(), 0);
+    /// assert_eq!(accepted.next().await.unwrap().0, "second");
+    /// # }
+    /// ```
     pub struct PeerPermit<T> {
         #[pin]
         io: T,
@@ -185,6 +236,26 @@ impl<T: fmt::Debug> fmt::Debug for PeerPermit<T> {
 
 pin_project! {
     /// Stream for the [`limit_per_peer`](super::OverloadExt::limit_per_peer) method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
+    /// let clients = [from("10.0.0.1:1000"), from("10.0.0.2:1000"), from("10.0.0.1:1001")];
+    /// let mut accepted = stream::iter(clients).limit_per_peer(2);
+    /// let (a, b, c) = (accepted.next().await, accepted.next().await, accepted.next().await);
+    /// assert_eq!(accepted.peers(), 2); // 10.0.0.1 holds two slots, 10.0.0.2 one
+    /// drop((a, c));
+    /// assert_eq!(accepted.peers(), 1);
+    /// # drop(b);
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct LimitPerPeer<S> {
         #[pin]
@@ -220,6 +291,28 @@ impl<S> LimitPerPeer<S> {
     /// # Panics
     ///
     /// Panics if `bits` is over 128.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
+    /// let clients = [
+    ///     from("[2001:db8:1:2::1]:1000"),
+    ///     from("[2001:db8:1:2::2]:1000"), // the same /64: one host
+    ///     from("[2001:db8:1:3::1]:1000"),
+    /// ];
+    /// let mut accepted = stream::iter(clients).limit_per_peer(1).ipv6_prefix(64);
+    /// let _first = accepted.next().await.unwrap();
+    /// let next = accepted.next().await.unwrap(); // [2001:db8:1:2::2] was closed
+    /// assert_eq!(next.peer().unwrap().to_string(), "[2001:db8:1:3::1]:1000");
+    /// # }
+    /// ```
     #[track_caller]
     pub fn ipv6_prefix(mut self, bits: u8) -> Self {
         assert!(

@@ -24,6 +24,23 @@ pin_project! {
     ///
     /// It holds a [`tokio::time::Sleep`], so it is `!Unpin`: pin it (`Box::pin` or
     /// `tokio::pin!`) to call `next()` directly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{pin::pin, time::Duration};
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut accepts = pin!(stream::iter(0..3).limit_rate(2, Duration::from_secs(1)));
+    /// let start = tokio::time::Instant::now();
+    /// assert_eq!(accepts.next().await, Some(0));
+    /// assert_eq!(accepts.next().await, Some(1));
+    /// assert_eq!(start.elapsed(), Duration::from_millis(500));
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct LimitRate<S> {
         #[pin]
@@ -109,6 +126,24 @@ impl<S> LimitRate<S> {
     /// # Panics
     ///
     /// Panics if `n` is zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{pin::pin, time::Duration};
+    /// use futures_util::{stream, FutureExt, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let accepts = stream::iter(0..10).limit_rate(1000, Duration::from_secs(1)).burst(10);
+    /// let mut accepts = pin!(accepts.max_per_wake(2));
+    /// assert_eq!(accepts.next().now_or_never(), Some(Some(0)));
+    /// assert_eq!(accepts.next().now_or_never(), Some(Some(1)));
+    /// assert_eq!(accepts.next().now_or_never(), None); // a turn for the other tasks
+    /// assert_eq!(accepts.next().now_or_never(), Some(Some(2)));
+    /// # }
+    /// ```
     #[track_caller]
     pub fn max_per_wake(mut self, n: u32) -> Self {
         assert!(n > 0, "max_per_wake: the cap must be at least 1");
@@ -278,6 +313,35 @@ impl<S: fmt::Debug> fmt::Debug for LimitRate<S> {
 
 pin_project! {
     /// Stream for the [`LimitRate::reject_excess`](super::LimitRate::reject_excess) method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::OverloadExt;
+    /// use tokio::time::{sleep_until, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let peer: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    /// let start = Instant::now();
+    /// // Clients arrive at 0, 0, 0 and 1000 ms; one a second is allowed, with a burst of 2.
+    /// let passed: Vec<u64> = stream::iter([0, 0, 0, 1000])
+    ///     .then(|ms| async move {
+    ///         sleep_until(start + Duration::from_millis(ms)).await;
+    ///         (ms, peer)
+    ///     })
+    ///     .limit_rate(1, Duration::from_secs(1))
+    ///     .burst(2)
+    ///     .reject_excess()
+    ///     .map(|(ms, _)| ms)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(passed, [0, 0, 1000]); // the third was closed at once, not kept waiting
+    /// # }
+    /// ```
     #[must_use = "streams do nothing unless polled"]
     pub struct RejectExcess<S> {
         #[pin]

@@ -8,6 +8,29 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 /// Why a connection was refused or dropped on purpose.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::{overload::RejectReason, ListenExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let server = stream::iter([1, 60])
+///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+///     .listen(10)
+///     .connection_time_limit(Duration::from_secs(30));
+/// let stats = server.stats();
+/// server.await;
+/// let s = stats.snapshot();
+/// let rejected: Vec<_> = s.rejected.iter().filter(|&(_, n)| n > 0).collect();
+/// assert_eq!(rejected, [(RejectReason::TimeLimit, 1)]);
+/// assert_eq!(s.rejected.get(RejectReason::TimeLimit), s.timed_out);
+/// assert_eq!(RejectReason::TimeLimit.as_str(), "time_limit"); // a metrics label
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -136,6 +159,45 @@ impl fmt::Display for RejectCounts {
 
 /// One rejected connection, as the hook of
 /// [`Listener::on_reject`](crate::listen::Listener::on_reject) sees it.
+///
+/// # Examples
+///
+/// Counting rejections by address, to find the worst sources:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::net::{IpAddr, SocketAddr};
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use futures_util::{stream, StreamExt};
+/// use staunch::overload::{OverloadExt, RejectEvent};
+/// use staunch::ListenExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let from = |peer: &str| ((), peer.parse::<SocketAddr>().unwrap());
+/// let clients = [from("10.0.0.1:1"), from("10.0.0.1:2"), from("10.0.0.1:3"), from("10.0.0.2:1")];
+/// let by_address = Arc::new(Mutex::new(HashMap::<IpAddr, u64>::new()));
+/// let server = stream::iter(clients)
+///     .limit_per_peer(1)
+///     .map(|permit| async move {
+///         tokio::time::sleep(Duration::from_secs(1)).await;
+///         drop(permit);
+///     })
+///     .listen(10)
+///     .on_reject({
+///         let by_address = by_address.clone();
+///         move |event: &RejectEvent| {
+///             if let Some(peer) = event.peer() {
+///                 *by_address.lock().unwrap().entry(peer.ip()).or_default() += 1;
+///             }
+///         }
+///     });
+/// server.await;
+/// let worst: IpAddr = "10.0.0.1".parse().unwrap();
+/// assert_eq!(*by_address.lock().unwrap(), HashMap::from([(worst, 2)]));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RejectEvent {
     reason: RejectReason,
