@@ -304,4 +304,3 @@ impl fmt::Debug for PerCore {
             .finish_non_exhaustive()
     }
 }
-
