@@ -6,7 +6,8 @@
 //!   at most 10,000 connections at once (the rest wait in the kernel's backlog), HTTP/1's
 //!   header read timeout, a graceful shutdown on Ctrl-C or SIGTERM that lets requests finish
 //!   and cuts what is left after a deadline, upgraded connections (WebSocket) counted and
-//!   drained with the rest, and counters ([`ServeFuture::stats`]).
+//!   drained with the rest, HTTP/2 streams' handler tasks waited for and cut with their
+//!   connection (see [`Executor`]), and counters ([`ServeFuture::stats`]).
 //! - [`serve_connection`] (and [`Http::serve_connection`], with settings): one connection, for
 //!   a staunch chain of your own (`spawn_serve(n, |io, conn| ..)`).
 //! - [`axum::Listener`] (feature `axum`): a staunch stream as an
@@ -51,9 +52,9 @@
 //! upgraded socket is dropped, so it is counted in `active`, holds its slot, and keeps the drain
 //! waiting. With [`Http::conn_extension`] (or [`Server::conn_extension`]) every request carries
 //! the connection's `Arc<Conn>` as an extension: a WebSocket task awaits `conn.draining()` to
-//! send its close frame at the shutdown. At the deadline the
-//! listener cuts the connection: every read and write of the upgraded socket fails from then
-//! on (kind `ConnectionAborted`), and a task waiting on one is woken.
+//! send its close frame at the shutdown. At the deadline the listener cuts the connection:
+//! every read and write of the upgraded socket fails from then on (kind `ConnectionAborted`),
+//! and a task waiting on one is woken.
 //!
 //! ```no_run
 //! # #[cfg(feature = "axum")]

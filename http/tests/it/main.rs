@@ -1,5 +1,6 @@
 //! staunch-http end to end: real clients on loopback against the one-call server, one
-//! connection's lifetime limits, upgrades through a shutdown, tonic and `axum::serve`.
+//! connection's lifetime limits, upgrades and a WebSocket through a shutdown, tonic and
+//! `axum::serve`.
 
 mod axum_listener;
 mod grpc;
@@ -7,3 +8,4 @@ mod lifetime;
 mod serve;
 mod support;
 mod upgrade;
+mod websocket;

@@ -84,6 +84,49 @@ async fn an_axum_router_over_http1_and_h2c_in_one_call() {
     assert!(closed_within(&mut socket, IO).await.is_some());
 }
 
+/// Requests carry the connection's `Arc<Conn>` only with `conn_extension(true)`, over HTTP/1.1
+/// and HTTP/2 alike.
+#[tokio::test]
+async fn requests_carry_the_conn_only_with_conn_extension() {
+    for on in [false, true] {
+        let app = Router::new().route(
+            "/",
+            get(|request: axum::extract::Request| async move {
+                request
+                    .extensions()
+                    .get::<Arc<Conn>>()
+                    .is_some()
+                    .to_string()
+            }),
+        );
+        let server = start(|l, stop| {
+            let server = staunch_http::serve(l, app).with_graceful_shutdown(stop);
+            // Off is the default: leave it unset.
+            if on {
+                server.conn_extension(true)
+            } else {
+                server
+            }
+        })
+        .await;
+        let mut h1 = http1(server.addr).await;
+        let response = bounded(IO, h1.send_request(request("/"))).await.unwrap();
+        assert_eq!(
+            text(response).await,
+            on.to_string(),
+            "HTTP/1.1, conn_extension({on})"
+        );
+        let (mut h2, _driver) = h2c(server.addr).await;
+        let response = bounded(IO, h2.send_request(request("/"))).await.unwrap();
+        assert_eq!(
+            text(response).await,
+            on.to_string(),
+            "HTTP/2, conn_extension({on})"
+        );
+        server.shutdown().await;
+    }
+}
+
 /// A request in flight at the signal is answered, with `Connection: close`; one that outlives
 /// the grace period is cut.
 #[tokio::test]
