@@ -131,7 +131,7 @@ impl<C: Connect> Builder<C> {
         ///     .build();
         /// let err = conn.wait_connected().await.unwrap_err();
         /// let last = GaveUp::from_io_error(&err).unwrap().last_reason();
-        /// assert!(matches!(last, Some(Reason::ConnectTimeout(t)) if *t == Duration::from_secs(3)));
+        /// assert!(matches!(last, Some(Reason::ConnectTimeout(t)) if t.as_secs() == 3));
         /// # }
         /// ```
         connect_timeout;
@@ -279,7 +279,8 @@ impl<C: Connect> Builder<C> {
         ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
         ///         connector.set_addr("standby.internal:7000");
         ///         let give_up = ctx.attempt() >= 10;
-        ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
+        ///         let decision = if give_up { Decision::GiveUp } else { Decision::Retry };
+        ///         Box::pin(async move { decision })
         ///     })
         ///     .build();
         /// # drop(conn);

@@ -18,7 +18,9 @@ use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let refuse = || async { Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into()) };
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+/// };
 /// let mut conn = Reconnecting::builder(refuse).policy(std::iter::empty()).build();
 /// let err = conn.wait_connected().await.unwrap_err();
 /// let reason = GaveUp::from_io_error(&err).unwrap().last_reason().unwrap();
@@ -370,7 +372,9 @@ impl std::error::Error for GaveUp {}
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let cause = |err: io::Error| GaveUp::from_io_error(&err).unwrap().cause();
-/// let refuse = || async { Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into()) };
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+/// };
 ///
 /// let mut hook_says_no = Reconnecting::builder(refuse)
 ///     .on_disconnect(|_, _| Box::pin(async { Decision::GiveUp }))

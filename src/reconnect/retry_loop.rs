@@ -262,7 +262,9 @@ impl<C: Connect> RetryLoop<C> {
         ///     .run(|_conn| {
         ///         sessions += 1;
         ///         let n = sessions;
-        ///         async move { if n < 4 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) } }
+        ///         async move {
+        ///             if n < 4 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) }
+        ///         }
         ///     })
         ///     .await;
         /// assert!(matches!(outcome, RetryOutcome::Done(4)));
@@ -284,7 +286,9 @@ impl<C: Connect> RetryLoop<C> {
         ///
         /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
         /// # async fn main() {
-        /// let refuse = || async { Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into()) };
+        /// let refuse = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+        /// };
         /// let outcome = RetryLoop::new(refuse)
         ///     .retry_connect_if(|e| e.kind() != io::ErrorKind::ConnectionRefused)
         ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
@@ -381,7 +385,9 @@ impl<C: Connect> RetryLoop<C> {
     ///     .run(|_conn| {
     ///         sessions += 1;
     ///         let n = sessions;
-    ///         async move { if n < 2 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) } }
+    ///         async move {
+    ///             if n < 2 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) }
+    ///         }
     ///     })
     ///     .await;
     /// assert!(matches!(outcome, RetryOutcome::Done(2)));

@@ -271,7 +271,8 @@ impl<C: Connect> ClientBuilder<C> {
         /// let mut client = Client::builder(refuse)
         ///     .on_disconnect(|ctx, _connector| {
         ///         let give_up = ctx.attempt() >= 3;
-        ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
+        ///         let decision = if give_up { Decision::GiveUp } else { Decision::Retry };
+        ///         Box::pin(async move { decision })
         ///     })
         ///     .build();
         /// let err = client.read(&mut [0; 8]).await.unwrap_err();

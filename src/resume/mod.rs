@@ -157,7 +157,7 @@ pub use server::{Accepted, Acceptor, Session, SessionStats};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> std::io::Result<()> {
-/// // A hello for a new session, as a raw client sends it (see the protocol in the module docs).
+/// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
 /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
 /// hello.extend([0; 16]); // no session id yet
 /// hello.extend(0u64.to_be_bytes()); // received position
@@ -214,7 +214,7 @@ impl Config {
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> std::io::Result<()> {
-    /// // A hello for a new session, as a raw client sends it (see the protocol in the module docs).
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
     /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
     /// hello.extend([0; 16]); // no session id yet
     /// hello.extend(0u64.to_be_bytes()); // received position
@@ -255,7 +255,7 @@ impl Config {
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> std::io::Result<()> {
-    /// // A hello for a new session, as a raw client sends it (see the protocol in the module docs).
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
     /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
     /// hello.extend([0; 16]); // no session id yet
     /// hello.extend(0u64.to_be_bytes()); // received position
@@ -312,7 +312,7 @@ impl Config {
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> std::io::Result<()> {
-    /// // A hello for a new session, as a raw client sends it (see the protocol in the module docs).
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
     /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
     /// hello.extend([0; 16]); // no session id yet
     /// hello.extend(0u64.to_be_bytes()); // received position
@@ -379,7 +379,7 @@ impl Config {
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> std::io::Result<()> {
-/// // A hello for a new session, as a raw client sends it (see the protocol in the module docs).
+/// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
 /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
 /// hello.extend([0; 16]); // no session id yet
 /// hello.extend(0u64.to_be_bytes()); // received position
