@@ -60,6 +60,42 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The same on a port of its own, with one request:
+///
+/// ```
+/// use staunch::ListenExt;
+/// use tokio_stream::wrappers::TcpListenerStream;
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let http = staunch_http::Http::new().max_idle(Duration::from_secs(120));
+/// let server = tokio::spawn(
+///     TcpListenerStream::new(listener)
+///         .sleep_on_error(Duration::from_millis(100))
+///         .spawn_serve(16, move |io, conn| http.serve_connection(io, app.clone(), conn))
+///         .with_graceful_shutdown(async { let _ = stopped.await; })
+///         .grace(Duration::from_secs(5)),
+/// );
+/// let mut client = tokio::net::TcpStream::connect(addr).await?;
+/// client.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await?;
+/// let mut response = String::new();
+/// tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut response)).await??;
+/// assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+/// assert!(response.ends_with("hello\n"), "{response}");
+/// stop.send(()).unwrap();
+/// let report = tokio::time::timeout(Duration::from_secs(10), server).await??;
+/// assert!(report.signalled);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Http {
     settings: Arc<Settings>,

@@ -214,6 +214,39 @@ where
 type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The builder of [`serve`]; `.await` it to run the server.
+///
+/// # Examples
+///
+/// ```
+/// use std::future::IntoFuture;
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = staunch_http::serve(listener, app)
+///     .max_connections(64)
+///     .with_graceful_shutdown(async { let _ = stopped.await; })
+///     .grace(Duration::from_secs(5))
+///     .into_future();
+/// let server = tokio::spawn(server);
+/// let mut client = tokio::net::TcpStream::connect(addr).await?;
+/// client.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await?;
+/// let mut response = String::new();
+/// tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut response)).await??;
+/// assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+/// assert!(response.ends_with("hello\n"), "{response}");
+/// stop.send(()).unwrap();
+/// let report = tokio::time::timeout(Duration::from_secs(10), server).await??;
+/// assert!(report.signalled);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a server does nothing until it is awaited"]
 pub struct Server<St, S> {
     stream: St,
@@ -358,6 +391,40 @@ impl<St: fmt::Debug, S> fmt::Debug for Server<St, S> {
 }
 
 /// The running server of [`serve`]: resolves with the [`ShutdownReport`].
+///
+/// # Examples
+///
+/// Its counters, read while it runs:
+///
+/// ```
+/// use std::future::IntoFuture;
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = staunch_http::serve(listener, app)
+///     .with_graceful_shutdown(async { let _ = stopped.await; })
+///     .into_future();
+/// let stats = server.stats();
+/// let server = tokio::spawn(server);
+/// let mut client = tokio::net::TcpStream::connect(addr).await?;
+/// client.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await?;
+/// let mut response = String::new();
+/// tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut response)).await??;
+/// assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+/// assert!(response.ends_with("hello\n"), "{response}");
+/// assert_eq!(stats.snapshot().accepted, 1);
+/// stop.send(()).unwrap();
+/// tokio::time::timeout(Duration::from_secs(10), server).await??;
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct ServeFuture {
     stats: Stats,

@@ -54,6 +54,36 @@ const MAX_OFFER: usize = 80 * 1024;
 /// still the one this created). A task answers the processes that connect, from
 /// [`bind`](Handover::bind) until this is dropped, so that one with a voided or used ticket is
 /// turned away at once, offer or no offer.
+///
+/// # Examples
+///
+/// Both sides in one process, to show the steps (in real use, [`take_over`] runs in the new
+/// process, with the ticket from its environment):
+///
+/// ```
+/// use std::os::fd::AsFd as _;
+/// use staunch::handover::{take_over, Handover};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let path = std::env::temp_dir().join(format!("staunch-doc-{}.sock", std::process::id()));
+/// let handover = Handover::bind(&path)?;
+/// let ticket = handover.ticket();
+/// let successor = tokio::spawn(async move {
+///     let (mut listeners, ready) = take_over(&ticket).await?;
+///     let taken = listeners.take_tcp("http")?;
+///     ready.ready().await?;
+///     Ok::<_, staunch::handover::HandoverError>(taken)
+/// });
+/// handover.offer(&[("http", listener.as_fd())]).await?; // returns once it is ready
+/// let taken = successor.await??;
+/// assert_eq!(taken.local_addr()?, listener.local_addr()?); // the very same socket
+/// drop(handover);
+/// assert!(!path.exists()); // the control socket is removed
+/// # Ok(())
+/// # }
+/// ```
 pub struct Handover {
     path: PathBuf,
     /// Device and inode of the socket file, to remove only our own.

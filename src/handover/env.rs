@@ -52,6 +52,23 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// descriptor that is not a listening TCP or Unix stream socket. No listener is closed then;
 /// the handshake of [`SuccessorCommand`](super::SuccessorCommand) is, so that the old process
 /// knows at once that this one will not be ready.
+///
+/// # Examples
+///
+/// ```no_run
+/// use staunch::handover::from_env;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (mut listeners, ready) = from_env()?;
+/// let listener = match listeners.take_tcp("http") {
+///     Ok(listener) => tokio::net::TcpListener::from_std(listener)?,
+///     Err(_) => tokio::net::TcpListener::bind("127.0.0.1:8080").await?, // started by hand
+/// };
+/// ready.ready().await?; // READY=1 to systemd, and the old process stops accepting
+/// # drop(listener); Ok(())
+/// # }
+/// ```
 pub fn from_env() -> Result<(Listeners, Ready), HandoverError> {
     let var = |name| std::env::var(name).ok();
     let passed = parse(

@@ -13,6 +13,23 @@ pub(super) fn io_error(context: impl Into<String>, source: io::Error) -> Handove
 }
 
 /// Why a handover, or a socket in it, failed.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::{AsRawFd as _, OwnedFd};
+/// use staunch::handover::{HandoverError, Listener};
+///
+/// let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// let fd = udp.as_raw_fd();
+/// let err = Listener::from_fd(OwnedFd::from(udp)).unwrap_err();
+/// assert!(matches!(err, HandoverError::WrongKind { expected: None, .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     format!("socket `fd {fd}` is an IPv4 datagram socket, not a TCP or Unix stream listener")
+/// );
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HandoverError {

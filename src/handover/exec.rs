@@ -136,6 +136,30 @@ impl SuccessorCommand {
 }
 
 /// The old process's side of the handshake with a process started by [`SuccessorCommand`].
+///
+/// # Examples
+///
+/// Give the new process a minute to get ready, and keep serving if it does not:
+///
+/// ```no_run
+/// use std::os::fd::AsFd as _;
+/// use std::time::Duration;
+/// use staunch::handover::SuccessorCommand;
+///
+/// # async fn run(listener: tokio::net::TcpListener) -> Result<(), Box<dyn std::error::Error>> {
+/// let successor = SuccessorCommand::new(std::env::current_exe()?, &[("http", listener.as_fd())])?;
+/// let (mut child, ready) = successor.spawn()?;
+/// match tokio::time::timeout(Duration::from_secs(60), ready.wait()).await {
+///     Ok(Ok(())) => { /* the new process serves: stop accepting and drain */ }
+///     Ok(Err(e)) => eprintln!("upgrade failed, still serving: {e}"),
+///     Err(_) => {
+///         eprintln!("the new process is too slow, still serving");
+///         child.kill()?;
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "the new process's readiness is known only by waiting for it"]
 pub struct SuccessorReady {

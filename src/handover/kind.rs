@@ -3,6 +3,19 @@
 use std::fmt;
 
 /// What a handed-over listener is.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::handover::{Kind, Listener};
+///
+/// let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let listener = Listener::from_fd(tcp.into())?;
+/// assert_eq!(listener.kind(), Kind::Tcp);
+/// assert_eq!(Kind::Tcp.to_string(), "a TCP listener");
+/// assert_eq!(Kind::Unix.to_string(), "a Unix stream listener");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Kind {

@@ -7,6 +7,26 @@ use super::error::HandoverError;
 use super::kind::Kind;
 
 /// A validated listening socket, close-on-exec and non-blocking.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::handover::Listener;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let addr = std_listener.local_addr()?;
+/// let Listener::Tcp(listener) = Listener::from_fd(std_listener.into())? else {
+///     unreachable!("a TCP listener")
+/// };
+/// let listener = tokio::net::TcpListener::from_std(listener)?; // non-blocking already
+/// let client = tokio::net::TcpStream::connect(addr).await?;
+/// let (_, peer) = listener.accept().await?;
+/// assert_eq!(peer, client.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Listener {
@@ -27,6 +47,36 @@ impl Listener {
 }
 
 /// The listeners a new process took over, by name.
+///
+/// # Examples
+///
+/// Take what was passed, or bind when started by hand:
+///
+/// ```
+/// use staunch::handover::{from_env, HandoverError};
+///
+/// let (mut listeners, _ready) = from_env()?;
+/// let listener = match listeners.take_tcp("http") {
+///     Ok(listener) => listener,
+///     Err(HandoverError::NotFound { .. }) => std::net::TcpListener::bind("127.0.0.1:0")?,
+///     Err(e) => return Err(e.into()),
+/// };
+/// if std::env::var_os("LISTEN_FDS").is_none() {
+///     assert!(listener.local_addr()?.ip().is_loopback()); // started by hand: bound its own
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A name that was not passed says what was:
+///
+/// ```
+/// use staunch::handover::Listeners;
+///
+/// let mut listeners = Listeners::default();
+/// assert!(listeners.is_empty());
+/// let err = listeners.take_tcp("http").unwrap_err();
+/// assert_eq!(err.to_string(), "no listener `http` was handed over (left: [])");
+/// ```
 #[derive(Debug, Default)]
 pub struct Listeners {
     named: Vec<(String, Listener)>,
@@ -115,6 +165,21 @@ impl IntoIterator for Listeners {
 /// Whether the kernel moves the connections queued on a closing `SO_REUSEPORT` socket to
 /// another socket of its group (`net.ipv4.tcp_migrate_req`, Linux 5.14 and later) instead of
 /// resetting them. `None` where the setting does not exist or cannot be read.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::handover::tcp_migrate_req;
+///
+/// match tcp_migrate_req() {
+///     Some(true) => println!("closing a SO_REUSEPORT socket moves its queue"),
+///     Some(false) => println!("closing a SO_REUSEPORT socket resets its queue: hand it over"),
+///     None => println!("no such setting here"),
+/// }
+/// if !cfg!(target_os = "linux") {
+///     assert_eq!(tcp_migrate_req(), None);
+/// }
+/// ```
 pub fn tcp_migrate_req() -> Option<bool> {
     let value = fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req").ok()?;
     Some(value.trim() != "0")

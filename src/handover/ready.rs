@@ -16,6 +16,31 @@ const READY: &[u8] = b"ready\n";
 /// Dropping it without calling `ready` tells the old process that the handover failed: its
 /// [`Handover::offer`](super::Handover::offer) returns [`HandoverError::SuccessorGone`] and it
 /// keeps serving.
+///
+/// # Examples
+///
+/// A new process that fails its own checks drops it, and the old process keeps serving:
+///
+/// ```
+/// use std::os::fd::AsFd as _;
+/// use staunch::handover::{take_over, Handover, HandoverError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let path = std::env::temp_dir().join(format!("staunch-doc-ready-{}.sock", std::process::id()));
+/// let handover = Handover::bind(&path)?;
+/// let ticket = handover.ticket();
+/// tokio::spawn(async move {
+///     let (_listeners, ready) = take_over(&ticket).await?;
+///     drop(ready); // say, its configuration does not load
+///     Ok::<_, HandoverError>(())
+/// });
+/// let err = handover.offer(&[("http", listener.as_fd())]).await.unwrap_err();
+/// assert!(matches!(err, HandoverError::SuccessorGone));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "the old process stops accepting only when `ready` is called"]
 pub struct Ready {

@@ -23,6 +23,36 @@ pub(crate) type ConnectHook<Io> =
 /// [`retry_connect_if`](Self::retry_connect_if), [`on_disconnect`](Self::on_disconnect),
 /// [`cancel_on`](Self::cancel_on)) mean the same for a [`RetryLoop`](super::RetryLoop), which has
 /// the same methods with the same defaults.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::Exponential;
+/// use staunch::reconnect::{EofPolicy, Reconnecting};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
+/// let connector = move || {
+///     let (client, server) = tokio::io::duplex(64);
+///     let _ = peers_tx.send(server);
+///     async move { Ok(client) }
+/// };
+/// let mut conn = Reconnecting::builder(connector)
+///     .policy(Exponential::builder().max(Duration::from_secs(5)).build().unwrap())
+///     .connect_timeout(Duration::from_secs(3))
+///     .eof_policy(EofPolicy::Reconnect)
+///     .build();
+/// conn.write_all(b"ping").await?;
+/// let mut server = peers.recv().await.unwrap();
+/// let mut got = [0; 4];
+/// server.read_exact(&mut got).await?;
+/// assert_eq!(&got, b"ping");
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "call .build() to get the adapter"]
 pub struct Builder<C: Connect> {
     pub(crate) connector: C,
@@ -50,6 +80,33 @@ impl<C: Connect> Builder<C> {
         /// `Duration::ZERO`: the adapter still sleeps, and tokio's timer rounds that up to its next
         /// 1 ms tick, so a connector that fails at once is tried about a thousand times a second. That
         /// is not a CPU busy loop, but it hammers the server: use a real backoff.
+        ///
+        /// # Examples
+        ///
+        /// Three tries a second apart, then give up:
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Constant;
+        /// use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let refuse = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+        /// };
+        /// let mut conn = Reconnecting::builder(refuse)
+        ///     .policy(Constant::new(Duration::from_secs(1)).take(2))
+        ///     .build();
+        /// let start = Instant::now();
+        /// let err = conn.wait_connected().await.unwrap_err();
+        /// let gave_up = GaveUp::from_io_error(&err).unwrap();
+        /// assert_eq!(gave_up.cause(), GiveUpCause::PolicyExhausted);
+        /// assert_eq!(gave_up.attempts(), 3);
+        /// assert_eq!(start.elapsed(), Duration::from_secs(2));
+        /// # }
+        /// ```
         policy;
         /// Fail a connection attempt that has not completed after `timeout` (with
         /// [`Reason::ConnectTimeout`](super::Reason::ConnectTimeout)).
@@ -57,6 +114,26 @@ impl<C: Connect> Builder<C> {
         /// # Panics
         ///
         /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::reconnect::{GaveUp, Reason, Reconnecting};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// // A black-holed address: the attempt never completes.
+        /// let hang = || std::future::pending::<std::io::Result<tokio::io::DuplexStream>>();
+        /// let mut conn = Reconnecting::builder(hang)
+        ///     .connect_timeout(Duration::from_secs(3))
+        ///     .policy(std::iter::empty()) // no retry, to see the first failure
+        ///     .build();
+        /// let err = conn.wait_connected().await.unwrap_err();
+        /// let last = GaveUp::from_io_error(&err).unwrap().last_reason();
+        /// assert!(matches!(last, Some(Reason::ConnectTimeout(t)) if t.as_secs() == 3));
+        /// # }
+        /// ```
         connect_timeout;
         /// Give each connection attempt until the next retry is due, and at least `min`: the
         /// policy's next delay is drawn when the attempt starts, the attempt may run until that
@@ -151,6 +228,35 @@ impl<C: Connect> Builder<C> {
         /// [`on_connect`](Self::on_connect) hook are always retried (the `on_disconnect` hook can
         /// give up on them). With [`Failover`](super::Failover), a target whose error is not retryable
         /// ends the whole adapter, even if other targets would work; pass `|_| true` to keep going.
+        ///
+        /// # Examples
+        ///
+        /// A firewall that answers `PermissionDenied` may be reconfigured: keep trying.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Constant;
+        /// use staunch::reconnect::{GaveUp, GiveUpCause, Reconnecting};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let denied = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::PermissionDenied.into())
+        /// };
+        /// let mut by_default = Reconnecting::new(denied);
+        /// let err = by_default.wait_connected().await.unwrap_err();
+        /// let gave_up = GaveUp::from_io_error(&err).unwrap();
+        /// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::Fatal, 1));
+        ///
+        /// let mut retrying = Reconnecting::builder(denied)
+        ///     .retry_connect_if(|_| true)
+        ///     .policy(Constant::new(Duration::from_secs(1)).take(4))
+        ///     .build();
+        /// let err = retrying.wait_connected().await.unwrap_err();
+        /// let gave_up = GaveUp::from_io_error(&err).unwrap();
+        /// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::PolicyExhausted, 5));
+        /// # }
+        /// ```
         retry_connect_if;
         /// An async hook run after each lost connection and each failed attempt, before the backoff
         /// delay. It gets the [`HookContext`](super::HookContext) (with the policy's [next delay](HookContext::next_delay))
@@ -173,7 +279,8 @@ impl<C: Connect> Builder<C> {
         ///         eprintln!("lost: {:?}, attempt {}", ctx.reason(), ctx.attempt());
         ///         connector.set_addr("standby.internal:7000");
         ///         let give_up = ctx.attempt() >= 10;
-        ///         Box::pin(async move { if give_up { Decision::GiveUp } else { Decision::Retry } })
+        ///         let decision = if give_up { Decision::GiveUp } else { Decision::Retry };
+        ///         Box::pin(async move { decision })
         ///     })
         ///     .build();
         /// # drop(conn);
@@ -233,6 +340,34 @@ impl<C: Connect> Builder<C> {
     /// # Panics
     ///
     /// Panics if `timeout` is zero: every read that has to wait would drop its connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::reconnect::{Disconnected, Reason, Reconnecting};
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (client, _silent_peer) = tokio::io::duplex(64);
+    /// let mut slot = Some(client);
+    /// let connector = move || {
+    ///     let io = slot.take().ok_or(std::io::ErrorKind::ConnectionRefused.into());
+    ///     async move { io }
+    /// };
+    /// let mut conn = Reconnecting::builder(connector)
+    ///     .idle_timeout(Duration::from_secs(30))
+    ///     .build();
+    /// let start = Instant::now();
+    /// let err = conn.read(&mut [0; 8]).await.unwrap_err();
+    /// assert_eq!(start.elapsed(), Duration::from_secs(30));
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// let lost = Disconnected::from_io_error(&err).unwrap();
+    /// assert!(matches!(lost.reason(), Reason::IdleTimeout(_)));
+    /// # }
+    /// ```
     #[track_caller]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         assert!(
@@ -267,6 +402,35 @@ impl<C: Connect> Builder<C> {
     /// Which I/O errors on a live connection mean "connection lost" (and start a reconnect);
     /// others are returned to the caller unchanged. The default is
     /// [`is_disconnect`](super::is_disconnect).
+    ///
+    /// # Examples
+    ///
+    /// A peer that sends garbage is dropped for a new connection, instead of reported as is:
+    ///
+    /// ```
+    /// use std::io;
+    /// use staunch::reconnect::{is_disconnect, Disconnected, Reconnecting};
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let garbled = || async {
+    ///     let garbage = io::Error::new(io::ErrorKind::InvalidData, "bad frame");
+    ///     Ok(tokio_test::io::Builder::new().read_error(garbage).build())
+    /// };
+    /// let mut plain = Reconnecting::new(garbled);
+    /// let err = plain.read(&mut [0; 8]).await.unwrap_err();
+    /// assert!(Disconnected::from_io_error(&err).is_none()); // returned unchanged
+    ///
+    /// let mut conn = Reconnecting::builder(garbled)
+    ///     .disconnect_if(|e| is_disconnect(e) || e.kind() == io::ErrorKind::InvalidData)
+    ///     .build();
+    /// let err = conn.read(&mut [0; 8]).await.unwrap_err();
+    /// assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    /// let lost = Disconnected::from_io_error(&err).unwrap(); // a loss: the next read reconnects
+    /// assert_eq!(lost.generation(), 1);
+    /// # }
+    /// ```
     pub fn disconnect_if(mut self, classify: fn(&io::Error) -> bool) -> Self {
         self.is_disconnect = classify;
         self
@@ -323,6 +487,32 @@ impl<C: Connect> Builder<C> {
     /// Build the adapter. Nothing is connected yet: the first operation (or
     /// [`Reconnecting::wait_connected`]) starts connecting. To start connecting at once, see
     /// [`build_and_connect_in_background`](Self::build_and_connect_in_background).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use staunch::reconnect::{ConnState, Reconnecting};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let attempts = Arc::new(AtomicUsize::new(0));
+    /// let connector = {
+    ///     let attempts = attempts.clone();
+    ///     move || {
+    ///         attempts.fetch_add(1, Ordering::Relaxed);
+    ///         async { Ok(tokio::io::duplex(64).0) }
+    ///     }
+    /// };
+    /// let mut conn = Reconnecting::builder(connector).build();
+    /// assert!(matches!(conn.state(), ConnState::Idle));
+    /// assert_eq!(attempts.load(Ordering::Relaxed), 0); // nothing connects yet
+    /// conn.wait_connected().await?;
+    /// assert_eq!(attempts.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn build(self) -> Reconnecting<C> {
         Reconnecting::from_builder(self)
     }

@@ -3,6 +3,19 @@ use std::io;
 use std::pin::Pin;
 
 /// A boxed, `Send` future, the return type of hooks and of the built-in connectors.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::reconnect::{BoxFuture, Decision};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// // What an `on_disconnect` hook returns: `Box::pin` of any `Send` future.
+/// let decision: BoxFuture<Decision> = Box::pin(async { Decision::Retry });
+/// assert_eq!(decision.await, Decision::Retry);
+/// # }
+/// ```
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Something that can open a connection, again and again.
@@ -78,6 +91,25 @@ pub trait Connect {
 /// failed. `None` on other systems, or if the socket cannot say.
 ///
 /// For [`Connect::unacked_bytes`] in a connector of your own.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::reconnect::tcp_send_queue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let stream = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+/// let queued = tcp_send_queue(&stream);
+/// if cfg!(any(target_os = "linux", target_os = "android")) {
+///     assert_eq!(queued, Some(0)); // nothing written yet
+/// } else {
+///     assert_eq!(queued, None);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn tcp_send_queue(stream: &tokio::net::TcpStream) -> Option<u64> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return crate::sockopt::send_queue(stream);

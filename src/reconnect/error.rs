@@ -9,6 +9,27 @@ use std::time::Duration;
 /// Why a connection was lost or an attempt failed.
 ///
 /// Cheap to clone: the underlying [`io::Error`] is shared.
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use staunch::reconnect::{GaveUp, Reason, Reconnecting};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+/// };
+/// let mut conn = Reconnecting::builder(refuse).policy(std::iter::empty()).build();
+/// let err = conn.wait_connected().await.unwrap_err();
+/// let reason = GaveUp::from_io_error(&err).unwrap().last_reason().unwrap();
+/// assert!(matches!(reason, Reason::ConnectFailed(_)));
+/// assert!(reason.is_connect_failure());
+/// assert_eq!(reason.kind(), io::ErrorKind::ConnectionRefused);
+/// assert_eq!(reason.to_string(), "connect failed: connection refused");
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Reason {
@@ -341,6 +362,30 @@ impl fmt::Display for GaveUp {
 impl std::error::Error for GaveUp {}
 
 /// Why retrying stopped for good ([`GaveUp::cause`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use staunch::reconnect::{Decision, GaveUp, GiveUpCause, Reconnecting};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let cause = |err: io::Error| GaveUp::from_io_error(&err).unwrap().cause();
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+/// };
+///
+/// let mut hook_says_no = Reconnecting::builder(refuse)
+///     .on_disconnect(|_, _| Box::pin(async { Decision::GiveUp }))
+///     .build();
+/// assert_eq!(cause(hook_says_no.wait_connected().await.unwrap_err()), GiveUpCause::Hook);
+///
+/// // No port: retrying cannot help.
+/// let mut no_port = Reconnecting::new(staunch::reconnect::TcpConnector::new("127.0.0.1"));
+/// assert_eq!(cause(no_port.wait_connected().await.unwrap_err()), GiveUpCause::Fatal);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum GiveUpCause {

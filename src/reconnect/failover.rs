@@ -86,6 +86,44 @@ impl<C: Connect> Connect for Failover<C> {
 
 pin_project_lite::pin_project! {
     /// The future of one [`Failover`] attempt.
+    ///
+    /// # Examples
+    ///
+    /// Named in a connector of your own that wraps a [`Failover`]:
+    ///
+    /// ```
+    /// use std::io;
+    /// use staunch::reconnect::future::FailoverFuture;
+    /// use staunch::reconnect::{BoxFuture, Connect, Failover, TcpConnector};
+    /// use tokio::net::TcpStream;
+    ///
+    /// struct Counted {
+    ///     attempts: u32,
+    ///     inner: Failover<TcpConnector>,
+    /// }
+    ///
+    /// impl Connect for Counted {
+    ///     type Io = TcpStream;
+    ///     type Future = FailoverFuture<BoxFuture<io::Result<TcpStream>>>;
+    ///
+    ///     fn connect(&mut self) -> Self::Future {
+    ///         self.attempts += 1;
+    ///         self.inner.connect()
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let up = listener.local_addr()?.to_string();
+    /// let targets = vec![TcpConnector::new("127.0.0.1"), TcpConnector::new(up)];
+    /// let mut connector = Counted { attempts: 0, inner: Failover::new(targets) };
+    /// assert!(connector.connect().await.is_err()); // the first target has no port
+    /// let _stream = connector.connect().await?; // the second is up
+    /// assert_eq!((connector.attempts, connector.inner.current()), (2, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[derive(Debug)]
     #[must_use = "futures do nothing unless polled"]
     pub struct FailoverFuture<F> {

@@ -68,6 +68,25 @@ pub struct RetryLoop<C> {
 }
 
 /// How a session run by a [`RetryLoop`] ended.
+///
+/// # Examples
+///
+/// A session that finds it cannot work with this server stops the loop:
+///
+/// ```
+/// use staunch::reconnect::{GiveUpCause, RetryLoop, RetryOutcome, SessionEnd};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let outcome = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
+///     .run(|_conn| async { SessionEnd::<(), _>::Fatal("unsupported protocol version") })
+///     .await;
+/// let RetryOutcome::GaveUp { gave_up, session_error } = outcome else { panic!("not done") };
+/// assert_eq!(gave_up.cause(), GiveUpCause::Fatal);
+/// assert_eq!(gave_up.attempts(), 1);
+/// assert_eq!(session_error, Some("unsupported protocol version"));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionEnd<T, E> {
@@ -82,6 +101,32 @@ pub enum SessionEnd<T, E> {
 }
 
 /// How a [`RetryLoop`] ended.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::Constant;
+/// use staunch::reconnect::{GiveUpCause, Reason, RetryLoop, RetryOutcome, SessionEnd};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let outcome = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
+///     .policy(Constant::new(Duration::from_secs(1)).take(2))
+///     .run(|_conn| async { SessionEnd::<(), _>::Retry("server busy") })
+///     .await;
+/// match outcome {
+///     RetryOutcome::Done(()) => unreachable!("no session finished"),
+///     RetryOutcome::GaveUp { gave_up, session_error } => {
+///         assert_eq!(gave_up.cause(), GiveUpCause::PolicyExhausted);
+///         assert_eq!(gave_up.attempts(), 3);
+///         assert!(matches!(gave_up.last_reason(), Some(Reason::SessionEnded)));
+///         assert_eq!(session_error, Some("server busy"));
+///     }
+///     _ => unreachable!(),
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "the outcome says whether the loop finished or gave up, and why"]
 #[non_exhaustive]
@@ -106,6 +151,30 @@ impl<C: Connect> RetryLoop<C> {
         "RetryLoop";
         /// The delays between attempts: any `Iterator<Item = Duration> + Clone`; when it ends, the
         /// loop gives up. As [`Builder::policy`](super::Builder::policy).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Constant;
+        /// use staunch::reconnect::{GiveUpCause, RetryLoop, RetryOutcome, SessionEnd};
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let refuse = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+        /// };
+        /// let start = Instant::now();
+        /// let outcome = RetryLoop::new(refuse)
+        ///     .policy(Constant::new(Duration::from_secs(1)).take(2))
+        ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
+        ///     .await;
+        /// let RetryOutcome::GaveUp { gave_up, .. } = outcome else { panic!("connected") };
+        /// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::PolicyExhausted, 3));
+        /// assert_eq!(start.elapsed(), Duration::from_secs(2));
+        /// # }
+        /// ```
         policy;
         /// Fail a connection attempt that takes longer than `timeout`
         /// ([`Reason::ConnectTimeout`], retried). As
@@ -114,6 +183,25 @@ impl<C: Connect> RetryLoop<C> {
         /// # Panics
         ///
         /// Panics if `timeout` is zero: no attempt that has to wait for the network could succeed.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::reconnect::{Reason, RetryLoop, RetryOutcome, SessionEnd};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let hang = || std::future::pending::<std::io::Result<tokio::io::DuplexStream>>();
+        /// let outcome = RetryLoop::new(hang)
+        ///     .connect_timeout(Duration::from_secs(3))
+        ///     .policy(std::iter::empty())
+        ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
+        ///     .await;
+        /// let RetryOutcome::GaveUp { gave_up, .. } = outcome else { panic!("connected") };
+        /// assert!(matches!(gave_up.last_reason(), Some(Reason::ConnectTimeout(_))));
+        /// # }
+        /// ```
         connect_timeout;
         /// Give each connection attempt until the next retry is due, and at least `min`, as
         /// [`Builder::connect_timeout_until_next_retry`](super::Builder::connect_timeout_until_next_retry)
@@ -123,28 +211,189 @@ impl<C: Connect> RetryLoop<C> {
         /// # Panics
         ///
         /// Panics if `min` is zero.
+        ///
+        /// # Examples
+        ///
+        /// An attempt that hangs may run until the retry is due (10 s here), then the retry comes
+        /// at once; the last attempt, with no retry after it, gets `min`:
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Constant;
+        /// use staunch::reconnect::{RetryLoop, RetryOutcome, SessionEnd};
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let hang = || std::future::pending::<std::io::Result<tokio::io::DuplexStream>>();
+        /// let start = Instant::now();
+        /// let outcome = RetryLoop::new(hang)
+        ///     .policy(Constant::new(Duration::from_secs(10)).take(1))
+        ///     .connect_timeout_until_next_retry(Duration::from_secs(1))
+        ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
+        ///     .await;
+        /// assert!(matches!(outcome, RetryOutcome::GaveUp { .. }));
+        /// assert_eq!(start.elapsed(), Duration::from_secs(10 + 1));
+        /// # }
+        /// ```
         connect_timeout_until_next_retry;
         /// How long a session must stay up before the backoff (and the attempt count) start over
         /// (10 s by default). As [`Builder::stable_after`](super::Builder::stable_after).
+        ///
+        /// # Examples
+        ///
+        /// With `Duration::ZERO`, every session counts as stable: each reconnect waits the
+        /// policy's first delay, not ever longer ones.
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::backoff::Exponential;
+        /// use staunch::reconnect::{RetryLoop, RetryOutcome, SessionEnd};
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let backoff = Exponential::builder().min(Duration::from_secs(1)).build().unwrap();
+        /// let mut sessions = 0;
+        /// let start = Instant::now();
+        /// let outcome = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
+        ///     .policy(backoff)
+        ///     .stable_after(Duration::ZERO)
+        ///     .run(|_conn| {
+        ///         sessions += 1;
+        ///         let n = sessions;
+        ///         async move {
+        ///             if n < 4 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) }
+        ///         }
+        ///     })
+        ///     .await;
+        /// assert!(matches!(outcome, RetryOutcome::Done(4)));
+        /// assert_eq!(start.elapsed(), Duration::from_secs(3)); // 1 + 1 + 1, not 1 + 2 + 4
+        /// # }
+        /// ```
         stable_after;
         /// Which connect errors are worth retrying; on others the loop gives up
         /// ([`GiveUpCause::Fatal`]). As
         /// [`Builder::retry_connect_if`](super::Builder::retry_connect_if).
+        ///
+        /// # Examples
+        ///
+        /// Where a refused connection means the service is not coming back:
+        ///
+        /// ```
+        /// use std::io;
+        /// use staunch::reconnect::{GiveUpCause, RetryLoop, RetryOutcome, SessionEnd};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let refuse = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(io::ErrorKind::ConnectionRefused.into())
+        /// };
+        /// let outcome = RetryLoop::new(refuse)
+        ///     .retry_connect_if(|e| e.kind() != io::ErrorKind::ConnectionRefused)
+        ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
+        ///     .await;
+        /// let RetryOutcome::GaveUp { gave_up, .. } = outcome else { panic!("connected") };
+        /// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::Fatal, 1));
+        /// # }
+        /// ```
         retry_connect_if;
         /// An async hook run after each failed attempt and each ended session (except
         /// [`SessionEnd::Done`] and [`SessionEnd::Fatal`]), before the delay: it gets the
         /// [`HookContext`](super::HookContext) and the connector, and decides ([`Decision`](super::Decision)). As
         /// [`Builder::on_disconnect`](super::Builder::on_disconnect). The session's own error stays
         /// with the session: a session that should stop the loop returns [`SessionEnd::Fatal`].
+        ///
+        /// # Examples
+        ///
+        /// Wait a delay of its own after the first failure, give up after the second:
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::reconnect::{Decision, GiveUpCause, RetryLoop, RetryOutcome, SessionEnd};
+        /// use tokio::time::Instant;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let refuse = || async {
+        ///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+        /// };
+        /// let start = Instant::now();
+        /// let outcome = RetryLoop::new(refuse)
+        ///     .on_disconnect(|ctx, _connector| {
+        ///         let decision = match ctx.attempt() {
+        ///             1 => Decision::RetryAfter(Duration::from_secs(5)),
+        ///             _ => Decision::GiveUp,
+        ///         };
+        ///         Box::pin(async move { decision })
+        ///     })
+        ///     .run(|_conn| async { SessionEnd::<(), ()>::Done(()) })
+        ///     .await;
+        /// let RetryOutcome::GaveUp { gave_up, .. } = outcome else { panic!("connected") };
+        /// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::Hook, 2));
+        /// assert_eq!(start.elapsed(), Duration::from_secs(5));
+        /// # }
+        /// ```
         on_disconnect;
         /// Stop once `signal` completes, whatever the loop is doing (connecting, running a session,
         /// waiting, running the hook): the session future is dropped and the loop gives up
         /// ([`GiveUpCause::Cancelled`]). As [`Builder::cancel_on`](super::Builder::cancel_on).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// use staunch::reconnect::{GiveUpCause, RetryLoop, RetryOutcome, SessionEnd};
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let outcome = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
+        ///     .cancel_on(tokio::time::sleep(Duration::from_secs(1)))
+        ///     // A session that would run for ever is dropped at the signal.
+        ///     .run(|_conn| std::future::pending::<SessionEnd<(), ()>>())
+        ///     .await;
+        /// let RetryOutcome::GaveUp { gave_up, .. } = outcome else { panic!("done") };
+        /// assert_eq!(gave_up.cause(), GiveUpCause::Cancelled);
+        /// # }
+        /// ```
         cancel_on;
     }
 
     /// A handle that cuts the loop's backoff short and starts it over, from any task, also
     /// while [`run`](Self::run) runs (see [`ReconnectHandle`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::backoff::Constant;
+    /// use staunch::reconnect::{RetryLoop, RetryOutcome, SessionEnd};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let retry = RetryLoop::new(|| async { Ok(tokio::io::duplex(64).0) })
+    ///     .policy(Constant::new(Duration::from_secs(60)));
+    /// let handle = retry.reconnect_handle();
+    /// tokio::spawn(async move {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     handle.reconnect_now(); // the server is back: do not wait out the minute
+    /// });
+    /// let mut sessions = 0;
+    /// let start = Instant::now();
+    /// let outcome = retry
+    ///     .run(|_conn| {
+    ///         sessions += 1;
+    ///         let n = sessions;
+    ///         async move {
+    ///             if n < 2 { SessionEnd::<_, ()>::Reconnect } else { SessionEnd::Done(n) }
+    ///         }
+    ///     })
+    ///     .await;
+    /// assert!(matches!(outcome, RetryOutcome::Done(2)));
+    /// assert_eq!(start.elapsed(), Duration::from_secs(1));
+    /// # }
+    /// ```
     pub fn reconnect_handle(&self) -> ReconnectHandle {
         ReconnectHandle::new(&self.retry.reconnect_now)
     }

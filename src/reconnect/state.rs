@@ -9,6 +9,34 @@ use super::{GaveUp, Reason};
 /// [`resume::Client`](crate::resume::Client), published on a [`tokio::sync::watch`] channel
 /// ([`Reconnecting::watch`](super::Reconnecting::watch),
 /// [`Client::watch`](crate::resume::Client::watch)).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::backoff::Constant;
+/// use staunch::reconnect::{ConnState, Reconnecting};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+/// };
+/// let mut conn = Reconnecting::builder(refuse)
+///     .policy(Constant::new(Duration::from_secs(1)).take(1))
+///     .build();
+/// let states = conn.watch();
+/// assert!(matches!(conn.state(), ConnState::Idle));
+/// // Dropping the operation loses no progress: the adapter is in its backoff now.
+/// let _ = tokio::time::timeout(Duration::from_millis(500), conn.wait_connected()).await;
+/// let second_in_a_second = |s: &ConnState| {
+///     matches!(s, ConnState::Backoff { attempt: 2, delay, .. } if delay.as_secs() == 1)
+/// };
+/// assert!(second_in_a_second(&conn.state()));
+/// conn.wait_connected().await.unwrap_err();
+/// assert!(matches!(*states.borrow(), ConnState::GaveUp(_)));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ConnState {
@@ -53,6 +81,35 @@ pub enum ConnState {
 }
 
 /// What the [`on_disconnect`](super::Builder::on_disconnect) hook decides.
+///
+/// # Examples
+///
+/// Retry at once after a clean close, back off otherwise, give up after five in a row:
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::reconnect::{Decision, GaveUp, GiveUpCause, Reason, Reconnecting};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+/// };
+/// let mut conn = Reconnecting::builder(refuse)
+///     .on_disconnect(|ctx, _connector| {
+///         let decision = match ctx.reason() {
+///             _ if ctx.attempt() >= 5 => Decision::GiveUp,
+///             Some(Reason::Eof) => Decision::RetryAfter(Duration::ZERO),
+///             _ => Decision::Retry,
+///         };
+///         Box::pin(async move { decision })
+///     })
+///     .build();
+/// let err = conn.wait_connected().await.unwrap_err();
+/// let gave_up = GaveUp::from_io_error(&err).unwrap();
+/// assert_eq!((gave_up.cause(), gave_up.attempts()), (GiveUpCause::Hook, 5));
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Decision {
@@ -69,6 +126,41 @@ pub enum Decision {
 
 /// What a hook knows when it runs: the same for [`Reconnecting`](super::Reconnecting)'s hooks and
 /// [`RetryLoop`](super::RetryLoop)'s.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use staunch::backoff::Constant;
+/// use staunch::reconnect::{Decision, Reconnecting};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let refuse = || async {
+///     Err::<tokio::io::DuplexStream, _>(std::io::ErrorKind::ConnectionRefused.into())
+/// };
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let mut conn = Reconnecting::builder(refuse)
+///     .policy(Constant::new(Duration::from_secs(2)).take(2))
+///     .on_disconnect(move |ctx, _connector| {
+///         log.lock().unwrap().push((ctx.attempt(), ctx.elapsed(), ctx.next_delay()));
+///         Box::pin(async { Decision::Retry })
+///     })
+///     .build();
+/// conn.wait_connected().await.unwrap_err();
+/// let two = Some(Duration::from_secs(2));
+/// assert_eq!(
+///     *seen.lock().unwrap(),
+///     [
+///         (1, Duration::ZERO, two),
+///         (2, Duration::from_secs(2), two),
+///         (3, Duration::from_secs(4), None), // the policy has ended: `Retry` gives up
+///     ]
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HookContext {
     pub(crate) attempt: u32,

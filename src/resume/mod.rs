@@ -144,6 +144,37 @@ pub use server::{Accepted, Acceptor, Session, SessionStats};
 
 /// The settings of a resumable session (both ends) and of an [`Acceptor`]. A client's retry
 /// settings are its [`ClientBuilder`]'s.
+///
+/// # Examples
+///
+/// A session whose client never comes back expires:
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::resume::{Accepted, Acceptor, Config};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
+/// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+/// hello.extend([0; 16]); // no session id yet
+/// hello.extend(0u64.to_be_bytes()); // received position
+/// hello.extend(100_000u32.to_be_bytes()); // replay buffer size
+/// let acceptor = Acceptor::new(Config::default().session_expiry(Duration::from_secs(30)));
+/// let (mut client, socket) = tokio::io::duplex(1024);
+/// client.write_all(&hello).await?;
+/// let Accepted::New(mut session) = acceptor.accept(socket).await? else { unreachable!() };
+/// drop(client); // gone for good
+/// let start = Instant::now();
+/// let err = session.read(&mut [0; 8]).await.unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+/// assert_eq!(start.elapsed(), Duration::from_secs(30));
+/// assert_eq!(acceptor.stats().expired, 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     buffer_size: usize,
@@ -173,6 +204,32 @@ impl Config {
     /// # Panics
     ///
     /// If `bytes` is zero: no write could ever complete.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::resume::{Accepted, Acceptor, Config};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
+    /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+    /// hello.extend([0; 16]); // no session id yet
+    /// hello.extend(0u64.to_be_bytes()); // received position
+    /// hello.extend(100_000u32.to_be_bytes()); // replay buffer size
+    /// let acceptor = Acceptor::new(Config::default().buffer_size(8));
+    /// let (mut client, socket) = tokio::io::duplex(1024);
+    /// client.write_all(&hello).await?;
+    /// let Accepted::New(mut session) = acceptor.accept(socket).await? else { unreachable!() };
+    /// assert_eq!(session.write(&[0; 16]).await?, 8); // the buffer takes 8 bytes
+    /// // Full until the client acknowledges, which this one never does: the next write waits.
+    /// let next = tokio::time::timeout(Duration::from_secs(1), session.write(&[0; 1])).await;
+    /// assert!(next.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         assert!(bytes > 0, "resume::Config::buffer_size must be at least 1");
         self.buffer_size = bytes;
@@ -185,6 +242,40 @@ impl Config {
     /// # Panics
     ///
     /// If `period` is zero.
+    ///
+    /// # Examples
+    ///
+    /// A silent connection gets an ACK REQUEST frame after one heartbeat:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::resume::{Accepted, Acceptor, Config};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
+    /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+    /// hello.extend([0; 16]); // no session id yet
+    /// hello.extend(0u64.to_be_bytes()); // received position
+    /// hello.extend(100_000u32.to_be_bytes()); // replay buffer size
+    /// let acceptor = Acceptor::new(Config::default().heartbeat(Duration::from_secs(5)));
+    /// let (mut client, socket) = tokio::io::duplex(1024);
+    /// client.write_all(&hello).await?;
+    /// let Accepted::New(mut session) = acceptor.accept(socket).await? else { unreachable!() };
+    /// tokio::spawn(async move { session.read(&mut [0; 8]).await }); // serve it
+    /// let mut welcome = [0; 5 + 28];
+    /// client.read_exact(&mut welcome).await?;
+    /// assert_eq!(welcome[0], 2); // WELCOME
+    /// let start = Instant::now();
+    /// let mut frame = [0; 5];
+    /// client.read_exact(&mut frame).await?;
+    /// assert_eq!(frame, [6, 0, 0, 0, 0]); // ACK REQUEST, empty
+    /// assert_eq!(start.elapsed(), Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn heartbeat(mut self, period: Duration) -> Self {
         assert!(
             !period.is_zero(),
@@ -195,7 +286,7 @@ impl Config {
     }
 
     /// Server: how long a session waits for its client to come back before it expires.
-    /// Default 60 s.
+    /// Default 60 s. The [type's example](Config#examples) shows a session expiring.
     pub fn session_expiry(mut self, expiry: Duration) -> Self {
         self.session_expiry = expiry;
         self
@@ -212,6 +303,35 @@ impl Config {
     /// # Panics
     ///
     /// If `sessions` is zero: no session could ever start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use staunch::resume::{Acceptor, Config};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
+    /// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+    /// hello.extend([0; 16]); // no session id yet
+    /// hello.extend(0u64.to_be_bytes()); // received position
+    /// hello.extend(100_000u32.to_be_bytes()); // replay buffer size
+    /// let acceptor = Acceptor::new(Config::default().max_sessions(1));
+    /// let mut sessions = Vec::new();
+    /// for _ in 0..2 {
+    ///     let (mut client, socket) = tokio::io::duplex(1024);
+    ///     client.write_all(&hello).await?;
+    ///     sessions.push((acceptor.accept(socket).await, client));
+    /// }
+    /// assert!(sessions[0].0.is_ok());
+    /// let err = sessions[1].0.as_ref().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused); // "full": try again later
+    /// let stats = acceptor.stats();
+    /// assert_eq!((stats.active, stats.over_limit), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_sessions(mut self, sessions: usize) -> Self {
         assert!(
             sessions > 0,
@@ -224,6 +344,24 @@ impl Config {
     /// Server: how long a new connection may take to send its hello. Default 10 s. (A client's
     /// connect attempts are bounded by
     /// [`ClientBuilder::connect_timeout`](ClientBuilder::connect_timeout).)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use staunch::resume::{Acceptor, Config};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let acceptor = Acceptor::new(Config::default().handshake_timeout(Duration::from_secs(2)));
+    /// let (_silent, socket) = tokio::io::duplex(1024);
+    /// let start = Instant::now();
+    /// let err = acceptor.accept(socket).await.unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// assert_eq!(start.elapsed(), Duration::from_secs(2));
+    /// # }
+    /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -232,6 +370,32 @@ impl Config {
 
 /// A session's name: 128 bits from the operating system's random source, and a bearer secret
 /// (see the [module docs](self#security)). `Debug` shows only its first 4 bytes.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::resume::{Accepted, Acceptor, Config};
+/// use tokio::io::AsyncWriteExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// // A hello for a new session, as a raw client sends it (see the module docs' protocol).
+/// let mut hello = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+/// hello.extend([0; 16]); // no session id yet
+/// hello.extend(0u64.to_be_bytes()); // received position
+/// hello.extend(100_000u32.to_be_bytes()); // replay buffer size
+/// let acceptor = Acceptor::new(Config::default());
+/// let (mut client, socket) = tokio::io::duplex(1024);
+/// client.write_all(&hello).await?;
+/// let Accepted::New(session) = acceptor.accept(socket).await? else { unreachable!() };
+/// let id = session.id();
+/// assert_ne!(id.to_bytes(), [0; 16]); // all zeros asks for a new session
+/// let shown = format!("{id:?}"); // never the whole secret, in logs
+/// assert!(shown.starts_with("SessionId(") && shown.ends_with("…)"), "{shown}");
+/// assert_eq!(shown.chars().count(), "SessionId(01234567…)".chars().count());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; 16]);
 

@@ -89,6 +89,51 @@ impl<Io> fmt::Debug for Acceptor<Io> {
 }
 
 /// What [`Acceptor::accept`] made of a connection.
+///
+/// # Examples
+///
+/// Connections that break every 5 seconds: the client comes back, its session takes the new
+/// connection over, and the bytes arrive exactly once.
+///
+/// ```
+/// use std::time::Duration;
+/// use staunch::resume::{Accepted, Acceptor, Client, Config};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// let acceptor = Acceptor::new(Config::default());
+/// let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+/// let connector = move || {
+///     let (client, mut near) = tokio::io::duplex(4096);
+///     let (mut far, socket) = tokio::io::duplex(4096);
+///     // The network between them: cut after 5 s.
+///     let cut = Duration::from_secs(5);
+///     tokio::spawn(async move {
+///         tokio::time::timeout(cut, tokio::io::copy_bidirectional(&mut near, &mut far)).await
+///     });
+///     let (acceptor, accepted_tx) = (acceptor.clone(), accepted_tx.clone());
+///     tokio::spawn(async move { accepted_tx.send(acceptor.accept(socket).await.unwrap()) });
+///     async move { Ok(client) }
+/// };
+/// let client = tokio::spawn(async move {
+///     let mut client = Client::new(connector);
+///     client.write_all(b"one ").await?;
+///     client.flush().await?;
+///     tokio::time::sleep(Duration::from_secs(10)).await; // the connection is cut meanwhile
+///     client.write_all(b"two").await?;
+///     client.shutdown().await
+/// });
+/// let Some(Accepted::New(mut session)) = accepted.recv().await else { unreachable!() };
+/// let mut got = Vec::new();
+/// session.read_to_end(&mut got).await?;
+/// assert_eq!(got, b"one two");
+/// let Some(Accepted::Resumed(id)) = accepted.recv().await else { unreachable!() };
+/// assert_eq!(id, session.id());
+/// client.await.unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Accepted<Io: AsyncRead + AsyncWrite + Unpin> {
     /// A client started a session: serve it.
@@ -98,6 +143,42 @@ pub enum Accepted<Io: AsyncRead + AsyncWrite + Unpin> {
 }
 
 /// Counts of an [`Acceptor`]'s sessions.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::resume::{Acceptor, Config};
+/// use tokio::io::AsyncWriteExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// // A raw client's hello (see the protocol in the module docs).
+/// let hello = |id: [u8; 16]| {
+///     let mut frame = vec![1, 0, 0, 0, 29, 1]; // HELLO, 29 bytes, version 1
+///     frame.extend(id);
+///     frame.extend(0u64.to_be_bytes()); // received position
+///     frame.extend(100_000u32.to_be_bytes()); // replay buffer size
+///     frame
+/// };
+/// let acceptor = Acceptor::new(Config::default());
+/// let mut accept = |frame: Vec<u8>| {
+///     let acceptor = acceptor.clone();
+///     async move {
+///         let (mut client, socket) = tokio::io::duplex(1024);
+///         client.write_all(&frame).await?;
+///         acceptor.accept(socket).await
+///     }
+/// };
+/// let session = accept(hello([0; 16])).await?; // all zeros: a new session
+/// let err = accept(hello([7; 16])).await.unwrap_err(); // a session it never made
+/// assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+/// let stats = acceptor.stats();
+/// assert_eq!((stats.created, stats.rejected, stats.active), (1, 1, 1));
+/// drop(session);
+/// assert_eq!(acceptor.stats().active, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionStats {
@@ -346,6 +427,37 @@ impl<Io> Acceptor<Io> {
 ///
 /// It is driven by its own operations: keep a read pending (as any server does) so that a
 /// returning client is taken over and answered promptly. Dropping it ends the session.
+///
+/// # Examples
+///
+/// ```
+/// use staunch::resume::{Accepted, Acceptor, Client, Config};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> std::io::Result<()> {
+/// let acceptor = Acceptor::new(Config::default());
+/// let (sessions_tx, mut sessions) = tokio::sync::mpsc::unbounded_channel();
+/// let connector = move || {
+///     let (client, socket) = tokio::io::duplex(4096);
+///     let (acceptor, sessions_tx) = (acceptor.clone(), sessions_tx.clone());
+///     tokio::spawn(async move { sessions_tx.send(acceptor.accept(socket).await.unwrap()) });
+///     async move { Ok(client) }
+/// };
+/// let mut client = Client::new(connector);
+/// let reading = tokio::spawn(async move {
+///     let mut greeting = [0; 6];
+///     client.read_exact(&mut greeting).await.map(|_| (greeting, client.session_id()))
+/// });
+/// let Some(Accepted::New(mut session)) = sessions.recv().await else { unreachable!() };
+/// session.write_all(b"hello\n").await?;
+/// session.flush().await?; // written bytes go out on the next operation
+/// let (greeting, id) = reading.await.unwrap()?;
+/// assert_eq!(&greeting, b"hello\n");
+/// assert_eq!(id, Some(session.id()));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Session<Io: AsyncRead + AsyncWrite + Unpin> {
     // Boxed: a session is moved around (in `Accepted`, into tasks) more than it is polled.
     engine: Box<Engine<ServerLink<Io>>>,
