@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use futures_core::Stream;
+
+use super::listener::Listener;
+use super::mode::Mode;
 use super::stats::ListenShared;
 
 /// How a connection future ended.
@@ -162,6 +166,182 @@ impl fmt::Debug for Observers {
         f.debug_struct("Observers")
             .field("hook", &self.hook.get().is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl<S, M> Listener<S, M>
+where
+    S: Stream,
+    M: Mode<S::Item>,
+{
+    /// Call `hook` for every connection rejected on purpose: by an overload control or a
+    /// `shed_on_emfile` stream this listener polls, by idle reclaim, or by the listener itself
+    /// at a time limit or shutdown. It sees the [`RejectReason`](crate::overload::RejectReason)
+    /// and the peer's address where it is known. It runs on the thread that rejected the
+    /// connection, inside its `poll`, so it must be quick and must not block. A second call
+    /// replaces the first hook.
+    ///
+    /// Every rejection is counted in [`StatsSnapshot::rejected`](super::StatsSnapshot::rejected)
+    /// with or without a hook.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::sync::{Arc, Mutex};
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::overload::{OverloadExt, RejectReason};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let peer = "10.0.0.1:1000".parse::<SocketAddr>().unwrap();
+    /// let server = stream::iter([((), peer), ((), peer)])
+    ///     .limit_per_peer(1)
+    ///     .map(|permit| async move {
+    ///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    ///         drop(permit);
+    ///     })
+    ///     .listen(10)
+    ///     .on_reject({
+    ///         let seen = seen.clone();
+    ///         move |event| seen.lock().unwrap().push((event.reason(), event.peer()))
+    ///     });
+    /// let stats = server.stats();
+    /// server.await;
+    /// let s = stats.snapshot();
+    /// // The second connection arrived while the first held the peer's only slot.
+    /// assert_eq!((s.connections, s.rejected.get(RejectReason::PeerLimit)), (1, 1));
+    /// assert_eq!(*seen.lock().unwrap(), [(RejectReason::PeerLimit, Some(peer))]);
+    /// # }
+    /// ```
+    pub fn on_reject(
+        self,
+        hook: impl Fn(&crate::overload::RejectEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.shared().rejections.set_hook(Arc::new(hook));
+        self
+    }
+
+    /// Call `hook` when each connection starts and when it ends, with how it ended and how long
+    /// it ran ([`ConnectionEvent`]): for a log line per connection, or metrics of your own. It
+    /// runs on the thread that started or ended the connection (for a connection cancelled by
+    /// the listener, where its future is dropped), so it must be quick and must not block. The
+    /// counts of [`Stats`](super::Stats) are kept with or without it; without it (and without
+    /// [`metrics`](Listener::metrics)) a connection costs nothing more.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a hook was already set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::listen::{ConnectionEnd, ConnectionEvent};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let server = stream::iter([1u64, 60])
+    ///     .map(|secs| tokio::time::sleep(Duration::from_secs(secs)))
+    ///     .listen(10)
+    ///     .connection_time_limit(Duration::from_secs(30))
+    ///     .on_connection({
+    ///         let seen = seen.clone();
+    ///         move |event| {
+    ///             if let ConnectionEvent::Ended { end, duration } = *event {
+    ///                 seen.lock().unwrap().push((end, duration.as_secs()));
+    ///             }
+    ///         }
+    ///     });
+    /// server.await;
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!(*seen, [(ConnectionEnd::Finished, 1), (ConnectionEnd::TimedOut, 30)]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn on_connection(self, hook: impl Fn(&ConnectionEvent) + Send + Sync + 'static) -> Self {
+        assert!(
+            self.shared().observers.hook.set(Arc::new(hook)).is_ok(),
+            "on_connection: this listener already has a connection hook"
+        );
+        self
+    }
+
+    /// Record this listener's connections through the [`metrics`](https://docs.rs/metrics)
+    /// facade, labelled `listener = name` (the names follow OpenTelemetry's and ASP.NET
+    /// Kestrel's server metrics):
+    ///
+    /// | metric | kind | labels | what |
+    /// |---|---|---|---|
+    /// | `staunch.connections` | counter | `listener` | connections started |
+    /// | `staunch.active_connections` | gauge | `listener` | connections running now |
+    /// | `staunch.connection.duration` | histogram (seconds) | `listener`, `end` ([`ConnectionEnd::as_str`](super::ConnectionEnd::as_str)) | how long each ran, and how it ended |
+    /// | `staunch.rejected_connections` | counter | `listener`, `reason` ([`RejectReason::as_str`](crate::overload::RejectReason::as_str)) | connections refused or dropped on purpose |
+    ///
+    /// Install a recorder (a Prometheus or OpenTelemetry exporter) as the `metrics` crate
+    /// describes; without one, recording costs a few atomic loads. Needs the `metrics` feature.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+    /// # use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+    /// # #[derive(Default)]
+    /// # struct Connections(Arc<AtomicU64>);
+    /// # impl metrics::Recorder for Connections {
+    /// #     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    /// #     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+    /// #         let public = key.labels().any(|l| (l.key(), l.value()) == ("listener", "public"));
+    /// #         match key.name() == "staunch.connections" && public {
+    /// #             true => Counter::from_arc(self.0.clone()),
+    /// #             false => Counter::noop(),
+    /// #         }
+    /// #     }
+    /// #     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+    /// #         Gauge::noop()
+    /// #     }
+    /// #     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+    /// #         Histogram::noop()
+    /// #     }
+    /// # }
+    /// use futures_util::{stream, StreamExt};
+    /// use staunch::ListenExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // A recorder that counts `staunch.connections{listener="public"}`; a real server
+    /// // installs an exporter (Prometheus, OpenTelemetry) here.
+    /// let recorder = Connections::default();
+    /// let connections = recorder.0.clone();
+    /// metrics::set_global_recorder(recorder).unwrap();
+    ///
+    /// stream::iter(0..3).map(|_| async {}).listen(10).metrics("public").await;
+    /// assert_eq!(connections.load(Ordering::Relaxed), 3);
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[track_caller]
+    pub fn metrics(self, name: &'static str) -> Self {
+        let shared = self.shared();
+        assert!(
+            shared.observers.metrics.set(name).is_ok(),
+            "metrics: this listener already records metrics"
+        );
+        shared.rejections.record_metrics(name);
+        self
     }
 }
 
