@@ -74,6 +74,59 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// `AsyncRead` and `AsyncWrite` for an I/O wrapper of the axum and tonic adapters: every call
+/// goes straight to its pinned `io` field.
+#[cfg(any(feature = "axum", feature = "tonic"))]
+macro_rules! delegate_io {
+    ($wrapper:ident) => {
+        impl<T: ::tokio::io::AsyncRead> ::tokio::io::AsyncRead for $wrapper<T> {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                self.project().io.poll_read(cx, buf)
+            }
+        }
+
+        impl<T: ::tokio::io::AsyncWrite> ::tokio::io::AsyncWrite for $wrapper<T> {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                self.project().io.poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                self.project().io.poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                self.project().io.poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                self.project().io.poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 mod connection;
 mod exec;
 mod io;
