@@ -85,8 +85,9 @@ impl ConnectionEnd {
             ConnectionEnd::Cancelled => RejectReason::Shutdown,
             _ => return,
         };
-        // Logged where it was cut; counted by reason too, and seen by the hook.
-        shared.rejections.record(reason, None);
+        // Logged where it was cut and counted above (the snapshot reads it by reason from the
+        // ending counter); the hook and the metrics see it.
+        shared.rejections.notify(reason, None);
     }
 }
 

@@ -3,7 +3,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::overload::{RejectCounts, Rejections};
+use crate::overload::{RejectCounts, RejectReason, Rejections};
 
 /// A cheap handle to a server's counters, readable while it runs (from any thread).
 ///
@@ -339,9 +339,14 @@ impl ListenShared {
         s.finished += self.finished.load(Relaxed);
         s.failed += self.failed.load(Relaxed);
         s.panicked += self.panicked.load(Relaxed);
-        s.timed_out += self.timed_out.load(Relaxed);
-        s.cancelled += self.cancelled.load(Relaxed);
-        s.rejected.add(&self.rejections.counts());
+        let (timed_out, cancelled) = (self.timed_out.load(Relaxed), self.cancelled.load(Relaxed));
+        s.timed_out += timed_out;
+        s.cancelled += cancelled;
+        // A listener's own cuts are counted once, as endings.
+        let mut rejected = self.rejections.counts();
+        rejected.set(RejectReason::TimeLimit, timed_out);
+        rejected.set(RejectReason::Shutdown, cancelled);
+        s.rejected.add(&rejected);
     }
 
     pub(crate) fn started(&self) -> usize {

@@ -132,6 +132,11 @@ impl RejectCounts {
     }
 
     /// Add `other`'s counts to these.
+    /// Set the count of `reason`, for those a listener counts with its endings.
+    pub(crate) fn set(&mut self, reason: RejectReason, n: u64) {
+        self.0[reason.index()] = n;
+    }
+
     pub(crate) fn add(&mut self, other: &RejectCounts) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0) {
             *mine += theirs;
@@ -255,6 +260,12 @@ impl Rejections {
         // Several threads may reject at once (connections of a multi-thread runtime), so a
         // read-modify-write, unlike the single-writer counters of `Stats`.
         self.shared.counts[reason.index()].fetch_add(1, Relaxed);
+        self.notify(reason, peer);
+    }
+
+    /// Tell the metrics and the hook of a rejection counted elsewhere (a listener's own
+    /// cancels, which its ending counters already count).
+    pub(crate) fn notify(&self, reason: RejectReason, peer: Option<SocketAddr>) {
         #[cfg(feature = "metrics")]
         if let Some(&listener) = self.shared.metrics.get() {
             ::metrics::counter!(
